@@ -1,0 +1,1 @@
+"""Accounts, campaigns and lead lists."""

@@ -1,0 +1,162 @@
+"""Schema migrations: decorated functions, applied in order, recorded in a table.
+
+Each migration runs in its own transaction. The SQL is kept portable (TEXT for
+times and money, INTEGER ids) except where marked.
+"""
+
+import datetime
+import sqlite3
+
+_MIGRATIONS = []
+
+
+def migration(fn):
+    _MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def apply(store):
+    conn = store.conn
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {r[0] for r in conn.execute("SELECT name FROM _migrations")}
+    for name, fn in _MIGRATIONS:
+        if name in done:
+            continue
+        with store.transaction():
+            # re-check under the write lock: another process may have applied it
+            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                continue
+            fn(conn)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (name, datetime.datetime.now(datetime.timezone.utc).isoformat()),
+            )
+
+
+def run_script(conn, script):
+    """Execute statements one by one inside the open transaction (executescript
+    would COMMIT first)."""
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            conn.execute(buf)
+            buf = ""
+    if buf.strip():
+        raise ValueError(f"incomplete SQL statement in migration: {buf.strip()[:60]}")
+
+
+def applied(store):
+    return [r[0] for r in store.conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
+
+
+@migration
+def m001_foundation(conn):
+    run_script(conn, 
+        """
+        CREATE TABLE accounts (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE account_numbers (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            number TEXT NOT NULL,
+            label TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (account_id, number)
+        );
+        CREATE TABLE campaigns (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL UNIQUE,
+            region TEXT NOT NULL,
+            caller_id TEXT,
+            hours TEXT,
+            state TEXT NOT NULL DEFAULT 'draft',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE rule_set_versions (
+            jurisdiction TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            data TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            author TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (jurisdiction, version)
+        );
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL UNIQUE
+        );
+        CREATE TABLE dnc_registries (
+            id INTEGER PRIMARY KEY,
+            jurisdiction TEXT NOT NULL,
+            as_of TEXT NOT NULL,
+            imported_at TEXT NOT NULL,
+            path TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            numbers INTEGER NOT NULL,
+            junk INTEGER NOT NULL,
+            source_file TEXT NOT NULL,
+            actor TEXT NOT NULL
+        );
+        CREATE INDEX dnc_registries_current ON dnc_registries (jurisdiction, as_of, id);
+        CREATE TABLE dnc_entries (
+            id INTEGER PRIMARY KEY,
+            scope TEXT NOT NULL,
+            pattern TEXT NOT NULL,
+            is_prefix INTEGER NOT NULL DEFAULT 0,
+            added_at TEXT NOT NULL,
+            added_by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            UNIQUE (scope, pattern)
+        );
+        CREATE TABLE dnc_waivers (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+            jurisdiction TEXT NOT NULL,
+            waived_at TEXT NOT NULL,
+            waived_by TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            revoked_at TEXT,
+            revoked_by TEXT
+        );
+        CREATE TABLE lifeline_numbers (
+            id INTEGER PRIMARY KEY,
+            number TEXT NOT NULL UNIQUE,
+            category TEXT NOT NULL,
+            name TEXT NOT NULL,
+            source TEXT NOT NULL,
+            added_at TEXT NOT NULL
+        );
+        CREATE TABLE call_attempts (
+            call_id TEXT PRIMARY KEY,
+            number TEXT NOT NULL,
+            campaign_id INTEGER,
+            started_at TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX call_attempts_number ON call_attempts (number, started_at);
+        """
+    )
+    # SQLite-specific: the audit log is append-only (PostgreSQL gets its own trigger).
+    run_script(conn, 
+        """
+        CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+        BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+        """
+    )

@@ -1,0 +1,122 @@
+"""The one store layer: a SQLite file in WAL mode, migrations, transactions.
+
+Portable SQL only (no SQLite-only syntax in queries outside this module), so a
+PostgreSQL backend can be added beside it. Times are ISO 8601 UTC text; money
+(later) is Decimal text.
+
+Writes go through one writer: in the CLI that is the process itself; under the
+reactor it is :class:`dialer.writer.StoreWriter`, a one-thread pool.
+"""
+
+import contextlib
+import os
+import pathlib
+import sqlite3
+
+import sqlite_utils
+
+from .errors import StoreError
+from . import migrations
+
+ENV_DB = "DIALER_DB"
+ENV_DATA_DIR = "DIALER_DATA_DIR"
+
+
+def data_dir():
+    """Where the default database lives: $DIALER_DATA_DIR, else $XDG_DATA_HOME/dialer."""
+    explicit = os.environ.get(ENV_DATA_DIR)
+    if explicit:
+        return pathlib.Path(explicit)
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return pathlib.Path(base) / "dialer"
+
+
+def default_db_path():
+    explicit = os.environ.get(ENV_DB)
+    if explicit:
+        return pathlib.Path(explicit)
+    return data_dir() / "dialer.db"
+
+
+def connect(path, timeout=5.0):
+    """Open a connection with the project's pragmas. Autocommit: we BEGIN ourselves."""
+    try:
+        conn = sqlite3.connect(str(path), timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open database {path}: {e}") from None
+    return conn
+
+
+class Store:
+    """A database file and the files that live beside it (DNC registry snapshots)."""
+
+    def __init__(self, path=None, timeout=5.0, migrate=True):
+        self.path = pathlib.Path(path) if path is not None else default_db_path()
+        if str(self.path) != ":memory:":
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"cannot create data directory {self.path.parent}: {e.strerror}") from None
+        self.conn = connect(self.path, timeout)
+        self.db = sqlite_utils.Database(self.conn)
+        if migrate:
+            self.migrate()
+
+    # -- files beside the database -------------------------------------------------
+    @property
+    def files_dir(self):
+        d = self.path.parent / (self.path.stem + ".files")
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # -- transactions -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self):
+        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any exception. Not re-entrant-safe
+        across threads: one writer per file."""
+        if self.conn.in_transaction:
+            # nested use inside an open transaction: join it
+            yield self.conn
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(f"database {self.path} is busy or locked ({e}); try again") from None
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.OperationalError as e:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"could not commit to {self.path}: {e}") from None
+
+    def execute(self, sql, params=()):
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise StoreError(f"database {self.path} is locked ({e}); try again") from None
+            raise
+
+    def query(self, sql, params=()):
+        cur = self.execute(sql, params)
+        cols = [c[0] for c in cur.description]
+        return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def query_one(self, sql, params=()):
+        rows = self.query(sql, params)
+        return rows[0] if rows else None
+
+    def migrate(self):
+        migrations.apply(self)
+
+    def close(self):
+        self.conn.close()

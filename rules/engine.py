@@ -1,0 +1,525 @@
+"""The rules engine: a pure function of a lead, an instant and a context.
+
+``evaluate(lead, at, context)`` and ``screen(leads, at, context)`` do no I/O and
+read no clock: everything they need (rule sets, DNC lists, lifeline list, call
+history, calls live now) is in the context, which the store layer loads.
+Every failing rule is listed; every verdict names the rule-set version used.
+"""
+
+import bisect
+import datetime as _dt
+from dataclasses import dataclass, field, replace
+
+import holidays as _holidays
+import pytz
+
+from dialer.timeutil import utc
+
+from .numbers import NumberFacts, normalise
+from .ruleset import DAYS, fmt_window
+
+CATEGORIES = (
+    "invalid", "emergency", "special", "lifeline", "toll_free", "premium", "dnc", "hours",
+    "holiday", "timezone_unknown", "multiline", "frequency", "caller_id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule: str
+    category: str
+    detail: str
+
+    def as_dict(self):
+        return {"rule": self.rule, "category": self.category, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    input: str
+    number: object  # E.164 or None
+    allowed: bool
+    reasons: tuple  # blocking reasons, every one that failed
+    at: _dt.datetime
+    ruleset: object = None  # "US@3": the rule-set version that decided
+    zones: tuple = ()
+    window: tuple = ()  # per zone: {"zone", "local", "windows"}
+    flags: tuple = ()  # non-blocking findings (multi-line runs in a batch)
+    groups: tuple = ()  # business groups the number belongs to
+
+    @property
+    def categories(self):
+        return tuple(r.category for r in self.reasons)
+
+    def as_dict(self):
+        return {
+            "input": self.input,
+            "number": self.number,
+            "allowed": self.allowed,
+            "reasons": [r.as_dict() for r in self.reasons],
+            "flags": [r.as_dict() for r in self.flags],
+            "groups": list(self.groups),
+            "zones": list(self.zones),
+            "window": [dict(w) for w in self.window],
+            "ruleset": self.ruleset,
+            "at": self.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """A number to call and what the list says about the callee."""
+
+    phone: str
+    state: object = None  # two-letter state from the list
+    zone: object = None  # IANA zone from the list
+    business: object = None  # business id / company name from the list
+    region: object = None  # default region for this lead's number
+    facts: object = None  # NumberFacts computed at import, if any
+    groups: tuple = ()  # group keys assigned at import (multi-line runs)
+
+
+@dataclass(frozen=True)
+class Registry:
+    """One imported national registry: membership test and its date."""
+
+    jurisdiction: str
+    as_of: _dt.date
+    numbers: object  # supports ``int in numbers``
+    label: str = "national registry"
+
+
+@dataclass(frozen=True)
+class DncLists:
+    registries: dict = field(default_factory=dict)  # jurisdiction -> Registry
+    company: frozenset = frozenset()  # E.164 values (int)
+    company_prefixes: tuple = ()  # digit strings (E.164 without +)
+    campaign: frozenset = frozenset()
+    campaign_prefixes: tuple = ()
+
+
+@dataclass(frozen=True)
+class CampaignRules:
+    name: str
+    hours: object = None  # 7-tuple of windows or None: narrows, never widens
+    registry_waived: frozenset = frozenset()  # jurisdictions whose registry requirement is waived
+    caller_id: object = None
+    own_numbers: frozenset = frozenset()  # the account's DIDs, E.164
+
+
+@dataclass
+class Context:
+    rulesets: dict  # jurisdiction -> CompiledRuleSet
+    default_region: str = "US"
+    dnc: DncLists = field(default_factory=DncLists)
+    lifeline: dict = field(default_factory=dict)  # e164 or "REGION:digits" -> (category, name)
+    campaign: object = None  # CampaignRules
+    history: dict = field(default_factory=dict)  # int value -> [(datetime, outcome)], oldest first
+    live_groups: frozenset = frozenset()
+    live_numbers: frozenset = frozenset()  # int values with a call ringing or connected
+
+    def __post_init__(self):
+        self.by_region = {}
+        for rs in self.rulesets.values():
+            for r in rs.regions:
+                self.by_region[r] = rs
+        self.special_codes = {r: rs.special_codes for r, rs in self.by_region.items()}
+        live = {}
+        for v in self.live_numbers:
+            live.setdefault(v // 10000, []).append(v % 10000)
+        self.live_by_exchange = {k: sorted(v) for k, v in live.items()}
+
+
+_WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def _intersect(a, b):
+    """Intersection of two sorted window tuples; None means unrestricted."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    out = []
+    for s1, e1 in a:
+        for s2, e2 in b:
+            s, e = max(s1, s2), min(e1, e2)
+            if s < e:
+                out.append((s, e))
+    return tuple(sorted(out))
+
+
+class Screener:
+    """Evaluates leads at one instant against one context. Caches what depends only
+    on (rule set, zones, states) for that instant, so a batch costs little per lead."""
+
+    def __init__(self, context, at):
+        self.ctx = context
+        self.at = utc(at)
+        self._local = {}
+        self._time = {}
+        self._hol = {}
+        self._registry = {}
+        self._cli = None
+
+    # -- pieces ---------------------------------------------------------------------
+    def _local_time(self, zone):
+        lt = self._local.get(zone)
+        if lt is None:
+            lt = self.at.astimezone(pytz.timezone(zone))
+            self._local[zone] = lt
+        return lt
+
+    def _holiday(self, calendar, subdiv, day):
+        key = (calendar, subdiv, day.year)
+        h = self._hol.get(key)
+        if h is None:
+            h = _holidays.country_holidays(calendar, subdiv=subdiv, years=day.year)
+            self._hol[key] = h
+        return h.get(day)
+
+    def _time_reasons(self, rs, zones, states, lead_zone_error):
+        """Hours, holiday and zone reasons plus the windows that applied."""
+        key = (rs.jurisdiction, zones, states, lead_zone_error)
+        hit = self._time.get(key)
+        if hit is not None:
+            return hit
+        reasons = []
+        window = []
+        if lead_zone_error:
+            reasons.append(Reason(f"{rs.jurisdiction}-TZ", "timezone_unknown", lead_zone_error))
+        if not zones:
+            reasons.append(Reason(f"{rs.jurisdiction}-TZ", "timezone_unknown",
+                                  "the callee's time zone is unknown (no zone for this number and none on the lead)"))
+        camp = self.ctx.campaign
+        for zone in zones:
+            lt = self._local_time(zone)
+            wd = lt.weekday()
+            minute = lt.hour * 60 + lt.minute
+            wins = rs.hours[wd]
+            applied = [rs.jurisdiction] if wins is not None else []
+            for st in states:
+                sr = rs.states.get(st)
+                if sr is None:
+                    continue
+                if sr.hours is not None and sr.hours[wd] is not None:
+                    wins = _intersect(wins, sr.hours[wd])
+                    applied.append(st)
+            if camp is not None and camp.hours is not None and camp.hours[wd] is not None:
+                wins = _intersect(wins, camp.hours[wd])
+                applied.append(f"campaign {camp.name}")
+            shown = "any time" if wins is None else (", ".join(fmt_window(w) for w in wins) or "no calls")
+            window.append({
+                "zone": zone, "local": lt.strftime("%Y-%m-%dT%H:%M%z"),
+                "windows": [] if wins is None else [fmt_window(w) for w in wins],
+                "rules": applied,
+            })
+            if wins is not None and not any(s <= minute < e for s, e in wins):
+                rule = rs.rule_id("hours")
+                for st in states:
+                    sr = rs.states.get(st)
+                    if sr is not None and sr.hours is not None and sr.hours[wd] is not None:
+                        rule = sr.hours_rule
+                if not wins:
+                    detail = f"no calls on {_WEEKDAY_NAMES[wd]} in {zone} ({', '.join(applied)})"
+                else:
+                    detail = (f"{lt.strftime('%H:%M')} {_WEEKDAY_NAMES[wd]} in {zone} is outside "
+                              f"{shown} ({', '.join(applied)})")
+                reasons.append(Reason(rule, "hours", detail))
+            day = lt.date()
+            if rs.holiday_ban and rs.holiday_calendar:
+                name = self._holiday(rs.holiday_calendar, None, day)
+                if name:
+                    reasons.append(Reason(rs.rule_id("holidays"), "holiday",
+                                          f"{day} is {name} in {zone}: no calls on public holidays"))
+            for st in states:
+                sr = rs.states.get(st)
+                if sr is not None and sr.holiday_ban and rs.holiday_calendar:
+                    name = self._holiday(rs.holiday_calendar, st, day)
+                    if name:
+                        reasons.append(Reason(sr.holiday_rule, "holiday",
+                                              f"{day} is {name} in {st} ({zone}): no calls on holidays there"))
+        hit = (tuple(_dedupe(reasons)), tuple(window))
+        self._time[key] = hit
+        return hit
+
+    def _registry_reasons(self, rs):
+        hit = self._registry.get(rs.jurisdiction)
+        if hit is not None:
+            return hit
+        out = []
+        camp = self.ctx.campaign
+        waived = camp is not None and rs.jurisdiction in camp.registry_waived
+        reg = self.ctx.dnc.registries.get(rs.jurisdiction)
+        rule = rs.rule_id("registry")
+        if rs.registry_required and not waived:
+            if reg is None:
+                out.append(Reason(rule + "-MISSING", "dnc", f"no {rs.jurisdiction} national DNC registry has been imported; "
+                                               f"import one (dialer dnc import FILE --source national) before calling"))
+            else:
+                age = (self.at.date() - reg.as_of).days
+                if age > rs.registry_max_age_days:
+                    out.append(Reason(rule + "-STALE", "dnc", f"the {rs.jurisdiction} DNC registry is {age} days old "
+                                                   f"(as of {reg.as_of}; at most {rs.registry_max_age_days}): refresh it"))
+        hit = tuple(out)
+        self._registry[rs.jurisdiction] = hit
+        return hit
+
+    def _dnc_reasons(self, rs, value, digits):
+        d = self.ctx.dnc
+        out = []
+        if rs is not None:
+            out.extend(self._registry_reasons(rs))
+            reg = d.registries.get(rs.jurisdiction)
+            if reg is not None and value in reg.numbers:
+                out.append(Reason(rs.rule_id("registry"), "dnc", f"on the {rs.jurisdiction} {reg.label} (as of {reg.as_of})"))
+        if value in d.company:
+            out.append(Reason("DNC-COMPANY", "dnc", "on the company do-not-call list"))
+        elif d.company_prefixes and digits.startswith(d.company_prefixes):
+            p = next(p for p in d.company_prefixes if digits.startswith(p))
+            out.append(Reason("DNC-COMPANY-PREFIX", "dnc", f"matches company do-not-call prefix +{p}*"))
+        if value in d.campaign:
+            out.append(Reason("DNC-CAMPAIGN", "dnc", "on this campaign's do-not-call list"))
+        elif d.campaign_prefixes and digits.startswith(d.campaign_prefixes):
+            p = next(p for p in d.campaign_prefixes if digits.startswith(p))
+            out.append(Reason("DNC-CAMPAIGN-PREFIX", "dnc", f"matches campaign do-not-call prefix +{p}*"))
+        return out
+
+    def _frequency_reasons(self, rs, value, states):
+        hist = self.ctx.history.get(value)
+        if not hist:
+            return ()
+        out = []
+        caps = [rs.frequency] if rs.frequency else []
+        for st in states:
+            sr = rs.states.get(st)
+            if sr is not None and sr.frequency is not None:
+                caps.append(sr.frequency)
+        for cap in caps:
+            since = self.at - _dt.timedelta(hours=cap.window_hours)
+            n = sum(1 for t, _ in hist if since < t <= self.at)
+            if n >= cap.max_calls:
+                out.append(Reason(cap.rule, "frequency",
+                                  f"{n} calls in the last {cap.window_hours:g} h (at most {cap.max_calls})"))
+        for hours, outcome, key, what in (
+            (rs.abandon_lockout_hours, "abandoned", "abandon_lockout", "an abandoned call"),
+            (rs.machine_lockout_hours, "machine", "machine_lockout", "an answering machine"),
+        ):
+            if not hours:
+                continue
+            since = self.at - _dt.timedelta(hours=hours)
+            last = [t for t, o in hist if o == outcome and since < t <= self.at]
+            if last:
+                until = max(last) + _dt.timedelta(hours=hours)
+                out.append(Reason(rs.rule_id(key), "frequency",
+                                  f"{what} at {max(last):%Y-%m-%d %H:%MZ}: no call for {hours:g} h (until {until:%Y-%m-%d %H:%MZ})"))
+        return out
+
+    def _caller_id_reasons(self):
+        if self._cli is not None:
+            return self._cli
+        camp = self.ctx.campaign
+        out = []
+        if camp is not None:
+            out = caller_id_reasons(camp.caller_id, camp.own_numbers, self.ctx)
+        self._cli = tuple(out)
+        return self._cli
+
+    def _live_reasons(self, rs, value, groups):
+        out = []
+        ctx = self.ctx
+        for g in groups:
+            if g in ctx.live_groups:
+                out.append(Reason(rs.rule_id("multiline"), "multiline",
+                                  f"another line of business group {g} has a live call"))
+                break
+        lines = ctx.live_by_exchange.get(value // 10000)
+        if lines:
+            line = value % 10000
+            i = bisect.bisect_left(lines, line - rs.multiline_stride)
+            if i < len(lines) and lines[i] <= line + rs.multiline_stride:
+                other = lines[i]
+                what = "this number already has a live call" if other == line else \
+                    f"a live call to +{value // 10000}{other:04d} (a near-consecutive line)"
+                out.append(Reason(rs.rule_id("multiline"), "multiline", what))
+        return out
+
+    # -- the verdict ------------------------------------------------------------------
+    def facts(self, lead):
+        if lead.facts is not None:
+            return lead.facts
+        return normalise(lead.phone, lead.region or self.ctx.default_region, self.ctx.special_codes)
+
+    def evaluate(self, lead):
+        if isinstance(lead, str):
+            lead = Lead(lead)
+        ctx = self.ctx
+        f = self.facts(lead)
+        region = f.region or (lead.region or ctx.default_region)
+        rs = ctx.by_region.get(region)
+        reasons = []
+        jur = rs.jurisdiction if rs is not None else (region or "??")
+        if rs is None:
+            reasons.append(Reason("NO-RULESET", "invalid",
+                                  f"no rule set covers region {region}: add one before calling there"))
+        if f.emergency:
+            what = f.short_code or f.input.strip()
+            reasons.append(Reason(f"{jur}-EMERG", "emergency", f"{what} is or reaches an emergency number in {region}"))
+        elif f.short_code is not None:
+            reasons.append(Reason(f"{jur}-N11", "special", f"{f.short_code} is a service code (N11/short code)"))
+        key = f.e164 if f.e164 is not None else (f"{region}:{f.short_code}" if f.short_code else None)
+        life = ctx.lifeline.get(key) if key is not None else None
+        if life is not None:
+            reasons.append(Reason(f"{jur}-LIFELINE", "lifeline", f"{life[1]} ({life[0]}) is a life-line number"))
+        if f.e164 is None:
+            if f.short_code is None:
+                reasons.append(Reason("INVALID", "invalid", f.error or "not a valid phone number"))
+            return Verdict(f.input, None, False, tuple(reasons), self.at,
+                           ruleset=rs.label if rs is not None else None)
+        if rs is None:
+            return Verdict(f.input, f.e164, False, tuple(reasons), self.at)
+        cat = rs.blocked_types.get(f.kind)
+        if cat is not None:
+            reasons.append(Reason(rs.rule_id("number_types"), cat,
+                                  f"{f.kind.replace('_', '-')} number: the called party pays or it is a high-cost destination"))
+        value = f.value
+        reasons.extend(self._dnc_reasons(rs, value, f.e164[1:]))
+        # zones: the number's, and the lead's when the list gives one (all must allow)
+        zones = f.zones
+        zone_error = None
+        if lead.zone:
+            if lead.zone in pytz.all_timezones_set:
+                if lead.zone not in zones:
+                    zones = tuple(sorted(zones + (lead.zone,)))
+            else:
+                zone_error = f"the lead's time zone {lead.zone!r} is not a time zone name"
+        states = ()
+        if f.state:
+            states = (f.state,)
+        if lead.state and lead.state != f.state:
+            states = tuple(sorted(states + (str(lead.state).upper(),)))
+        t_reasons, window = self._time_reasons(rs, zones, states, zone_error)
+        reasons.extend(t_reasons)
+        if ctx.history:
+            reasons.extend(self._frequency_reasons(rs, value, states))
+        groups = lead.groups
+        if lead.business:
+            groups = groups + (business_group(lead.business),)
+        if ctx.live_groups or ctx.live_numbers:
+            reasons.extend(self._live_reasons(rs, value, groups))
+        reasons.extend(self._caller_id_reasons())
+        return Verdict(f.input, f.e164, not reasons, tuple(reasons), self.at, ruleset=rs.label,
+                       zones=zones, window=window, groups=groups)
+
+
+def _dedupe(reasons):
+    seen = set()
+    out = []
+    for r in reasons:
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def business_group(name):
+    return "business:" + " ".join(str(name).lower().split())
+
+
+def caller_id_reasons(caller_id, own_numbers, ctx):
+    """Why a campaign with this caller ID may not start (empty: it may)."""
+    if not caller_id:
+        return [Reason("CALLER-ID", "caller_id", "the campaign has no caller ID")]
+    f = normalise(caller_id, ctx.default_region)
+    if f.e164 is None:
+        return [Reason("CALLER-ID", "caller_id", f"caller ID {caller_id!r} is not a valid number: {f.error}")]
+    out = []
+    rs = ctx.by_region.get(f.region)
+    rule = rs.rule_id("caller_id") if rs is not None else "CALLER-ID"
+    if (rs is None or rs.caller_id_require_own) and f.e164 not in own_numbers:
+        out.append(Reason(rule, "caller_id", f"caller ID {f.e164} is not one of the account's own numbers"))
+    if rs is not None and f.kind in rs.caller_id_forbid_types:
+        out.append(Reason(rule, "caller_id", f"caller ID {f.e164} is a {f.kind.replace('_', '-')} number, not allowed"))
+    return out
+
+
+def evaluate(lead, at, context):
+    """The verdict for one lead (or number string) at instant ``at``."""
+    return Screener(context, at).evaluate(lead)
+
+
+def find_runs(values, stride, run_length):
+    """Runs of near-consecutive numbers: same exchange (all digits but the last four),
+    line numbers at most ``stride`` apart, at least ``run_length`` long.
+    Returns {value: (first_value, last_value, count)}."""
+    by_exchange = {}
+    for v in values:
+        by_exchange.setdefault(v // 10000, set()).add(v % 10000)
+    out = {}
+    for ex, lines in by_exchange.items():
+        if len(lines) < run_length:
+            continue
+        lines = sorted(lines)
+        start = 0
+        for i in range(1, len(lines) + 1):
+            if i == len(lines) or lines[i] - lines[i - 1] > stride:
+                if i - start >= run_length:
+                    first, last = ex * 10000 + lines[start], ex * 10000 + lines[i - 1]
+                    for ln in lines[start:i]:
+                        out[ex * 10000 + ln] = (first, last, i - start)
+                start = i
+    return out
+
+
+def run_group(first_value):
+    return f"run:+{first_value}"
+
+
+def screen(leads, at, context):
+    """Verdicts for many leads at one instant, plus multi-line findings across them:
+    runs of near-consecutive numbers and leads sharing a business are flagged
+    (``flags``, ``groups``) so the dialer keeps one live call per group."""
+    sc = Screener(context, at)
+    verdicts = [sc.evaluate(ld if not isinstance(ld, str) else Lead(ld)) for ld in leads]
+    return flag_groups(verdicts, context)
+
+
+def flag_groups(verdicts, context):
+    by_rs = {}
+    business = {}
+    for i, v in enumerate(verdicts):
+        if v.number is None or v.ruleset is None:
+            continue
+        jur = v.ruleset.split("@")[0]
+        by_rs.setdefault(jur, []).append(i)
+        for g in v.groups:
+            if g.startswith("business:"):
+                business.setdefault(g, []).append(i)
+    extra = {}
+    for jur, idx in by_rs.items():
+        rs = context.rulesets[jur]
+        values = {int(verdicts[i].number[1:]): i for i in idx}
+        runs = find_runs(values.keys(), rs.multiline_stride, rs.multiline_run)
+        for val, (first, last, count) in runs.items():
+            i = values[val]
+            flag = Reason(rs.rule_id("multiline"), "multiline",
+                          f"one of {count} near-consecutive numbers +{first}..+{last}: likely one business, "
+                          f"one live call at a time")
+            extra.setdefault(i, ([], []))
+            extra[i][0].append(flag)
+            extra[i][1].append(run_group(first))
+    for g, idx in business.items():
+        if len(idx) < 2:
+            continue
+        for i in idx:
+            jur = verdicts[i].ruleset.split("@")[0]
+            rs = context.rulesets[jur]
+            extra.setdefault(i, ([], []))
+            extra[i][0].append(Reason(rs.rule_id("multiline"), "multiline",
+                                      f"{len(idx)} numbers of {g[9:]!r} in this batch: one live call at a time"))
+    if not extra:
+        return verdicts
+    out = list(verdicts)
+    for i, (flags, groups) in extra.items():
+        v = out[i]
+        out[i] = replace(v, flags=v.flags + tuple(flags), groups=tuple(dict.fromkeys(v.groups + tuple(groups))))
+    return out

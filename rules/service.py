@@ -1,0 +1,553 @@
+"""Library functions behind the CLI (and later the web console): each command calls
+one of these. They load what the pure engine needs from the store, and record
+every change in the audit log."""
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import pathlib
+import uuid
+
+import yaml
+
+from dialer.errors import InputError, NotFound
+from dialer.timeutil import from_iso, parse_date, to_iso, utc
+
+from . import audit
+from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, flag_groups
+from .numbers import country_code_of, normalise
+from .ruleset import RuleSetError, canonical, compile_windows, diff, load_text, set_field, validate, _Errors
+
+DEFAULTS_DIR = pathlib.Path(__file__).parent / "defaults"
+SHIPPED = ("US", "GB", "TR")
+
+
+# ---------------------------------------------------------------------------------
+# rule sets
+# ---------------------------------------------------------------------------------
+
+def ensure_defaults(store, now):
+    """Seed the shipped rule sets and lifeline list on first use (audited)."""
+    have = {r["jurisdiction"] for r in store.query("SELECT DISTINCT jurisdiction FROM rule_set_versions")}
+    missing = [j for j in SHIPPED if j not in have]
+    if not missing:
+        return
+    with store.transaction():
+        have = {r["jurisdiction"] for r in store.query("SELECT DISTINCT jurisdiction FROM rule_set_versions")}
+        for j in missing:
+            if j in have:
+                continue
+            data = json.loads((DEFAULTS_DIR / f"{j}.json").read_text(encoding="utf-8"))
+            validate(data, version=1)
+            _insert_version(store, j, 1, data, now, "system", "shipped defaults")
+        if not store.query_one("SELECT id FROM lifeline_numbers LIMIT 1"):
+            _import_lifeline_rows(store, _read_lifeline_csv(DEFAULTS_DIR / "lifeline.csv"), now, "system",
+                                  "shipped defaults")
+
+
+def _insert_version(store, jur, version, data, now, actor, reason, old=None):
+    text = canonical(data)
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    store.execute(
+        "INSERT INTO rule_set_versions (jurisdiction, version, data, digest, created_at, author, reason) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (jur, version, text, digest, to_iso(now), actor, reason),
+    )
+    audit.append(store, now, actor, "rules.version", f"ruleset:{jur}", reason,
+                 {"version": version, "digest": digest, "changes": diff(old or {}, data)})
+
+
+def _latest(store, jur):
+    return store.query_one(
+        "SELECT * FROM rule_set_versions WHERE jurisdiction = ? ORDER BY version DESC LIMIT 1", (jur,))
+
+
+def load_rulesets(store):
+    out = {}
+    for row in store.query(
+        "SELECT v.* FROM rule_set_versions v JOIN (SELECT jurisdiction, MAX(version) AS version "
+        "FROM rule_set_versions GROUP BY jurisdiction) m ON v.jurisdiction = m.jurisdiction AND v.version = m.version"
+    ):
+        out[row["jurisdiction"]] = validate(json.loads(row["data"]), version=row["version"])
+    return out
+
+
+def show_ruleset(store, jurisdiction, version=None):
+    jur = jurisdiction.upper()
+    if version is None:
+        row = _latest(store, jur)
+    else:
+        row = store.query_one("SELECT * FROM rule_set_versions WHERE jurisdiction = ? AND version = ?", (jur, version))
+    if row is None:
+        known = ", ".join(r["jurisdiction"] for r in store.query("SELECT DISTINCT jurisdiction FROM rule_set_versions ORDER BY 1"))
+        raise NotFound(f"no rule set {jur}" + (f" version {version}" if version else "") + f" (known: {known})")
+    return {"jurisdiction": jur, "version": row["version"], "created_at": row["created_at"], "author": row["author"],
+            "reason": row["reason"], "digest": row["digest"], "data": json.loads(row["data"])}
+
+
+def _require_reason(reason):
+    if not reason or not reason.strip():
+        raise InputError("say why (--reason TEXT): every rule change is recorded with its reason")
+    return reason.strip()
+
+
+def _save_new_version(store, jur, data, lines, now, actor, reason, create=False):
+    with store.transaction():
+        row = _latest(store, jur)
+        if row is None and not create:
+            raise NotFound(f"no rule set {jur}; to add one, use: dialer rules edit {jur} FILE --create")
+        version = (row["version"] if row else 0) + 1
+        validate(data, lines, version)
+        if data.get("jurisdiction") != jur:
+            raise RuleSetError(f"the file is for jurisdiction {data.get('jurisdiction')!r}, not {jur}")
+        old = json.loads(row["data"]) if row else {}
+        if row is not None and canonical(old) == canonical(data):
+            raise InputError(f"no change: the file is the same as {jur} version {row['version']}")
+        _insert_version(store, jur, version, data, now, actor, reason, old=old)
+    return {"jurisdiction": jur, "version": version, "changes": diff(old, data)}
+
+
+def edit_ruleset(store, jurisdiction, text, now, actor, reason, create=False):
+    """Replace a rule set with the text given (JSON or YAML). Invalid data is refused
+    with the line and field that is wrong; the old version stays in force."""
+    reason = _require_reason(reason)
+    data, lines = load_text_data(text)
+    return _save_new_version(store, jurisdiction.upper(), data, lines, now, actor, reason, create=create)
+
+
+def load_text_data(text):
+    from .ruleset import parse_text
+    return parse_text(text)
+
+
+def set_rule(store, jurisdiction, field, value_text, now, actor, reason):
+    """Set one field (dotted path) of the current rule set: ``states.FL.hours.windows.sun``
+    to ``["09:00-20:00"]``. The value is JSON/YAML ("null" removes the field)."""
+    reason = _require_reason(reason)
+    jur = jurisdiction.upper()
+    cur = show_ruleset(store, jur)
+    try:
+        value = yaml.safe_load(value_text) if isinstance(value_text, str) else value_text
+    except yaml.YAMLError as e:
+        raise InputError(f"value {value_text!r} is not JSON/YAML: {e}") from None
+    top = field.split(".")[0]
+    if top not in ("rules", "states", "regions", "name", "holiday_calendar", "note"):
+        raise RuleSetError(f"unknown field {field!r}: paths start with rules., states., regions, name or holiday_calendar")
+    data = set_field(cur["data"], field, value)
+    return _save_new_version(store, jur, data, None, now, actor, reason)
+
+
+def history(store, jurisdiction):
+    jur = jurisdiction.upper()
+    rows = audit.entries(store, subject=f"ruleset:{jur}")
+    if not rows:
+        raise NotFound(f"no rule set {jur}")
+    return [{"version": r["detail"]["version"], "at": r["at"], "actor": r["actor"], "reason": r["reason"],
+             "changes": r["detail"]["changes"] if r["detail"]["version"] > 1 else
+             [{"field": "(all)", "old": None, "new": "initial version"}]} for r in rows]
+
+
+def verify(store):
+    return audit.verify(store)
+
+
+# ---------------------------------------------------------------------------------
+# lifeline list
+# ---------------------------------------------------------------------------------
+
+def _read_lifeline_csv(path):
+    try:
+        text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path} is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text))
+    rows = list(reader)
+    if not rows:
+        raise InputError(f"{path} is empty")
+    header = [h.strip().lower() for h in rows[0]]
+    if "number" not in header:
+        raise InputError(f"{path}: the first line must be a header with at least number,category,name")
+    idx = {h: i for i, h in enumerate(header)}
+    out = []
+    for n, r in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in r):
+            continue
+        get = lambda k, d="": (r[idx[k]].strip() if k in idx and idx[k] < len(r) else d)
+        out.append({"line": n, "number": get("number"), "category": get("category", "lifeline") or "lifeline",
+                    "name": get("name"), "region": get("region").upper() or None, "source": get("source")})
+    return out
+
+
+def _lifeline_key(number, region, special):
+    f = normalise(number, region or "US", special)
+    if f.e164 is not None:
+        return f.e164, None
+    digits = "".join(c for c in number if c.isdigit())
+    if f.short_code or (digits and len(digits) <= 6):
+        return f"{f.region or region or 'US'}:{f.short_code or digits}", None
+    return None, f.error
+
+
+def _import_lifeline_rows(store, rows, now, actor, reason, default_region="US"):
+    rulesets = load_rulesets(store)
+    special = {r: rs.special_codes for rs in rulesets.values() for r in rs.regions}
+    added, rejected = 0, []
+    for row in rows:
+        key, err = _lifeline_key(row["number"], row["region"] or default_region, special)
+        if key is None:
+            rejected.append({"line": row["line"], "number": row["number"], "reason": err})
+            continue
+        cur = store.execute(
+            "INSERT INTO lifeline_numbers (number, category, name, source, added_at) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (number) DO UPDATE SET category = excluded.category, name = excluded.name, source = excluded.source",
+            (key, row["category"], row["name"] or row["category"], row["source"] or reason, to_iso(now)),
+        )
+        added += cur.rowcount
+    audit.append(store, now, actor, "lifeline.import", "lifeline", reason, {"added": added, "rejected": len(rejected)})
+    return {"added": added, "rejected": rejected}
+
+
+def import_lifeline(store, path, now, actor, region="US", reason="lifeline import"):
+    rows = _read_lifeline_csv(path)
+    with store.transaction():
+        return _import_lifeline_rows(store, rows, now, actor, reason, region)
+
+
+def load_lifeline(store):
+    return {r["number"]: (r["category"], r["name"]) for r in store.query("SELECT number, category, name FROM lifeline_numbers")}
+
+
+# ---------------------------------------------------------------------------------
+# DNC
+# ---------------------------------------------------------------------------------
+
+SOURCES = ("national", "company", "campaign")
+_registry_cache = {}
+
+
+def _campaign_row(store, name):
+    from campaigns.store import get_campaign
+    return get_campaign(store, name)
+
+
+def _scope(store, source, campaign):
+    if source == "campaign":
+        if not campaign:
+            raise InputError("--campaign NAME is needed for the campaign DNC list")
+        return f"campaign:{_campaign_row(store, campaign)['id']}"
+    if campaign and source == "company":
+        raise InputError("the company DNC list is account-wide: drop --campaign, or use --source campaign")
+    return "company"
+
+
+def parse_dnc_pattern(text, region="US"):
+    """A number or a wildcard ('+1212*', '212*', '1212555*') -> (pattern, is_prefix).
+    Patterns are E.164 digits without '+'. Raises InputError."""
+    s = str(text).strip()
+    if s.endswith("*"):
+        body = s[:-1].strip()
+        digits = "".join(c for c in body if c.isdigit())
+        if not digits or any(c.isalpha() for c in body):
+            raise InputError(f"{text!r} is not a number prefix (e.g. +1212* or 212555*)")
+        if not body.startswith("+"):
+            cc = country_code_of(region)
+            if body.startswith("00"):
+                digits = digits[2:]
+            elif cc == 1 and len(digits) in (3, 6) and digits[0] in "23456789":
+                digits = "1" + digits
+            elif cc == 1 and digits.startswith("1") and len(digits) in (4, 7):
+                pass
+            else:
+                raise InputError(f"{text!r}: write a prefix with its country code (+44 20*) "
+                                 f"or, for North America, an area code (212*) or area code and exchange (212555*)")
+        if len(digits) < 2:
+            raise InputError(f"{text!r}: a prefix needs a country code and at least one more digit")
+        return digits, True
+    f = normalise(s, region)
+    if f.e164 is None:
+        raise InputError(f"{text!r} is not a valid phone number: {f.error}")
+    return f.e164[1:], False
+
+
+def add_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason=""):
+    """Put numbers (or prefix wildcards) on the company or a campaign DNC list; effective at once."""
+    if not numbers:
+        raise InputError("give at least one number")
+    parsed = [parse_dnc_pattern(n, region) for n in numbers]  # all or nothing
+    with store.transaction():
+        scope = _scope(store, source, campaign)
+        added = 0
+        for pattern, is_prefix in parsed:
+            cur = store.execute(
+                "INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, pattern) DO NOTHING",
+                (scope, pattern, int(is_prefix), to_iso(now), actor, reason or ""),
+            )
+            added += cur.rowcount
+        audit.append(store, now, actor, "dnc.add", f"dnc:{scope}", reason or "",
+                     {"patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "added": added})
+    return {"scope": scope, "added": added, "already": len(parsed) - added,
+            "entries": ["+" + p + ("*" if x else "") for p, x in parsed]}
+
+
+def remove_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason=""):
+    if not numbers:
+        raise InputError("give at least one number")
+    if not reason or not reason.strip():
+        raise InputError("say why (--reason TEXT): removing a number from a DNC list is recorded with its reason")
+    parsed = [parse_dnc_pattern(n, region) for n in numbers]
+    with store.transaction():
+        scope = _scope(store, source, campaign)
+        removed = 0
+        for pattern, _ in parsed:
+            removed += store.execute("DELETE FROM dnc_entries WHERE scope = ? AND pattern = ?", (scope, pattern)).rowcount
+        audit.append(store, now, actor, "dnc.remove", f"dnc:{scope}", reason, {
+            "patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "removed": removed})
+    return {"scope": scope, "removed": removed, "not_listed": len(parsed) - removed}
+
+
+def _read_lines(path):
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise InputError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not a file") from None
+    if b"\x00" in raw[:4096] and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError(f"{path} looks binary, not a text list of numbers")
+    for enc in ("utf-8-sig", "utf-16", "latin-1"):
+        try:
+            text = raw.decode(enc) if not (enc == "utf-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff"))) else None
+        except UnicodeDecodeError:
+            continue
+        if text is not None:
+            return text.splitlines()
+    return raw.decode("latin-1").splitlines()
+
+
+def import_dnc(store, path, now, actor, source="company", campaign=None, as_of=None, jurisdiction="US",
+               region="US", progress=None):
+    """Import a DNC file. ``national``: a registry snapshot with its ``as_of`` date,
+    kept as a compact bitmap file beside the database (written whole, then recorded in
+    one transaction: a crash leaves the previous registry in force). ``company`` /
+    ``campaign``: numbers and wildcards, one transaction. Junk lines are counted and
+    reported; the rest is imported."""
+    if source not in SOURCES:
+        raise InputError(f"--source must be one of {', '.join(SOURCES)}")
+    if source == "national":
+        return _import_national(store, path, now, actor, as_of, jurisdiction, progress)
+    lines = _read_lines(path)
+    parsed, junk = [], []
+    for n, line in enumerate(lines, start=1):
+        cell = line.split(",")[0].strip().strip('"') if "," in line else line.strip()
+        if not cell or cell.startswith("#"):
+            continue
+        try:
+            parsed.append(parse_dnc_pattern(cell, region))
+        except InputError as e:
+            if n == 1 and any(c.isalpha() for c in cell):
+                continue  # header
+            junk.append({"line": n, "text": line[:80], "reason": str(e)})
+    if not parsed:
+        raise InputError(f"no numbers found in {path} ({len(junk)} junk lines); nothing imported")
+    with store.transaction():
+        scope = _scope(store, source, campaign)
+        added = 0
+        for pattern, is_prefix in parsed:
+            added += store.execute(
+                "INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (scope, pattern) DO NOTHING",
+                (scope, pattern, int(is_prefix), to_iso(now), actor, f"import {os.path.basename(str(path))}"),
+            ).rowcount
+        audit.append(store, now, actor, "dnc.import", f"dnc:{scope}", f"import {os.path.basename(str(path))}",
+                     {"lines": len(lines), "numbers": len(parsed), "added": added, "junk": len(junk)})
+    return {"source": source, "scope": scope, "lines": len(lines), "numbers": len(parsed), "added": added,
+            "duplicates": len(parsed) - added, "junk": len(junk), "junk_examples": junk[:10]}
+
+
+def _import_national(store, path, now, actor, as_of, jurisdiction, progress):
+    from .registry import RegistryError, parse_registry_file
+    if as_of is None:
+        raise InputError("a national registry needs its date: --as-of YYYY-MM-DD (the day the copy was downloaded)")
+    as_of = parse_date(as_of, "--as-of")
+    if as_of > utc(now).date():
+        raise InputError(f"--as-of {as_of} is in the future")
+    jur = jurisdiction.upper()
+    rulesets = load_rulesets(store)
+    rs = rulesets.get(jur)
+    if rs is None:
+        raise NotFound(f"no rule set {jur}: a registry belongs to a jurisdiction with rules")
+    region = sorted(rs.regions)[0] if "US" not in rs.regions else "US"
+    cc = str(country_code_of(jur if jur in rs.regions else region))
+    if not os.path.isfile(path):
+        raise InputError(f"file not found: {path}")
+    try:
+        numbers, stats = parse_registry_file(str(path), country_code=cc, progress=progress)
+    except RegistryError as e:
+        raise InputError(str(e)) from None
+    if stats["numbers"] == 0:
+        raise InputError(f"no numbers found in {path} ({stats['junk']} junk lines); the registry in force is unchanged")
+    _remove_orphans(store)
+    target = store.files_dir / f"registry-{jur}-{as_of}-{uuid.uuid4().hex[:8]}.roaring"
+    sha = numbers.save(str(target))
+    try:
+        with store.transaction():
+            cur = store.execute(
+                "INSERT INTO dnc_registries (jurisdiction, as_of, imported_at, path, sha256, numbers, junk, source_file, actor) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (jur, as_of.isoformat(), to_iso(now), target.name, sha, stats["numbers"], stats["junk"],
+                 os.path.basename(str(path)), actor),
+            )
+            audit.append(store, now, actor, "dnc.registry", f"registry:{jur}", f"import {os.path.basename(str(path))}",
+                         {"as_of": as_of.isoformat(), "numbers": stats["numbers"], "junk": stats["junk"], "sha256": sha})
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return {"source": "national", "jurisdiction": jur, "as_of": as_of.isoformat(), "id": cur.lastrowid,
+            "lines": stats["lines"], "numbers": stats["numbers"], "duplicates": stats.get("duplicates", 0),
+            "junk": stats["junk"], "junk_examples": stats.get("junk_examples", [])[:10],
+            "bytes": numbers.memory_bytes()}
+
+
+def _remove_orphans(store):
+    """Registry files not recorded in the table (a crash between write and commit)."""
+    known = {r["path"] for r in store.query("SELECT path FROM dnc_registries")}
+    for p in store.files_dir.glob("registry-*"):
+        if p.name not in known:
+            p.unlink(missing_ok=True)
+
+
+def current_registries(store):
+    """The newest registry per jurisdiction: {jur: Registry}. A file that is missing or
+    corrupt is an error (block, with a reason), never silently skipped."""
+    from .registry import NumberSet, RegistryError
+    out = {}
+    for row in store.query(
+        "SELECT r.* FROM dnc_registries r WHERE r.id = (SELECT r2.id FROM dnc_registries r2 WHERE "
+        "r2.jurisdiction = r.jurisdiction ORDER BY r2.as_of DESC, r2.id DESC LIMIT 1)"
+    ):
+        key = (str(store.path), row["id"], row["sha256"])
+        ns = _registry_cache.get(key)
+        if ns is None:
+            try:
+                ns = NumberSet.load(str(store.files_dir / row["path"]), expected_sha256=row["sha256"])
+            except RegistryError as e:
+                raise InputError(f"the {row['jurisdiction']} DNC registry cannot be read ({e}); re-import it") from None
+            _registry_cache.clear()  # keep one national-size registry per jurisdiction in memory
+            _registry_cache[key] = ns
+        out[row["jurisdiction"]] = Registry(row["jurisdiction"], _dt.date.fromisoformat(row["as_of"]), ns)
+    return out
+
+
+def load_dnc(store, campaign_id=None):
+    company, cprefix, camp, camp_prefix = set(), [], set(), []
+    scopes = ["company"] + ([f"campaign:{campaign_id}"] if campaign_id else [])
+    marks = ",".join("?" * len(scopes))
+    for r in store.query(f"SELECT scope, pattern, is_prefix FROM dnc_entries WHERE scope IN ({marks})", scopes):
+        if r["scope"] == "company":
+            (cprefix.append(r["pattern"]) if r["is_prefix"] else company.add(int(r["pattern"])))
+        else:
+            (camp_prefix.append(r["pattern"]) if r["is_prefix"] else camp.add(int(r["pattern"])))
+    return DncLists(registries=current_registries(store), company=frozenset(company),
+                    company_prefixes=tuple(sorted(cprefix)), campaign=frozenset(camp),
+                    campaign_prefixes=tuple(sorted(camp_prefix)))
+
+
+def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=False):
+    """A compliance officer waives (or revokes the waiver of) the national-registry
+    requirement for one campaign. Audited."""
+    reason = _require_reason(reason)
+    jur = jurisdiction.upper()
+    with store.transaction():
+        camp = _campaign_row(store, campaign)
+        active = store.query_one("SELECT id FROM dnc_waivers WHERE campaign_id = ? AND jurisdiction = ? AND revoked_at IS NULL",
+                                 (camp["id"], jur))
+        if revoke:
+            if not active:
+                raise InputError(f"campaign {campaign!r} has no {jur} registry waiver to revoke")
+            store.execute("UPDATE dnc_waivers SET revoked_at = ?, revoked_by = ? WHERE id = ?", (to_iso(now), actor, active["id"]))
+        else:
+            if active:
+                raise InputError(f"campaign {campaign!r} already has a {jur} registry waiver")
+            store.execute("INSERT INTO dnc_waivers (campaign_id, jurisdiction, waived_at, waived_by, reason) VALUES (?, ?, ?, ?, ?)",
+                          (camp["id"], jur, to_iso(now), actor, reason))
+        audit.append(store, now, actor, "dnc.waiver.revoke" if revoke else "dnc.waiver", f"campaign:{campaign}", reason,
+                     {"jurisdiction": jur})
+    return {"campaign": campaign, "jurisdiction": jur, "waived": not revoke}
+
+
+# ---------------------------------------------------------------------------------
+# context and checks
+# ---------------------------------------------------------------------------------
+
+def load_history(store, values, at, hours):
+    """Call attempts per number in the last ``hours`` before ``at``: {value: [(t, outcome)]}."""
+    if not values:
+        return {}
+    since = to_iso(utc(at) - _dt.timedelta(hours=hours))
+    out = {}
+    numbers = ["+%d" % v for v in values]
+    for i in range(0, len(numbers), 500):
+        chunk = numbers[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in store.query(f"SELECT number, started_at, outcome FROM call_attempts WHERE number IN ({marks}) "
+                             f"AND started_at > ? ORDER BY started_at", chunk + [since]):
+            out.setdefault(int(r["number"][1:]), []).append((from_iso(r["started_at"]), r["outcome"]))
+    return out
+
+
+def load_context(store, now, region="US", campaign=None):
+    """Everything the engine needs, read from the store at one instant (history is
+    added per batch by :func:`check_numbers`)."""
+    ensure_defaults(store, now)
+    rulesets = load_rulesets(store)
+    camp_rules = None
+    camp_id = None
+    if campaign:
+        camp = _campaign_row(store, campaign)
+        camp_id = camp["id"]
+        region = camp["region"] or region
+        from campaigns.store import account_numbers
+        waived = frozenset(r["jurisdiction"] for r in store.query(
+            "SELECT jurisdiction FROM dnc_waivers WHERE campaign_id = ? AND revoked_at IS NULL", (camp_id,)))
+        hours = None
+        if camp["hours"]:
+            errs = _Errors({})
+            hours = compile_windows(camp["hours"], errs)
+        camp_rules = CampaignRules(name=camp["name"], hours=hours, registry_waived=waived,
+                                   caller_id=camp["caller_id"], own_numbers=account_numbers(store, camp["account_id"]))
+    return Context(rulesets=rulesets, default_region=region.upper(), dnc=load_dnc(store, camp_id),
+                   lifeline=load_lifeline(store), campaign=camp_rules)
+
+
+def check_numbers(store, numbers, now, at=None, region="US", campaign=None, leads=None):
+    """`dialer check`: verdicts for numbers (or Lead objects) at ``at`` (default now)."""
+    at = utc(at) if at is not None else utc(now)
+    ctx = load_context(store, now, region, campaign)
+    items = leads if leads is not None else [Lead(n) for n in numbers]
+    sc = Screener(ctx, at)
+    facts = [sc.facts(ld) for ld in items]
+    max_hours = max([720.0] + [float(rs.abandon_lockout_hours or 0) for rs in ctx.rulesets.values()])
+    ctx.history = load_history(store, [f.value for f in facts if f.value is not None], at, max_hours)
+    sc = Screener(ctx, at)
+    from dataclasses import replace
+    verdicts = [sc.evaluate(replace(ld, facts=f)) for ld, f in zip(items, facts)]
+    return flag_groups(verdicts, ctx)
+
+
+def check_dnc(store, numbers, now, region="US", campaign=None):
+    """`dialer dnc check`: which DNC sources list each number (and the registry status)."""
+    verdicts = check_numbers(store, numbers, now, region=region, campaign=campaign)
+    out = []
+    for v in verdicts:
+        dnc = [r for r in v.reasons if r.category == "dnc"]
+        out.append({"input": v.input, "number": v.number, "listed": any(
+            not r.rule.endswith(("-MISSING", "-STALE")) for r in dnc), "reasons": [r.as_dict() for r in dnc],
+            "error": next((r.detail for r in v.reasons if r.category == "invalid"), None)})
+    return out
