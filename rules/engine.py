@@ -34,8 +34,10 @@ class Reason:
         return {"rule": self.rule, "category": self.category, "detail": self.detail}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Verdict:
+    """One decision. Treat as immutable (plain slots: frozen construction is slow)."""
+
     input: str
     number: object  # E.164 or None
     allowed: bool
@@ -85,8 +87,9 @@ class Registry:
 
     jurisdiction: str
     as_of: _dt.date
-    numbers: object  # supports ``int in numbers``
+    numbers: object  # supports ``int in numbers``; None when it could not be read
     label: str = "national registry"
+    error: object = None  # why the snapshot could not be read: every number is blocked
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,9 @@ class Screener:
         self._time = {}
         self._hol = {}
         self._registry = {}
-        self._cli = None
+        self._labels = {r: rs.label for r, rs in context.by_region.items()}
+        camp = context.campaign
+        self._cli = tuple(caller_id_reasons(camp.caller_id, camp.own_numbers, context)) if camp is not None else ()
 
     # -- pieces ---------------------------------------------------------------------
     def _local_time(self, zone):
@@ -252,7 +257,10 @@ class Screener:
         reg = self.ctx.dnc.registries.get(rs.jurisdiction)
         rule = rs.rule_id("registry")
         if rs.registry_required and not waived:
-            if reg is None:
+            if reg is not None and reg.error:
+                out.append(Reason(rule + "-UNREADABLE", "dnc", f"the {rs.jurisdiction} DNC registry cannot be read "
+                                                               f"({reg.error}): re-import it"))
+            elif reg is None:
                 out.append(Reason(rule + "-MISSING", "dnc", f"no {rs.jurisdiction} national DNC registry has been imported; "
                                                f"import one (dialer dnc import FILE --source national) before calling"))
             else:
@@ -264,30 +272,25 @@ class Screener:
         self._registry[rs.jurisdiction] = hit
         return hit
 
-    def _dnc_reasons(self, rs, value, digits):
+    def _dnc_reasons(self, rs, value, e164, out):
+        """Which DNC lists hold the number (the registry's own status is added apart)."""
         d = self.ctx.dnc
-        out = []
-        if rs is not None:
-            out.extend(self._registry_reasons(rs))
-            reg = d.registries.get(rs.jurisdiction)
-            if reg is not None and value in reg.numbers:
-                out.append(Reason(rs.rule_id("registry"), "dnc", f"on the {rs.jurisdiction} {reg.label} (as of {reg.as_of})"))
+        reg = d.registries.get(rs.jurisdiction)
+        if reg is not None and reg.numbers is not None and value in reg.numbers:
+            out.append(Reason(rs.rule_id("registry"), "dnc", f"on the {rs.jurisdiction} {reg.label} (as of {reg.as_of})"))
         if value in d.company:
             out.append(Reason("DNC-COMPANY", "dnc", "on the company do-not-call list"))
-        elif d.company_prefixes and digits.startswith(d.company_prefixes):
-            p = next(p for p in d.company_prefixes if digits.startswith(p))
+        elif d.company_prefixes and e164[1:].startswith(d.company_prefixes):
+            p = next(p for p in d.company_prefixes if e164[1:].startswith(p))
             out.append(Reason("DNC-COMPANY-PREFIX", "dnc", f"matches company do-not-call prefix +{p}*"))
         if value in d.campaign:
             out.append(Reason("DNC-CAMPAIGN", "dnc", "on this campaign's do-not-call list"))
-        elif d.campaign_prefixes and digits.startswith(d.campaign_prefixes):
-            p = next(p for p in d.campaign_prefixes if digits.startswith(p))
+        elif d.campaign_prefixes and e164[1:].startswith(d.campaign_prefixes):
+            p = next(p for p in d.campaign_prefixes if e164[1:].startswith(p))
             out.append(Reason("DNC-CAMPAIGN-PREFIX", "dnc", f"matches campaign do-not-call prefix +{p}*"))
         return out
 
-    def _frequency_reasons(self, rs, value, states):
-        hist = self.ctx.history.get(value)
-        if not hist:
-            return ()
+    def _frequency_reasons(self, rs, hist, states):
         out = []
         caps = [rs.frequency] if rs.frequency else []
         for st in states:
@@ -313,16 +316,6 @@ class Screener:
                 out.append(Reason(rs.rule_id(key), "frequency",
                                   f"{what} at {max(last):%Y-%m-%d %H:%MZ}: no call for {hours:g} h (until {until:%Y-%m-%d %H:%MZ})"))
         return out
-
-    def _caller_id_reasons(self):
-        if self._cli is not None:
-            return self._cli
-        camp = self.ctx.campaign
-        out = []
-        if camp is not None:
-            out = caller_id_reasons(camp.caller_id, camp.own_numbers, self.ctx)
-        self._cli = tuple(out)
-        return self._cli
 
     def _live_reasons(self, rs, value, groups):
         out = []
@@ -350,31 +343,24 @@ class Screener:
         return normalise(lead.phone, lead.region or self.ctx.default_region, self.ctx.special_codes)
 
     def evaluate(self, lead):
-        if isinstance(lead, str):
+        if lead.__class__ is str:
             lead = Lead(lead)
         ctx = self.ctx
-        f = self.facts(lead)
+        f = lead.facts if lead.facts is not None else normalise(
+            lead.phone, lead.region or ctx.default_region, ctx.special_codes)
         region = f.region or (lead.region or ctx.default_region)
         rs = ctx.by_region.get(region)
+        label = self._labels.get(region)
         reasons = []
-        jur = rs.jurisdiction if rs is not None else (region or "??")
         if rs is None:
             reasons.append(Reason("NO-RULESET", "invalid",
                                   f"no rule set covers region {region}: add one before calling there"))
-        if f.emergency:
-            what = f.short_code or f.input.strip()
-            reasons.append(Reason(f"{jur}-EMERG", "emergency", f"{what} is or reaches an emergency number in {region}"))
-        elif f.short_code is not None:
-            reasons.append(Reason(f"{jur}-N11", "special", f"{f.short_code} is a service code (N11/short code)"))
-        key = f.e164 if f.e164 is not None else (f"{region}:{f.short_code}" if f.short_code else None)
-        life = ctx.lifeline.get(key) if key is not None else None
+        if f.emergency or f.short_code is not None or f.e164 is None:
+            return self._not_a_number(f, rs, region, label, reasons)
+        life = ctx.lifeline.get(f.e164)
         if life is not None:
-            reasons.append(Reason(f"{jur}-LIFELINE", "lifeline", f"{life[1]} ({life[0]}) is a life-line number"))
-        if f.e164 is None:
-            if f.short_code is None:
-                reasons.append(Reason("INVALID", "invalid", f.error or "not a valid phone number"))
-            return Verdict(f.input, None, False, tuple(reasons), self.at,
-                           ruleset=rs.label if rs is not None else None)
+            reasons.append(Reason(f"{rs.jurisdiction if rs else region}-LIFELINE", "lifeline",
+                                  f"{life[1]} ({life[0]}) is a life-line number"))
         if rs is None:
             return Verdict(f.input, f.e164, False, tuple(reasons), self.at)
         cat = rs.blocked_types.get(f.kind)
@@ -382,7 +368,16 @@ class Screener:
             reasons.append(Reason(rs.rule_id("number_types"), cat,
                                   f"{f.kind.replace('_', '-')} number: the called party pays or it is a high-cost destination"))
         value = f.value
-        reasons.extend(self._dnc_reasons(rs, value, f.e164[1:]))
+        status = self._registry.get(rs.jurisdiction)
+        if status is None:
+            status = self._registry_reasons(rs)
+        if status:
+            reasons.extend(status)
+        dnc = ctx.dnc
+        reg = dnc.registries.get(rs.jurisdiction)
+        if (value in dnc.company or value in dnc.campaign or dnc.company_prefixes or dnc.campaign_prefixes
+                or (reg is not None and reg.numbers is not None and value in reg.numbers)):
+            self._dnc_reasons(rs, value, f.e164, reasons)
         # zones: the number's, and the lead's when the list gives one (all must allow)
         zones = f.zones
         zone_error = None
@@ -392,23 +387,45 @@ class Screener:
                     zones = tuple(sorted(zones + (lead.zone,)))
             else:
                 zone_error = f"the lead's time zone {lead.zone!r} is not a time zone name"
-        states = ()
-        if f.state:
-            states = (f.state,)
-        if lead.state and lead.state != f.state:
-            states = tuple(sorted(states + (str(lead.state).upper(),)))
-        t_reasons, window = self._time_reasons(rs, zones, states, zone_error)
-        reasons.extend(t_reasons)
+        states = (f.state,) if f.state else ()
+        if lead.state:
+            ls = str(lead.state).strip().upper()
+            if ls != f.state:
+                states = tuple(sorted(states + (ls,)))
+        tkey = (rs.jurisdiction, zones, states, zone_error)
+        hit = self._time.get(tkey)
+        if hit is None:
+            hit = self._time_reasons(rs, zones, states, zone_error)
+        if hit[0]:
+            reasons.extend(hit[0])
         if ctx.history:
-            reasons.extend(self._frequency_reasons(rs, value, states))
+            hist = ctx.history.get(value)
+            if hist:
+                reasons.extend(self._frequency_reasons(rs, hist, states))
         groups = lead.groups
         if lead.business:
             groups = groups + (business_group(lead.business),)
         if ctx.live_groups or ctx.live_numbers:
             reasons.extend(self._live_reasons(rs, value, groups))
-        reasons.extend(self._caller_id_reasons())
-        return Verdict(f.input, f.e164, not reasons, tuple(reasons), self.at, ruleset=rs.label,
-                       zones=zones, window=window, groups=groups)
+        if self._cli:
+            reasons.extend(self._cli)
+        return Verdict(f.input, f.e164, not reasons, tuple(reasons), self.at, label, zones, hit[1], (), groups)
+
+    def _not_a_number(self, f, rs, region, label, reasons):
+        """Emergency numbers, short codes and invalid input: no further rule applies."""
+        jur = rs.jurisdiction if rs is not None else region or "??"
+        if f.emergency:
+            what = f.short_code or f.input.strip()
+            reasons.append(Reason(f"{jur}-EMERG", "emergency", f"{what} is or reaches an emergency number in {region}"))
+        elif f.short_code is not None:
+            reasons.append(Reason(f"{jur}-N11", "special", f"{f.short_code} is a service code (N11/short code)"))
+        key = f.e164 if f.e164 is not None else (f"{region}:{f.short_code}" if f.short_code else None)
+        life = self.ctx.lifeline.get(key) if key is not None else None
+        if life is not None:
+            reasons.append(Reason(f"{jur}-LIFELINE", "lifeline", f"{life[1]} ({life[0]}) is a life-line number"))
+        if f.e164 is None and f.short_code is None:
+            reasons.append(Reason("INVALID", "invalid", f.error or "not a valid phone number"))
+        return Verdict(f.input, f.e164, False, tuple(reasons), self.at, ruleset=label)
 
 
 def _dedupe(reasons):

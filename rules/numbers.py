@@ -54,10 +54,12 @@ class NumberError(ValueError):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class NumberFacts:
     """What is known about one dialled string. ``e164`` is None when it is not a
-    subscriber number (short codes, invalid input); ``error`` says why."""
+    subscriber number (short codes, invalid input); ``error`` says why.
+    Treat as immutable (not frozen only because frozen construction costs 2x on
+    the screening hot path)."""
 
     input: str
     e164: object = None  # "+12125550100" or None
@@ -170,6 +172,7 @@ def _short_code_facts(raw, digits, region, special_codes):
     return None
 
 
+@functools.lru_cache(maxsize=None)
 def country_code_of(region):
     return phonenumbers.country_code_for_region(region) if region else 0
 
@@ -182,7 +185,31 @@ def _split_country_code(e164_digits):
     return None, None
 
 
+_NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
+
+
 def normalise(raw, region="US", special_codes=frozenset()):
+    """Facts for a number written by a person (see :func:`_normalise`). This wrapper
+    is the hot-path shortcut for plain North American numbers, the bulk of lists."""
+    if raw.__class__ is str:
+        s = raw.strip().translate(_STRIP)
+        n = len(s)
+        d = None
+        if n == 12 and s[0] == "+" and s[1] == "1":
+            d = s[1:]
+        elif n == 11 and s[0] == "1" and region in _NANP_REGIONS:
+            d = s
+        elif n == 10 and region in _NANP_REGIONS:
+            d = "1" + s
+        if d is not None and d.isdigit() and d[1] in "23456789":
+            base = _nanp_exchange_facts(d[:7])
+            if base.e164 is not None:
+                return NumberFacts(raw, "+" + d, int(d), base.region, base.kind, base.zones, base.state,
+                                   base.emergency)
+    return _normalise(raw, region, special_codes)
+
+
+def _normalise(raw, region="US", special_codes=frozenset()):
     """Facts for a number written by a person. Never raises for bad input: an
     unusable string gives facts with ``error`` set.
 

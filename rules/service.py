@@ -425,23 +425,27 @@ def _remove_orphans(store):
 
 def current_registries(store):
     """The newest registry per jurisdiction: {jur: Registry}. A file that is missing or
-    corrupt is an error (block, with a reason), never silently skipped."""
-    from .registry import NumberSet, RegistryError
+    corrupt gives a Registry with ``error`` set: the engine then blocks every number of
+    that jurisdiction with that reason (never silently skipped)."""
     out = {}
     for row in store.query(
         "SELECT r.* FROM dnc_registries r WHERE r.id = (SELECT r2.id FROM dnc_registries r2 WHERE "
         "r2.jurisdiction = r.jurisdiction ORDER BY r2.as_of DESC, r2.id DESC LIMIT 1)"
     ):
-        key = (str(store.path), row["id"], row["sha256"])
+        key = (str(store.path), row["id"], row["sha256"], row["jurisdiction"])
         ns = _registry_cache.get(key)
+        as_of = _dt.date.fromisoformat(row["as_of"])
         if ns is None:
+            from .registry import NumberSet, RegistryError
             try:
                 ns = NumberSet.load(str(store.files_dir / row["path"]), expected_sha256=row["sha256"])
             except RegistryError as e:
-                raise InputError(f"the {row['jurisdiction']} DNC registry cannot be read ({e}); re-import it") from None
-            _registry_cache.clear()  # keep one national-size registry per jurisdiction in memory
+                out[row["jurisdiction"]] = Registry(row["jurisdiction"], as_of, None, error=str(e))
+                continue
+            for k in [k for k in _registry_cache if k[0] == key[0] and k[3] == key[3]]:
+                del _registry_cache[k]  # one snapshot per jurisdiction in memory
             _registry_cache[key] = ns
-        out[row["jurisdiction"]] = Registry(row["jurisdiction"], _dt.date.fromisoformat(row["as_of"]), ns)
+        out[row["jurisdiction"]] = Registry(row["jurisdiction"], as_of, ns)
     return out
 
 
