@@ -396,5 +396,21 @@ def campaign_show(app, name, as_json):
     _emit(get_campaign(app.store, name), as_json)
 
 
+@main.command()
+@click.option("--fresh/--keep", default=True, help="Start from an empty demo database (default).")
+@pass_app
+def demo(app, fresh):
+    """Run the embedded demo on a demo database beside the default one."""
+    from dialer.demo import run
+    from dialer.store import Store
+    import pathlib
+    path = pathlib.Path(app.db_path).with_name("demo.db")
+    if fresh:
+        for suffix in ("", "-wal", "-shm"):
+            pathlib.Path(str(path) + suffix).unlink(missing_ok=True)
+    click.echo(f"demo database: {path}")
+    run(Store(path), app.now(), click.echo)
+
+
 if __name__ == "__main__":
     main()

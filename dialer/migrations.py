@@ -160,3 +160,100 @@ def m001_foundation(conn):
         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
         """
     )
+
+
+@migration
+def m002_campaigns_and_leads(conn):
+    run_script(conn, """
+        ALTER TABLE accounts ADD COLUMN connection TEXT NOT NULL DEFAULT 'fiber';
+        ALTER TABLE accounts ADD COLUMN line_capacity INTEGER NOT NULL DEFAULT 30;
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (account_id, name)
+        );
+        ALTER TABLE campaigns ADD COLUMN dial_mode TEXT NOT NULL DEFAULT 'predictive';
+        ALTER TABLE campaigns ADD COLUMN power_ratio TEXT;
+        ALTER TABLE campaigns ADD COLUMN abandon_target TEXT NOT NULL DEFAULT '0.03';
+        ALTER TABLE campaigns ADD COLUMN greeting TEXT;
+        ALTER TABLE campaigns ADD COLUMN retry_rules TEXT;
+        ALTER TABLE campaigns ADD COLUMN updated_at TEXT;
+        CREATE TABLE imports (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+            file_name TEXT NOT NULL,
+            file_sha256 TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            mapping TEXT NOT NULL,
+            region TEXT NOT NULL,
+            dedupe TEXT NOT NULL,
+            status TEXT NOT NULL,
+            rows_done INTEGER NOT NULL DEFAULT 0,
+            imported INTEGER NOT NULL DEFAULT 0,
+            rejected INTEGER NOT NULL DEFAULT 0,
+            duplicates INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            finished_at TEXT,
+            actor TEXT NOT NULL,
+            summary TEXT
+        );
+        CREATE TABLE import_errors (
+            id INTEGER PRIMARY KEY,
+            import_id INTEGER NOT NULL REFERENCES imports(id),
+            row_no INTEGER NOT NULL,
+            col TEXT NOT NULL,
+            value TEXT NOT NULL,
+            reason TEXT NOT NULL
+        );
+        CREATE INDEX import_errors_by_import ON import_errors (import_id, row_no);
+        CREATE TABLE leads (
+            id INTEGER PRIMARY KEY,
+            campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+            account_id INTEGER NOT NULL,
+            import_id INTEGER,
+            row_no INTEGER,
+            phone TEXT NOT NULL,
+            phone_raw TEXT NOT NULL,
+            alt_phones TEXT,
+            name TEXT,
+            business TEXT,
+            state TEXT,
+            postal_code TEXT,
+            zone TEXT,
+            region TEXT,
+            number_state TEXT,
+            zones TEXT NOT NULL,
+            number_type TEXT NOT NULL,
+            groups TEXT,
+            custom TEXT,
+            status TEXT NOT NULL,
+            disposition TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            priority INTEGER NOT NULL DEFAULT 1,
+            next_attempt_at TEXT,
+            reserved_by TEXT,
+            reserved_until TEXT,
+            callback_at TEXT,
+            callback_agent TEXT,
+            last_attempt_at TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX leads_hot ON leads (campaign_id, priority, id) WHERE status = 'new';
+        CREATE INDEX leads_parked ON leads (campaign_id, next_attempt_at) WHERE status IN ('retry', 'callback');
+        CREATE INDEX leads_reserved ON leads (campaign_id, reserved_until) WHERE status IN ('reserved', 'dialing');
+        CREATE INDEX leads_phone ON leads (account_id, phone);
+        CREATE INDEX leads_campaign_phone ON leads (campaign_id, phone);
+        CREATE INDEX leads_import ON leads (import_id) WHERE status = 'staged';
+        CREATE TABLE lead_events (
+            id INTEGER PRIMARY KEY,
+            lead_id INTEGER NOT NULL REFERENCES leads(id),
+            at TEXT NOT NULL,
+            event TEXT NOT NULL,
+            detail TEXT NOT NULL
+        );
+        CREATE INDEX lead_events_by_lead ON lead_events (lead_id, id);
+    """)

@@ -540,3 +540,67 @@ def flag_groups(verdicts, context):
         v = out[i]
         out[i] = replace(v, flags=v.flags + tuple(flags), groups=tuple(dict.fromkeys(v.groups + tuple(groups))))
     return out
+
+
+TIME_CATEGORIES = frozenset({"hours", "holiday", "frequency"})
+
+
+def _window_starts(screener, zones, rs, states, days):
+    """Instants (UTC) at which some calling window opens in any of ``zones`` during
+    the next ``days`` local days."""
+    out = set()
+    camp = screener.ctx.campaign
+    for zone in zones:
+        tz = pytz.timezone(zone)
+        local = screener.at.astimezone(tz)
+        for d in range(days + 1):
+            day = (local + _dt.timedelta(days=d)).date()
+            wd = day.weekday()
+            starts = set()
+            for wins in [rs.hours[wd]] + [rs.states[s].hours[wd] for s in states
+                                          if s in rs.states and rs.states[s].hours is not None] + \
+                    ([camp.hours[wd]] if camp is not None and camp.hours is not None else []):
+                if wins:
+                    starts.update(s for s, _ in wins)
+            starts.add(0)
+            for m in starts:
+                naive = _dt.datetime(day.year, day.month, day.day, m // 60, m % 60)
+                try:
+                    t = tz.localize(naive, is_dst=None)
+                except (pytz.NonExistentTimeError, pytz.AmbiguousTimeError):
+                    t = tz.localize(naive + _dt.timedelta(hours=1), is_dst=False)
+                t = t.astimezone(_dt.timezone.utc)
+                if t > screener.at:
+                    out.add(t)
+    return out
+
+
+def next_allowed(lead, at, context, days=8):
+    """The earliest instant after ``at`` when ``lead`` passes every time-dependent rule
+    (hours, holidays, frequency caps and lockouts), or None if some other rule blocks it
+    or nothing opens within ``days``. Pure: used to park leads until they may be called."""
+    if lead.__class__ is str:
+        lead = Lead(lead)
+    sc = Screener(context, at)
+    v = sc.evaluate(lead)
+    if v.allowed:
+        return sc.at
+    if any(r.category not in TIME_CATEGORIES for r in v.reasons):
+        return None
+    f = sc.facts(lead)
+    rs = context.by_region.get(f.region)
+    states = tuple(z for z in ((f.state,) if f.state else ()) + ((str(lead.state).upper(),) if lead.state else ()))
+    candidates = _window_starts(sc, v.zones, rs, states, days)
+    hist = context.history.get(f.value) or ()
+    for t, _ in hist:  # when an attempt leaves a cap's window or a lockout ends
+        for hours in [rs.frequency.window_hours if rs.frequency else None, rs.abandon_lockout_hours,
+                      rs.machine_lockout_hours] + [rs.states[s].frequency.window_hours for s in states
+                                                   if s in rs.states and rs.states[s].frequency]:
+            if hours:
+                e = t + _dt.timedelta(hours=hours, seconds=1)
+                if e > sc.at:
+                    candidates.add(e)
+    for t in sorted(candidates):
+        if Screener(context, t).evaluate(lead).allowed:
+            return t
+    return None

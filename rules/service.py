@@ -379,6 +379,7 @@ def _import_national(store, path, now, actor, as_of, jurisdiction, progress):
     if as_of > utc(now).date():
         raise InputError(f"--as-of {as_of} is in the future")
     jur = jurisdiction.upper()
+    ensure_defaults(store, now)
     rulesets = load_rulesets(store)
     rs = rulesets.get(jur)
     if rs is None:
