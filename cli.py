@@ -338,17 +338,43 @@ def rules_lifeline_import(app, file, region, reason, as_json):
 
 @main.group(cls=_Group)
 def account():
-    """Accounts (customers)."""
+    """Accounts (customers): connection, line capacity, users."""
 
 
 @account.command("create")
 @click.argument("name")
+@click.option("--connection", type=click.Choice(["adsl", "gshdsl", "fiber"]), default="fiber", show_default=True)
+@click.option("--lines", type=int, default=None, help="Concurrent calls (ADSL at most 3, G.SHDSL 10). Default: the connection's most, 30 on fiber.")
 @json_option
 @pass_app
-def account_create(app, name, as_json):
+def account_create(app, name, connection, lines, as_json):
+    from campaigns.model import CONNECTIONS
     from campaigns.store import create_account
-    out = create_account(app.store, name, app.now(), app.user)
-    _emit(out, as_json, f"account {out['name']} created")
+    out = create_account(app.store, name, app.now(), app.user, connection=connection,
+                         lines=lines if lines is not None else (CONNECTIONS[connection] or 30))
+    _emit(out, as_json, f"account {out['name']} created ({out['connection']}, {out['line_capacity']} lines)")
+
+
+@account.command("show")
+@click.argument("name")
+@json_option
+@pass_app
+def account_show(app, name, as_json):
+    from campaigns.store import show_account
+    _emit(show_account(app.store, name), as_json)
+
+
+@account.command("user")
+@click.argument("name")
+@click.option("--account", required=True)
+@click.option("--role", type=click.Choice(["owner", "manager", "compliance", "supervisor", "agent"]), required=True)
+@json_option
+@pass_app
+def account_user(app, name, account, role, as_json):
+    """Add a user to an account."""
+    from campaigns.store import add_user
+    out = add_user(app.store, account, name, role, app.now(), app.user)
+    _emit(out, as_json, f"user {out['user']} ({out['role']}) added to {out['account']}")
 
 
 @main.group(cls=_Group)
@@ -368,23 +394,59 @@ def number_add(app, phone, account, region, as_json):
     _emit(out, as_json, f"{out['number']} added to account {out['account']}")
 
 
+@number.command("list")
+@click.option("--account", required=True)
+@json_option
+@pass_app
+def number_list(app, account, as_json):
+    from campaigns.store import list_numbers
+    rows = list_numbers(app.store, account)
+    if as_json:
+        for r in rows:
+            _emit(r, True)
+    else:
+        for r in rows:
+            click.echo(f"{r['number']}  {r['label'] or ''}")
+
+
 @main.group(cls=_Group)
 def campaign():
-    """Campaigns."""
+    """Campaigns: create, show, list, start, pause, finish, dry-run."""
 
 
 @campaign.command("create")
 @click.argument("name")
 @click.option("--account", required=True)
-@click.option("--region", default="US", show_default=True)
+@click.option("--region", default="US", show_default=True, help="Rule-set region and default region of its lists.")
 @click.option("--caller-id")
 @click.option("--hours", help="Narrow the legal window, e.g. 'mon-fri=09:00-17:00;sat=10:00-14:00;sun='.")
+@click.option("--mode", "dial_mode", type=click.Choice(["preview", "progressive", "predictive", "power"]),
+              default="predictive", show_default=True)
+@click.option("--ratio", "power_ratio", help="Lines per free agent in power mode.")
+@click.option("--abandon-target", default="0.03", show_default=True, help="At most 0.03 (3 %).")
+@click.option("--retry", help="Recycling per outcome, e.g. 'busy=20m/5,no-answer=2h/4'.")
+@click.option("--greeting", type=click.Path(dir_okay=False), help="Safe-harbor message: WAV, 8/16 kHz mono.")
 @json_option
 @pass_app
-def campaign_create(app, name, account, region, caller_id, hours, as_json):
+def campaign_create(app, name, account, region, caller_id, hours, dial_mode, power_ratio, abandon_target, retry,
+                    greeting, as_json):
     from campaigns.store import create_campaign
-    out = create_campaign(app.store, name, account, app.now(), app.user, region=region, caller_id=caller_id, hours=hours)
-    _emit(out, as_json, f"campaign {out['name']} created ({out['state']})")
+    out = create_campaign(app.store, name, account, app.now(), app.user, region=region, caller_id=caller_id,
+                          hours=hours, dial_mode=dial_mode, power_ratio=power_ratio, abandon_target=abandon_target,
+                          retry=retry, greeting=greeting)
+    _emit(out, as_json, f"campaign {out['name']} created ({out['state']}, {out['dial_mode']})")
+
+
+@campaign.command("greeting")
+@click.argument("name")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+@pass_app
+def campaign_greeting(app, name, file, as_json):
+    """Set the campaign's safe-harbor message (WAV, 8/16 kHz mono, 16-bit)."""
+    from campaigns.store import set_greeting
+    out = set_greeting(app.store, name, file, app.now(), app.user)
+    _emit(out, as_json, f"greeting of {name}: {out['seconds']} s at {out['rate']} Hz")
 
 
 @campaign.command("show")
@@ -392,8 +454,190 @@ def campaign_create(app, name, account, region, caller_id, hours, as_json):
 @json_option
 @pass_app
 def campaign_show(app, name, as_json):
-    from campaigns.store import get_campaign
-    _emit(get_campaign(app.store, name), as_json)
+    from campaigns.store import show_campaign
+    _emit(show_campaign(app.store, name), as_json)
+
+
+@campaign.command("list")
+@click.option("--account")
+@json_option
+@pass_app
+def campaign_list(app, account, as_json):
+    from campaigns.store import list_campaigns
+    rows = list_campaigns(app.store, account)
+    if as_json:
+        for r in rows:
+            _emit(r, True)
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<20} {r['account']:<12} {r['state']:<9} {r['dial_mode']:<12} {r['leads']} leads")
+
+
+def _state_command(action, doc):
+    @campaign.command(action, help=doc)
+    @click.argument("name")
+    @click.option("--reason", default="")
+    @json_option
+    @pass_app
+    def cmd(app, name, reason, as_json):
+        from campaigns.store import change_state
+        out = change_state(app.store, name, action, app.now(), app.user, reason)
+        _emit(out, as_json, f"campaign {name}: {out['was']} -> {out['state']}")
+    return cmd
+
+
+_state_command("start", "Start (or resume) a campaign. Refused while its caller ID or greeting is not in order.")
+_state_command("pause", "Pause a running campaign.")
+_state_command("finish", "Finish a campaign for good.")
+
+
+@campaign.command("dry-run")
+@click.argument("name")
+@click.option("--from", "frm", required=True, help="ISO 8601 start (naive = UTC).")
+@click.option("--to", "to", required=True, help="ISO 8601 end.")
+@click.option("--step", default=60, show_default=True, help="Minutes between samples.")
+@json_option
+@pass_app
+def campaign_dry_run(app, name, frm, to, step, as_json):
+    """Walk the campaign through virtual time: per hour, how many leads would be
+    dialable and why the others would not."""
+    from campaigns.dryrun import dry_run
+    out = dry_run(app.store, name, parse_instant(frm, "--from"), parse_instant(to, "--to"), app.now(), step)
+    if as_json:
+        _emit(out, True)
+        return
+    click.echo(f"{out['leads']} leads of {name}, {out['from']} to {out['to']}")
+    for h in out["hours"]:
+        why = ", ".join(f"{k} {v}" for k, v in h["blocked"].items())
+        click.echo(f"  {h['at']}  dialable {h['dialable']:>8}   {why}")
+
+
+# --------------------------------------------------------------------------------- lists and leads
+
+@main.group(name="list", cls=_Group)
+def list_():
+    """Lead lists: import, errors."""
+
+
+@list_.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--campaign", required=True)
+@click.option("--map", "mapping", help="Columns for fields, e.g. phone=Mobile,name=Customer,business=Company.")
+@click.option("--region", default="US", show_default=True, help="Region for numbers without a country code.")
+@click.option("--dedupe", type=click.Choice(["list", "campaign", "account", "none"]), default="campaign", show_default=True)
+@click.option("--resume", type=int, help="Resume an interrupted import (its id).")
+@json_option
+@pass_app
+def list_import(app, file, campaign, mapping, region, dedupe, resume, as_json):
+    """Import a CSV or XLSX list into a campaign, then show its screening preview."""
+    from campaigns.leads import import_list
+    bar = None
+    progress = None
+    if not as_json and sys.stderr.isatty():
+        bar = click.progressbar(length=1000, label="importing", file=sys.stderr)
+        bar.__enter__()
+
+        def progress(rows, fraction):
+            bar.update(int(fraction * 1000) - bar.pos)
+    try:
+        out = import_list(app.store, file, campaign, app.now(), app.user, mapping=mapping, region=region,
+                          dedupe=dedupe, progress=progress, resume=resume)
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+    if as_json:
+        _emit(out, True)
+        return
+    p = out["preview"]
+    click.echo(f"import {out['import_id']}: {out['rows']} rows, {out['imported']} imported, "
+               f"{out['rejected']} rejected, {out['duplicates']} duplicates")
+    for reason, n in out["rejected_by_reason"].items():
+        click.echo(f"  rejected {n:>6}  {reason}")
+    click.echo(f"dialable now {p['dialable_now']}, later today {p['later_today']}, later {p['later']}, "
+               f"never {p['never']}, blocked campaign-wide {p['blocked_campaign_wide']}; "
+               f"multi-line groups {p['multiline_groups']} ({p['multiline_leads']} leads)")
+    for cat, exs in p["examples"].items():
+        click.echo(f"  e.g. {cat}: " + "; ".join(f"{e['phone']} (row {e['row']}): {e['detail']}" for e in exs[:2]))
+    if out["rejected"] or out["duplicates"]:
+        click.echo(f"per-row report: dialer list errors {out['import_id']} [--csv]")
+
+
+@list_.command("errors")
+@click.argument("import_id", type=int)
+@click.option("--csv", "as_csv", is_flag=True, help="CSV (cells neutralised against formula injection).")
+@json_option
+@pass_app
+def list_errors(app, import_id, as_csv, as_json):
+    """The per-row error report of an import."""
+    from campaigns.leads import errors_csv, import_errors
+    rows = import_errors(app.store, import_id)
+    if as_csv:
+        click.echo(errors_csv(rows), nl=False)
+    elif as_json:
+        for r in rows:
+            _emit(r, True)
+    else:
+        for r in rows:
+            click.echo(f"row {r['row']:>7}  {r['column']:<14} {r['value']!r:<24} {r['reason']}")
+
+
+@main.group(cls=_Group)
+def lead():
+    """Leads: show, history, outcome, callback."""
+
+
+@lead.command("show")
+@click.argument("number")
+@click.option("--region", default="US", show_default=True)
+@json_option
+@pass_app
+def lead_show(app, number, region, as_json):
+    from campaigns.leads import find_leads
+    for r in find_leads(app.store, number, region):
+        _emit(r, as_json, json.dumps(r, indent=2, ensure_ascii=False, default=str) if not as_json else None)
+
+
+@lead.command("history")
+@click.argument("number")
+@click.option("--region", default="US", show_default=True)
+@json_option
+@pass_app
+def lead_history_cmd(app, number, region, as_json):
+    from campaigns.leads import lead_history
+    for h in lead_history(app.store, number, region):
+        if as_json:
+            _emit(h, True)
+            continue
+        click.echo(f"lead {h['lead']} ({h['campaign']}) {h['phone']}: {h['status']}, {h['attempts']} attempts")
+        for e in h["events"]:
+            click.echo(f"  {e['at']}  {e['event']}  {json.dumps(e['detail'], default=str)}")
+
+
+@lead.command("outcome")
+@click.argument("lead_id", type=int)
+@click.argument("outcome", type=click.Choice(["answered-human", "machine", "busy", "no-answer", "failed", "abandoned",
+                                              "dnc-requested"]))
+@json_option
+@pass_app
+def lead_outcome(app, lead_id, outcome, as_json):
+    """Record how a call to a lead ended (the dialer does this; for agents and tests)."""
+    from campaigns.leads import record_outcome
+    out = record_outcome(app.store, lead_id, outcome, app.now(), app.user)
+    _emit(out, as_json, f"lead {lead_id}: {out['status']} ({out['disposition']}, {out['attempts']} attempts)")
+
+
+@lead.command("callback")
+@click.argument("lead_id", type=int)
+@click.argument("when")
+@click.option("--agent", help="Owning agent (default: campaign-wide).")
+@click.option("--zone", help="Zone of WHEN (default: the lead's).")
+@json_option
+@pass_app
+def lead_callback(app, lead_id, when, agent, zone, as_json):
+    """Schedule a callback at WHEN, a local time of the lead ('2026-03-09 10:00')."""
+    from campaigns.leads import schedule_callback
+    out = schedule_callback(app.store, lead_id, when, app.now(), app.user, agent=agent, zone=zone)
+    _emit(out, as_json, f"lead {lead_id}: callback at {out['callback_local']} ({out['callback_at']})")
 
 
 @main.command()
