@@ -33,6 +33,7 @@ setup(
         "pyroaring>=1.0",
         "numpy>=1.24",
         "pyyaml>=6.0",
+        "openpyxl>=3.1",
     ],
     extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90"]},
     entry_points={"console_scripts": ["dialer=cli:main"]},

@@ -405,6 +405,8 @@ def _open_csv(path, name, size, head, whole) -> Table:
         raise FileError(f"{name} is empty")
 
     m = _SEP_LINE.match(text)
+    if m and m.group(1) in '"\'':
+        m = None
     delimiter = m.group(1) if m else _sniff(text, truncated=not whole)
 
     try:
@@ -522,6 +524,8 @@ def _cell_text(cell) -> str:
     text = getattr(v, "text", None)  # ArrayFormula
     if isinstance(text, str):
         return text
+    if getattr(v, "t", None) == "dataTable":  # what-if table: Excel shows {=TABLE(r1,r2)}
+        return f"=TABLE({v.r1 or ''},{v.r2 or ''})"
     return str(v)
 
 
@@ -569,7 +573,9 @@ def _open_xlsx(path, name, size, sheet) -> Table:
         try:
             with zipfile.ZipFile(f) as zf:
                 problem = _zip_problem(name, set(zf.namelist()))
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
+        except MemoryError:
+            raise
+        except Exception as e:  # BadZipFile, NotImplementedError (odd versions), struct.error, ...
             raise FileError(f"{name} is a damaged XLSX/ZIP file ({e}); open it in Excel and save it again, "
                             "or export it as CSV") from None
         if problem:

@@ -51,6 +51,8 @@ class Hopper:
         if self._ctx is None or mark != self._ctx_mark:
             self._ctx = load_context(self.store, now, self.campaign["region"], self.campaign["name"])
             self._ctx_mark = mark
+            self._history_hours = max([720.0] + [float(rs.abandon_lockout_hours or 0)
+                                                 for rs in self._ctx.rulesets.values()])
         return self._ctx
 
     def _maintain(self, at):
@@ -65,7 +67,7 @@ class Hopper:
         """Reserve and return up to ``n`` leads dialable at ``at``: [(lead_row, verdict)].
         ``live_numbers`` / ``live_groups``: calls ringing or connected now (the dialer's),
         on top of the leads already reserved or dialling in this campaign."""
-        import dataclasses
+        from rules.service import load_history
         at = utc(at)
         store = self.store
         with store.transaction():
@@ -89,12 +91,11 @@ class Hopper:
                 if not rows:
                     break
                 leads = [lead_of(r) for r in rows]
-                hist = {}
-                from rules.service import load_history
-                max_h = max([720.0] + [float(rs.abandon_lockout_hours or 0) for rs in base.rulesets.values()])
-                hist = load_history(store, [ld.facts.value for ld in leads], at, max_h)
-                ctx = dataclasses.replace(base, history=hist, live_numbers=frozenset(live_n),
-                                          live_groups=frozenset(live_g))
+                hist = load_history(store, [ld.facts.value for ld in leads], at, self._history_hours)
+                if ctx is None:
+                    ctx = base.with_(history=hist, live_numbers=live_n, live_groups=live_g)
+                else:
+                    ctx.history = hist
                 sc = Screener(ctx, at)
                 for row, lead in zip(rows, leads):
                     scanned += 1
@@ -104,12 +105,7 @@ class Hopper:
                     v = sc.evaluate(lead)
                     if v.allowed:
                         picked.append((row, v))
-                        value = lead.facts.value
-                        live_n.add(value)
-                        live_g.update(lead.groups)
-                        # later candidates must see this one as live
-                        ctx = dataclasses.replace(ctx, live_numbers=frozenset(live_n), live_groups=frozenset(live_g))
-                        sc = Screener(ctx, at)
+                        ctx.mark_live(lead.facts.value, lead.groups)  # later candidates see it as live
                         continue
                     cats = set(v.categories)
                     if any(r.rule.endswith(CAMPAIGN_WIDE_SUFFIXES) or r.category == "caller_id" for r in v.reasons):

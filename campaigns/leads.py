@@ -163,6 +163,11 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
     if dedupe == "none":
         seen = set()
     ts = to_iso(now)
+    tally = None
+    if resume is None:  # a fresh import screens as it goes; a resumed one re-reads the campaign at the end
+        from rules.service import load_recent_history
+        ctx.history = load_recent_history(store, now, 720)
+        tally = PreviewTally(ctx, utc(now))
     mapped = {i for cols in fmap.values() for i in cols}
     custom_cols = [(i, h) for i, h in enumerate(table.header) if i not in mapped]
     phone_col = table.header[fmap["phone"][0]]
@@ -194,41 +199,57 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
         return " ".join(cells[i].strip() for i in cols if i < len(cells) and cells[i].strip())
 
     cid, aid = camp["id"], camp["account_id"]
+    single = {k: v[0] for k, v in fmap.items() if len(v) == 1}
+    i_phone = single.get("phone")
+    i_state, i_zone = single.get("state"), single.get("zone")
+    state_col = table.header[fmap["state"][0]] if "state" in fmap else None
+    zone_col = table.header[fmap["zone"][0]] if "zone" in fmap else None
+    has = {k: k in fmap for k in FIELDS}
+    state_cache = {}
     for row_no, cells in table.rows:
         if row_no <= rows_done:
             continue
         last_row = row_no
-        raw = cell(cells, "phone")
+        raw = cells[i_phone].strip() if i_phone is not None else cell(cells, "phone")
         if not raw:
             errors.append((import_id, row_no, phone_col, "", "no phone number"))
             counts["rejected"] += 1
-        else:
-            f = normalise(raw, region, special)
-            problem = None
-            if f.e164 is None:
-                problem = (f"{f.short_code} is an emergency number" if f.emergency and f.short_code else
-                           f"{f.short_code} is a service code, not a subscriber number" if f.short_code else
-                           f.error + (" (it reaches an emergency number)" if f.emergency else ""))
-            elif f.emergency:
-                problem = "reaches an emergency number"
-            state, serr = _clean_state(cell(cells, "state"), f.region or region)
-            zone = cell(cells, "zone") or None
+            continue
+        f = normalise(raw, region, special)
+        problem = None
+        col = phone_col
+        if f.e164 is None:
+            problem = (f"{f.short_code} is an emergency number" if f.emergency and f.short_code else
+                       f"{f.short_code} is a service code, not a subscriber number" if f.short_code else
+                       f.error + (" (it reaches an emergency number)" if f.emergency else ""))
+        elif f.emergency:
+            problem = "reaches an emergency number"
+        state = None
+        if has["state"]:
+            st_raw = cells[i_state] if i_state is not None else cell(cells, "state")
+            hit = state_cache.get((st_raw, f.region))
+            if hit is None:
+                hit = state_cache[(st_raw, f.region)] = _clean_state(st_raw, f.region or region)
+            state, serr = hit
             if problem is None and serr:
-                problem, col = serr, table.header[fmap["state"][0]]
-            elif problem is None and zone and zone not in pytz.all_timezones_set:
-                problem, col = f"{zone!r} is not a time zone name (e.g. America/Chicago)", table.header[fmap["zone"][0]]
-            else:
-                col = phone_col
-            if problem is not None:
-                errors.append((import_id, row_no, col, raw, problem))
-                counts["rejected"] += 1
-            elif f.e164 in seen or f.e164 in existing:
-                errors.append((import_id, row_no, phone_col, raw,
-                               "duplicate in this list" if f.e164 in seen else f"already in this {dedupe}"))
-                counts["duplicates"] += 1
-            else:
-                if dedupe != "none":
-                    seen.add(f.e164)
+                problem, col = serr, state_col
+        zone = None
+        if has["zone"]:
+            zone = (cells[i_zone].strip() if i_zone is not None else cell(cells, "zone")) or None
+            if problem is None and zone and zone not in pytz.all_timezones_set:
+                problem, col = f"{zone!r} is not a time zone name (e.g. America/Chicago)", zone_col
+        if problem is not None:
+            errors.append((import_id, row_no, col, raw, problem))
+            counts["rejected"] += 1
+        elif f.e164 in seen or f.e164 in existing:
+            errors.append((import_id, row_no, phone_col, raw,
+                           "duplicate in this list" if f.e164 in seen else f"already in this {dedupe}"))
+            counts["duplicates"] += 1
+        else:
+            if dedupe != "none":
+                seen.add(f.e164)
+            alts = None
+            if has["alt_phones"]:
                 alts = []
                 for a in cell(cells, "alt_phones").replace(";", ",").split(","):
                     if a.strip():
@@ -238,15 +259,26 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
                                            f"alternate number ignored: {af.error or 'emergency'}"))
                         else:
                             alts.append(af.e164)
-                name = cell(cells, "name") or " ".join(x for x in (cell(cells, "first_name"), cell(cells, "last_name")) if x)
-                business = cell(cells, "business") or None
-                custom = {h: cells[i] for i, h in custom_cols if i < len(cells) and cells[i] != ""}
-                leads.append((cid, aid, import_id, row_no, f.e164, raw, json.dumps(alts) if alts else None, name or None,
-                              business, state, cell(cells, "postal_code") or None, zone, f.region,
-                              f.state, ",".join(f.zones), f.kind,
-                              business_group(business) if business else None,
-                              json.dumps(custom, ensure_ascii=False) if custom else None, ts, ts))
-                counts["imported"] += 1
+                alts = json.dumps(alts) if alts else None
+            if has["name"]:
+                name = cell(cells, "name")
+            elif has["first_name"] or has["last_name"]:
+                name = " ".join(x for x in (cell(cells, "first_name"), cell(cells, "last_name")) if x)
+            else:
+                name = None
+            business = cell(cells, "business") or None if has["business"] else None
+            custom = None
+            if custom_cols:
+                c = {h: cells[i] for i, h in custom_cols if cells[i] != ""}
+                if c:
+                    custom = json.dumps(c, ensure_ascii=False)
+            leads.append((cid, aid, import_id, row_no, f.e164, raw, alts, name or None, business, state,
+                          (cell(cells, "postal_code") or None) if has["postal_code"] else None, zone, f.region,
+                          f.state, ",".join(f.zones), f.kind, business_group(business) if business else None,
+                          custom, ts, ts))
+            counts["imported"] += 1
+            if tally is not None:
+                tally.add(Lead(f.e164, state=state, zone=zone, region=f.region, facts=f), row_no)
         if len(leads) + len(errors) >= chunk:
             flush()
     flush()
@@ -254,10 +286,10 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
         with store.transaction():
             store.execute("UPDATE imports SET status = 'failed', finished_at = ? WHERE id = ?", (to_iso(now), import_id))
         raise InputError(f"{path} has no data rows")
-    return _finish_import(store, camp, import_id, counts, now, actor)
+    return _finish_import(store, camp, import_id, counts, now, actor, tally)
 
 
-def _finish_import(store, camp, import_id, counts, now, actor):
+def _finish_import(store, camp, import_id, counts, now, actor, tally=None):
     """Make the staged leads dialable, compute multi-line groups, record the summary."""
     with store.transaction():
         store.execute("UPDATE leads SET status = 'new' WHERE import_id = ? AND status = 'staged'", (import_id,))
@@ -276,7 +308,8 @@ def _finish_import(store, camp, import_id, counts, now, actor):
                       (to_iso(now), json.dumps(summary), import_id))
         audit.append(store, now, actor, "list.import", f"campaign:{camp['name']}", summary["file"],
                      {k: summary[k] for k in ("import_id", "rows", "imported", "rejected", "duplicates")})
-    summary["preview"] = preview(store, camp["name"], now)
+    summary["preview"] = tally.result(_group_sizes(store, camp["id"])) if tally is not None else \
+        preview(store, camp["name"], now)
     return summary
 
 
@@ -285,7 +318,7 @@ def assign_run_groups(store, campaign_id):
     the hopper keeps one live call per multi-line business."""
     from rules.service import load_rulesets
     rulesets = load_rulesets(store)
-    rows = store.query("SELECT id, phone, region, groups FROM leads WHERE campaign_id = ? AND status NOT IN ('staged')",
+    rows = store.query("SELECT id, phone, region, groups FROM leads WHERE campaign_id + 0 = ? AND status != 'staged'",
                        (campaign_id,))
     by_region = {}
     for r in rows:
@@ -340,58 +373,86 @@ NEVER = frozenset({"invalid", "emergency", "special", "lifeline", "toll_free", "
 
 def _lead_rows(store, campaign_id, statuses=("new", "retry", "callback")):
     marks = ",".join("?" * len(statuses))
-    return store.query(f"SELECT * FROM leads WHERE campaign_id = ? AND status IN ({marks})",
-                       (campaign_id, *statuses))
+    # "+ 0": a scan in table order beats the (campaign_id, phone) index for a whole campaign
+    return store.query(f"SELECT id, row_no, phone, phone_raw, region, number_type, zones, number_state, state, zone, "
+                       f"groups FROM leads WHERE campaign_id + 0 = ? AND status IN ({marks})", (campaign_id, *statuses))
 
 
-def preview(store, campaign, now, at=None, examples=3):
-    """How many leads may be called now, later today, only later, never, and why."""
-    from rules.service import load_context
-    camp = get_campaign(store, campaign)
-    at = utc(at or now)
-    ctx = load_context(store, now, camp["region"], campaign)
-    rows = _lead_rows(store, camp["id"])
-    sc = Screener(ctx, at)
-    out = {"at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "leads": len(rows), "dialable_now": 0, "later_today": 0,
-           "later": 0, "never": 0, "blocked_campaign_wide": 0, "by_reason": {}, "examples": {}}
-    groups = {}
-    later_cache = {}
-    for row in rows:
-        lead = lead_of(row)
-        v = sc.evaluate(lead)
-        for g in lead.groups:
-            groups[g] = groups.get(g, 0) + 1
+class PreviewTally:
+    """Counts for the screening preview, one lead at a time: dialable now, later today,
+    later, never, blocked campaign-wide (registry, caller ID), by reason, examples."""
+
+    def __init__(self, ctx, at, examples=3):
+        self.ctx, self.at, self.examples = ctx, at, examples
+        self.sc = Screener(ctx, at)
+        self.later_cache = {}
+        self.out = {"at": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "leads": 0, "dialable_now": 0, "later_today": 0,
+                    "later": 0, "never": 0, "blocked_campaign_wide": 0, "by_reason": {}, "examples": {}}
+
+    def add(self, lead, row_no):
+        out = self.out
+        out["leads"] += 1
+        v = self.sc.evaluate(lead)
         if v.allowed:
             out["dialable_now"] += 1
-            continue
-        cats = set(v.categories)
+            return
+        cats = set()
+        wide = listed = False
         for r in v.reasons:
+            cats.add(r.category)
             out["by_reason"][r.category] = out["by_reason"].get(r.category, 0) + 1
             ex = out["examples"].setdefault(r.category, [])
-            if len(ex) < examples:
-                ex.append({"phone": row["phone"], "row": row["row_no"], "rule": r.rule, "detail": r.detail})
-        wide = any(r.rule.endswith(("-MISSING", "-STALE", "-UNREADABLE")) or r.category == "caller_id"
-                   for r in v.reasons)
-        listed = any(r.category == "dnc" and not r.rule.endswith(("-MISSING", "-STALE", "-UNREADABLE"))
-                     for r in v.reasons)
+            if len(ex) < self.examples:
+                ex.append({"phone": v.number or v.input, "row": row_no, "rule": r.rule, "detail": r.detail})
+            campaign_wide = r.rule.endswith(("-MISSING", "-STALE", "-UNREADABLE")) or r.category == "caller_id"
+            wide = wide or campaign_wide
+            listed = listed or (r.category == "dnc" and not campaign_wide)
         if cats & NEVER or listed:
             out["never"] += 1
         elif wide:
             out["blocked_campaign_wide"] += 1
         else:
-            key = (v.zones, lead.facts.state, lead.state, lead.zone, row["phone"] if ctx.history else None)
-            t = later_cache.get(key) if key[-1] is None else None
-            if t is None:
-                t = next_allowed(lead, at, ctx)
-                if key[-1] is None:
-                    later_cache[key] = t
-            if t is not None and _same_local_day(at, t, v.zones):
+            own_history = lead.facts.value in self.ctx.history
+            key = (v.zones, lead.facts.state, lead.state, lead.zone)
+            t = None if own_history else self.later_cache.get(key, False)
+            if t is False or own_history:
+                t = next_allowed(lead, self.at, self.ctx)
+                if not own_history:
+                    self.later_cache[key] = t
+            if t is not None and _same_local_day(self.at, t, v.zones):
                 out["later_today"] += 1
             else:
                 out["later"] += 1
-    out["multiline_groups"] = sum(1 for n in groups.values() if n > 1)
-    out["multiline_leads"] = sum(n for n in groups.values() if n > 1)
-    return out
+
+    def result(self, groups):
+        self.out["multiline_groups"], self.out["multiline_leads"] = groups
+        return self.out
+
+
+def _group_sizes(store, campaign_id):
+    rows = store.query("SELECT groups FROM leads WHERE campaign_id + 0 = ? AND groups IS NOT NULL "
+                       "AND status IN ('new', 'retry', 'callback')", (campaign_id,))
+    sizes = {}
+    for r in rows:
+        for g in r["groups"].split(","):
+            sizes[g] = sizes.get(g, 0) + 1
+    multi = [n for n in sizes.values() if n > 1]
+    return len(multi), sum(multi)
+
+
+def preview(store, campaign, now, at=None, examples=3):
+    """How many of the campaign's pending leads may be called now, later today, only
+    later, never, and why."""
+    from rules.service import load_context, load_recent_history
+    camp = get_campaign(store, campaign)
+    at = utc(at or now)
+    ctx = load_context(store, now, camp["region"], campaign)
+    rows = _lead_rows(store, camp["id"])
+    ctx.history = load_recent_history(store, at, 720)
+    tally = PreviewTally(ctx, at, examples)
+    for row in rows:
+        tally.add(lead_of(row), row["row_no"])
+    return tally.result(_group_sizes(store, camp["id"]))
 
 
 def _same_local_day(a, b, zones):

@@ -243,8 +243,7 @@ def m002_campaigns_and_leads(conn):
             updated_at TEXT NOT NULL
         );
         CREATE INDEX leads_hot ON leads (campaign_id, priority, id) WHERE status = 'new';
-        CREATE INDEX leads_parked ON leads (campaign_id, next_attempt_at) WHERE status IN ('retry', 'callback');
-        CREATE INDEX leads_reserved ON leads (campaign_id, reserved_until) WHERE status IN ('reserved', 'dialing');
+        CREATE INDEX leads_status ON leads (campaign_id, status, next_attempt_at);
         CREATE INDEX leads_phone ON leads (account_id, phone);
         CREATE INDEX leads_campaign_phone ON leads (campaign_id, phone);
         CREATE INDEX leads_import ON leads (import_id) WHERE status = 'staged';

@@ -127,10 +127,33 @@ class Context:
             for r in rs.regions:
                 self.by_region[r] = rs
         self.special_codes = {r: rs.special_codes for r, rs in self.by_region.items()}
+        self.set_live(self.live_numbers, self.live_groups)
+
+    def set_live(self, numbers, groups):
+        """Replace the calls live now (ringing or connected): E.164 values and group keys."""
+        self.live_numbers = set(numbers)
+        self.live_groups = set(groups)
         live = {}
         for v in self.live_numbers:
             live.setdefault(v // 10000, []).append(v % 10000)
         self.live_by_exchange = {k: sorted(v) for k, v in live.items()}
+
+    def mark_live(self, value, groups=()):
+        """One more live call (e.g. a lead just reserved in the same batch)."""
+        if value not in self.live_numbers:
+            self.live_numbers.add(value)
+            bisect.insort(self.live_by_exchange.setdefault(value // 10000, []), value % 10000)
+        self.live_groups.update(groups)
+
+    def with_(self, **changes):
+        """A shallow copy with some fields replaced, without recomputing the rest."""
+        import copy
+        c = copy.copy(self)
+        for k, v in changes.items():
+            setattr(c, k, v)
+        if "live_numbers" in changes or "live_groups" in changes:
+            c.set_live(c.live_numbers, c.live_groups)
+        return c
 
 
 _WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")

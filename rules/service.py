@@ -507,6 +507,16 @@ def load_history(store, values, at, hours):
     return out
 
 
+def load_recent_history(store, at, hours):
+    """Every call attempt in the last ``hours`` before ``at`` (for whole-list screening)."""
+    since = to_iso(utc(at) - _dt.timedelta(hours=hours))
+    out = {}
+    for number, started, outcome in store.execute(
+            "SELECT number, started_at, outcome FROM call_attempts WHERE started_at > ? ORDER BY started_at", (since,)):
+        out.setdefault(int(number[1:]), []).append((from_iso(started), outcome))
+    return out
+
+
 def load_context(store, now, region="US", campaign=None):
     """Everything the engine needs, read from the store at one instant (history is
     added per batch by :func:`check_numbers`)."""
