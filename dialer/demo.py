@@ -42,4 +42,45 @@ def run(store, now, echo, samples=SAMPLES):
     for cat, n in s["blocked_by_category"].items():
         echo(f"    {cat:<17} {n}")
     echo(f"  multi-line groups: {s['multiline_groups']} ({s['multiline_leads']} leads; one live call per group)")
+    _campaign(store, now, echo, samples)
     return s
+
+
+def _tone_wav(path, seconds=1.0, rate=8000):
+    import math
+    import struct
+    import wave
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
+                               for i in range(int(rate * seconds))))
+    return path
+
+
+def _campaign(store, now, echo, samples):
+    import datetime as _dt
+    from campaigns.dryrun import dry_run
+    from campaigns.leads import import_list
+    from campaigns.store import add_number, change_state, create_account, create_campaign
+    create_account(store, "demo", now, "demo", connection="gshdsl", lines=10)
+    add_number(store, "demo", "+1 212 555 0000", now, "demo")
+    greeting = _tone_wav(store.files_dir / "demo-greeting.wav")
+    create_campaign(store, "demo", "demo", now, "demo", caller_id="+1 212 555 0000", greeting=greeting,
+                    hours="mon-sat=09:00-20:00;sun=")
+    echo("== campaign demo (account demo, G.SHDSL 10 lines, predictive, caller ID +12125550000)")
+    out = import_list(store, samples / "leads.csv", "demo", now, "demo")
+    echo(f"  list import {out['import_id']}: {out['rows']} rows, {out['imported']} imported, "
+         f"{out['rejected']} rejected, {out['duplicates']} duplicates")
+    for reason, n in out["rejected_by_reason"].items():
+        echo(f"    rejected {n}: {reason}")
+    p = out["preview"]
+    echo(f"  preview: dialable now {p['dialable_now']}, later today {p['later_today']}, later {p['later']}, "
+         f"never {p['never']}; multi-line groups {p['multiline_groups']}")
+    change_state(store, "demo", "start", now, "demo")
+    run = dry_run(store, "demo", now.replace(minute=0, second=0, microsecond=0),
+                  now.replace(minute=0, second=0, microsecond=0) + _dt.timedelta(hours=24), now)
+    echo("  dry run, next 24 h (UTC hour: dialable leads):")
+    echo("    " + "  ".join(f"{h['at'][11:13]}h:{h['dialable']}" for h in run["hours"]))
+
