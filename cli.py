@@ -116,13 +116,15 @@ def check(app, numbers, at, region, campaign, as_json):
 @click.option("--region", default="US", show_default=True)
 @click.option("--campaign")
 @click.option("--examples", default=3, show_default=True, help="Blocked examples to show per reason.")
+@click.option("--map", "mapping", help="Columns for fields, e.g. phone=Mobile,state=St.")
 @json_option
 @pass_app
-def screen(app, file, at, region, campaign, examples, as_json):
-    """Screen a CSV list (columns phone, and optionally state, zone, business):
-    how many may be called now, and why the others may not."""
-    from rules.screening import screen_file
-    out = screen_file(app.store, file, app.now(), at=_at(at), region=region, campaign=campaign, examples=examples)
+def screen(app, file, at, region, campaign, examples, mapping, as_json):
+    """Screen a CSV/XLSX list without importing it (columns phone, and optionally state,
+    zone, business): how many may be called now, and why the others may not."""
+    from campaigns.screening import screen_file
+    out = screen_file(app.store, file, app.now(), at=_at(at), region=region, campaign=campaign, examples=examples,
+                      mapping=mapping)
     if as_json:
         _emit(out, True)
         return

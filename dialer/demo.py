@@ -17,7 +17,7 @@ SAMPLE_NUMBERS = ("(212) 555-0142", "212-555-0150", "+1 305 555 0110", "911", "1
 def run(store, now, echo, samples=SAMPLES):
     """Run the demo against ``store`` (a fresh database is best) and print with ``echo``."""
     from rules import service
-    from rules.screening import screen_file
+    from campaigns.screening import screen_file
 
     now = utc(now)
     service.ensure_defaults(store, now)
