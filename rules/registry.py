@@ -42,7 +42,7 @@ import struct
 from typing import Callable, Iterable, Optional
 
 import numpy as np
-from pyroaring import BitMap64, FrozenBitMap64
+from pyroaring import BitMap64
 
 __all__ = [
     "RegistryError",
@@ -68,9 +68,11 @@ _U64_MAX = (1 << 64) - 1
 # Values handed to CRoaring per call when building from an array.  Bounded so
 # that the temporary array.array copy stays small (16 Mi values = 128 MiB).
 _BUILD_CHUNK = 1 << 24
-# Batches at least this big are sorted before probing the bitmap; sorted
-# probes walk the containers in order and are far more cache friendly.
-_SORT_THRESHOLD = 256
+# contains_many sorts batches at least this big before probing the bitmap:
+# probes in key order are more cache friendly.  Measured on 250M numbers:
+# batches of 500 gain nothing from sorting (the probes still land in different
+# containers), batches of 10k gain ~1.4x and batches of 1M ~3.5x.
+_SORT_THRESHOLD = 4096
 
 
 def _fsync_dir(path: str) -> None:
@@ -90,33 +92,47 @@ class NumberSet:
     """Immutable set of E.164 numbers (as ints), backed by a Roaring bitmap.
 
     Build it with :meth:`from_array`, :meth:`from_iterable`, :meth:`empty`,
-    :meth:`load` or :func:`parse_registry_file`; it has no mutating methods.
+    :meth:`load` or :func:`parse_registry_file`; it has no mutating methods,
+    so it can be shared between threads without locking.
+
+    ``x in s`` accepts any int (negative, >= 2**64 and non-ints are simply
+    not members).  For many numbers at once use :meth:`contains_many`.
     """
 
     __slots__ = ("_bm", "_contains")
 
-    def __init__(self, bitmap: FrozenBitMap64):
-        # Internal: use the classmethods.  The bitmap must not be shared with
-        # code that could mutate it.
-        if not isinstance(bitmap, FrozenBitMap64):
-            bitmap = FrozenBitMap64(bitmap)
-        self._bm = bitmap
-        self._contains = bitmap.__contains__
+    def __init__(self, bitmap=None):
+        """Wrap a copy of ``bitmap`` (any pyroaring 64-bit bitmap or None).
+
+        Prefer the classmethods; they avoid the copy.
+        """
+        bm = BitMap64() if bitmap is None else BitMap64(bitmap)
+        self._bm = bm
+        self._contains = bm.__contains__
+
+    @classmethod
+    def _wrap(cls, bm: BitMap64) -> "NumberSet":
+        # Takes ownership of ``bm``: nothing else may keep a reference to it.
+        self = cls.__new__(cls)
+        self._bm = bm
+        self._contains = bm.__contains__
+        return self
 
     # -- construction -----------------------------------------------------
 
     @classmethod
     def empty(cls) -> "NumberSet":
-        return cls(FrozenBitMap64())
+        return cls._wrap(BitMap64())
 
     @classmethod
     def from_array(cls, values: np.ndarray) -> "NumberSet":
         """Build from a numpy array of non-negative integers (ideally uint64).
 
-        Sorted input is fastest (about 80 million values/s), but any order and
-        duplicates are accepted.  The values are handed to CRoaring's bulk
-        ``add_many`` through ``array.array('Q')`` chunks, which is the only
-        zero-Python-object path pyroaring offers.
+        Sorted input is fastest (~50 million values/s: 250M numbers in ~5 s),
+        but any order and duplicates are accepted.  The values are handed to
+        CRoaring's bulk ``add_many`` in ``array.array('Q')`` chunks: pyroaring
+        only takes its direct C path for ``array.array``; a numpy array or a
+        memoryview goes through its generic sequence path (~1.5-2x slower).
         """
         arr = np.asarray(values)
         if arr.ndim != 1:
@@ -153,10 +169,11 @@ class NumberSet:
     def _finish(cls, bm: BitMap64) -> "NumberSet":
         bm.run_optimize()
         bm.shrink_to_fit()
-        # FrozenBitMap64(bm) copies; the copy is allocated at exact size.
-        frozen = FrozenBitMap64(bm)
-        del bm
-        return cls(frozen)
+        # Not copied into a FrozenBitMap64: the copy would double peak memory
+        # and the freed original stays in the malloc heap (measured: RSS 1.04
+        # GB instead of 0.54 GB at 250M numbers).  Immutability is enforced
+        # by this class exposing no mutators.
+        return cls._wrap(bm)
 
     # -- queries ----------------------------------------------------------
 
@@ -331,7 +348,7 @@ class NumberSet:
             raise RegistryError(
                 f"DNC registry file {path} is corrupt (internal checksum mismatch)")
         try:
-            bm = FrozenBitMap64.deserialize(view[_HEADER.size:body_end])
+            bm = BitMap64.deserialize(view[_HEADER.size:body_end])
         except Exception as e:  # pyroaring raises ValueError on bad payloads
             raise RegistryError(
                 f"DNC registry file {path} is corrupt: cannot decode bitmap ({e})"
@@ -342,7 +359,7 @@ class NumberSet:
             raise RegistryError(
                 f"DNC registry file {path} is corrupt: header says {count} numbers, "
                 f"bitmap holds {len(bm)}")
-        return cls(bm)
+        return cls._wrap(bm)
 
 
 # ---------------------------------------------------------------------------
@@ -353,6 +370,7 @@ _JUNK_EXAMPLES = 10
 _JUNK_TEXT_MAX = 200
 _BLOCK_BYTES = 16 << 20
 _LINES_BATCH = 1 << 19
+_UNIQUE_STEP = 1 << 24
 
 _NANP_RE = re.compile(
     r"^(?:\+?1[ .-]*)?(?:\((\d{3})\)|(\d{3}))[ .-]*(\d{3})[ .-]*(\d{4})$", re.ASCII)
@@ -608,12 +626,18 @@ def _sorted_unique(chunks: list) -> np.ndarray:
     if total <= 1:
         return out
     out.sort()
-    keep = np.empty(total, dtype=bool)
-    keep[0] = True
-    np.not_equal(out[1:], out[:-1], out=keep[1:])
-    if keep.all():
-        return out
-    return out[keep]
+    # Compact duplicates in place, a slice at a time: peak memory stays at
+    # one array instead of two (2 GB saved at 250M numbers).
+    w = 1
+    step = _UNIQUE_STEP
+    for i in range(1, total, step):
+        j = min(i + step, total)
+        cur = out[i:j]
+        u = cur[cur != out[i - 1:j - 1]]  # copy, so overlapping write is safe
+        out[w:w + u.size] = u
+        w += u.size
+        del cur, u
+    return out[:w] if w < total else out
 
 
 def parse_registry_lines(lines: Iterable[str], country_code="1"):

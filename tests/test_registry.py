@@ -187,6 +187,17 @@ def test_result_is_sorted_unique():
     assert stats["duplicates"] == len(values) - len(set(values))
 
 
+def test_sorted_unique_in_slices(monkeypatch):
+    monkeypatch.setattr(registry, "_UNIQUE_STEP", 7)
+    monkeypatch.setattr(registry, "_LINES_BATCH", 13)
+    rng = random.Random(3)
+    values = [12_125_550_000 + rng.randrange(0, 60) for _ in range(500)]
+    got, stats = nums([str(v)[1:] for v in values])
+    assert got == sorted(set(values))
+    assert stats["duplicates"] == 500 - len(set(values))
+    assert stats["lines"] == 500
+
+
 def test_non_us_country_code():
     lines = [
         "+442079460000",
@@ -373,8 +384,9 @@ def test_contains_odd_inputs():
     assert s.contains_many(np.array([], dtype=np.uint64)) == []
     assert s.contains_many([US, -1, 2**64, US + 1, 0]) == [True, False, False, False, True]
     assert s.contains_many([US, "x", None, 2**40]) == [True, False, False, True]
-    arr = np.array([US, -5, 0] * 200, dtype=np.int64)  # above sort threshold
-    assert s.contains_many(arr) == [True, False, True] * 200
+    arr = np.array([US, -5, 0] * 2000, dtype=np.int64)  # above sort threshold
+    assert s.contains_many(arr) == [True, False, True] * 2000
+    assert s.contains_many(arr[:30]) == [True, False, True] * 10
     arr32 = np.array([0, 5], dtype=np.uint32)
     assert s.contains_many(arr32) == [True, False]
 
