@@ -560,3 +560,57 @@ def test_registry_imports_no_project_modules():
             continue
         for m in mods:
             assert m in allowed, m
+
+
+# ---------------------------------------------------------------------------
+# the dense NANP layer (used for national-size +1 registries)
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def small_dense(monkeypatch):
+    """The dense layer over NPA 200-209 only (10 MB instead of 800 MB), from one number on."""
+    import rules.registry as R
+    monkeypatch.setattr(R, "_DENSE_MIN", 1)
+    R._set_layout(209)
+    yield R
+    R._set_layout()
+
+
+def _dense_values(seed=3, n=50_000):
+    rng = np.random.default_rng(seed)
+    nanp = (10_000_000_000 + rng.integers(200, 1000, n) * 10_000_000 + rng.integers(200, 1000, n) * 10_000
+            + rng.integers(0, 10_000, n)).astype(np.uint64)
+    odd = np.array([12000000000, 12001234567, 18002221222, 19999999999, 442079460000, 905321234567],
+                   dtype=np.uint64)  # NXX < 200 stays in the bitmap; other countries too
+    return np.unique(np.concatenate([nanp, odd]))
+
+
+def test_dense_layer_membership_matches_a_set(small_dense, tmp_path):
+    R = small_dense
+    vals = _dense_values()
+    ns = R.NumberSet.from_array(vals)
+    assert ns._dense is not None and ns._dense_count > 100 and len(ns) == len(vals)
+    py = set(vals.tolist())
+    probes = np.concatenate([vals, vals + 1, vals - 1, np.array([12002000000, 19999999999], dtype=np.uint64)])
+    assert ns.contains_many(probes) == [int(x) in py for x in probes.tolist()]
+    assert all((int(x) in ns) == (int(x) in py) for x in probes[:3000].tolist())
+    assert -5 not in ns and 2 ** 70 not in ns and "12125550100" not in ns
+    assert np.array_equal(ns.to_array(), vals)
+    sha = ns.save(str(tmp_path / "d.bin"))
+    back = R.NumberSet.load(str(tmp_path / "d.bin"), expected_sha256=sha)
+    assert back == ns and back.contains_many(probes[:1000]) == ns.contains_many(probes[:1000])
+
+
+def test_dense_file_corruption_is_detected(small_dense, tmp_path):
+    R = small_dense
+    ns = R.NumberSet.from_array(_dense_values(n=1000))
+    path = tmp_path / "d.bin"
+    ns.save(str(path))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a flipped byte in the bit array
+    path.write_bytes(bytes(data))
+    with pytest.raises(R.RegistryError, match="corrupt"):
+        R.NumberSet.load(str(path))
+    path.write_bytes(bytes(data[:-100]))
+    with pytest.raises(R.RegistryError, match="truncated"):
+        R.NumberSet.load(str(path))
