@@ -86,7 +86,8 @@ _SORT_THRESHOLD = 4096
 # the Roaring bitmap.
 _DENSE_MIN = 50_000_000
 _NANP_BASE = 10_000_000_000  # the leading "1" of +1 numbers
-_NANP_LO = _NANP_BASE + 200 * 10_000_000 + 200 * 10_000  # +1 200 200 0000
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+# the lowest number covered is +1 200 200 0000 (12_002_000_000, spelt out in __contains__)
 
 
 def _set_layout(npa_max=999):
@@ -112,17 +113,34 @@ def _dense_index(arr):
     return mask, idx
 
 
-def _dense_from_sorted_index(idx):
-    """A zeroed 800 MB bit array with the bits of sorted, unique ``idx`` set."""
+def _split_dense(arr, step=1 << 24):
+    """(dense bit array or None, numbers in it, the values left for the bitmap).
+    Works in slices so the temporaries stay small (a 250M-number array is 2 GB)."""
+    covered = 0
+    for i in range(0, arr.size, step):
+        covered += int(_dense_index(arr[i:i + step])[0].sum())
+    if covered < _DENSE_MIN:
+        return None, 0, arr
     dense = np.zeros(_DENSE_BYTES, dtype=np.uint8)
-    step = 1 << 24
-    for i in range(0, idx.size, step):
-        part = idx[i:i + step]
-        byte = part >> 3
-        bits = np.left_shift(np.uint8(1), (part & 7).astype(np.uint8))
+    rest = []
+    for i in range(0, arr.size, step):
+        part = arr[i:i + step]
+        mask, idx = _dense_index(part)
+        if not mask.all():
+            rest.append(part[~mask])
+        if not idx.size:
+            continue
+        idx = np.sort(idx)  # already sorted for sorted input: cheap
+        byte = idx >> 3
+        bits = np.left_shift(np.uint8(1), (idx & 7).astype(np.uint8))
         starts = np.flatnonzero(np.r_[True, byte[1:] != byte[:-1]])
         dense[byte[starts]] |= np.bitwise_or.reduceat(bits, starts)
-    return dense
+    # duplicates in the input would be counted twice: count the set bits instead
+    count = 0
+    for i in range(0, dense.size, step):
+        count += int(_POPCOUNT[dense[i:i + step]].sum(dtype=np.int64))
+    left = np.concatenate(rest) if rest else np.empty(0, dtype=np.uint64)
+    return dense, count, left
 
 
 def _fsync_dir(path: str) -> None:
@@ -149,7 +167,7 @@ class NumberSet:
     not members).  For many numbers at once use :meth:`contains_many`.
     """
 
-    __slots__ = ("_bm", "_contains", "_dense", "_dmv", "_dense_count")
+    __slots__ = ("_bm", "_contains", "_dense", "_dmv", "_dense_count", "_hi")
 
     def __init__(self, bitmap=None):
         """Wrap a copy of ``bitmap`` (any pyroaring 64-bit bitmap or None).
@@ -161,6 +179,7 @@ class NumberSet:
         self._contains = bm.__contains__
         self._dense = self._dmv = None
         self._dense_count = 0
+        self._hi = _NANP_HI
 
     @classmethod
     def _wrap(cls, bm: BitMap64, dense=None, dense_count=0) -> "NumberSet":
@@ -171,6 +190,7 @@ class NumberSet:
         self._dense = dense
         self._dmv = memoryview(dense) if dense is not None else None
         self._dense_count = dense_count
+        self._hi = _NANP_HI
         return self
 
     # -- construction -----------------------------------------------------
@@ -202,16 +222,7 @@ class NumberSet:
         dense = None
         dense_count = 0
         if arr.size >= _DENSE_MIN:
-            mask, idx = _dense_index(arr)
-            if idx.size >= _DENSE_MIN:
-                if idx.size > 1 and not bool(np.all(idx[1:] > idx[:-1])):
-                    idx = np.sort(idx)
-                    idx = idx[np.r_[True, idx[1:] != idx[:-1]]]
-                dense = _dense_from_sorted_index(idx)
-                dense_count = int(idx.size)
-                del idx
-                arr = np.ascontiguousarray(arr[~mask])
-            del mask
+            dense, dense_count, arr = _split_dense(arr)
         bm = BitMap64()
         for i in range(0, arr.size, _BUILD_CHUNK):
             buf = array.array("Q")
@@ -246,13 +257,12 @@ class NumberSet:
     # -- queries ----------------------------------------------------------
 
     def __contains__(self, value) -> bool:
-        if self._dmv is not None and type(value) is int and _NANP_LO <= value <= _NANP_HI:
-            d = value - _NANP_BASE
-            npa = d // 10_000_000
-            rest = d - npa * 10_000_000
+        dmv = self._dmv
+        if dmv is not None and value.__class__ is int and 12_002_000_000 <= value <= self._hi:
+            npa, rest = divmod(value - 10_000_000_000, 10_000_000)
             if rest >= 2_000_000:
-                i = (npa - 200) * 8_000_000 + rest - 2_000_000
-                return (self._dmv[i >> 3] >> (i & 7)) & 1 == 1
+                i = npa * 8_000_000 + rest - 1_602_000_000  # (npa - 200) * 8e6 + rest - 2e6
+                return dmv[i >> 3] >> (i & 7) & 1 == 1
         if type(value) is not int:
             if isinstance(value, (bool, np.bool_)):
                 return False
