@@ -48,6 +48,7 @@ class Verdict:
     window: tuple = ()  # per zone: {"zone", "local", "windows"}
     flags: tuple = ()  # non-blocking findings (multi-line runs in a batch)
     groups: tuple = ()  # business groups the number belongs to
+    value: object = None  # the number as an int (E.164 digits), for batch passes
 
     @property
     def categories(self):
@@ -186,6 +187,11 @@ class Screener:
         self._hol = {}
         self._registry = {}
         self._labels = {r: rs.label for r, rs in context.by_region.items()}
+        self._prefixes = tuple(context.dnc.company_prefixes) + tuple(context.dnc.campaign_prefixes)
+        self._profiles = {}
+        # membership tests of the registries, the fastest form each offers
+        self._in_registry = {j: getattr(r.numbers, "contains_int", r.numbers.__contains__)
+                             for j, r in context.dnc.registries.items() if r.numbers is not None}
         camp = context.campaign
         self._cli = tuple(caller_id_reasons(camp.caller_id, camp.own_numbers, context)) if camp is not None else ()
 
@@ -371,36 +377,65 @@ class Screener:
         ctx = self.ctx
         f = lead.facts if lead.facts is not None else normalise(
             lead.phone, lead.region or ctx.default_region, ctx.special_codes)
-        region = f.region or (lead.region or ctx.default_region)
-        rs = ctx.by_region.get(region)
-        label = self._labels.get(region)
-        reasons = []
-        if rs is None:
-            reasons.append(Reason("NO-RULESET", "invalid",
-                                  f"no rule set covers region {region}: add one before calling there"))
         if f.emergency or f.short_code is not None or f.e164 is None:
-            return self._not_a_number(f, rs, region, label, reasons)
+            region = f.region or (lead.region or ctx.default_region)
+            rs = ctx.by_region.get(region)
+            reasons = [] if rs is not None else [_no_ruleset(region)]
+            return self._not_a_number(f, rs, region, self._labels.get(region), reasons)
+        prof = f.profile
+        pkey = (prof if prof is not None else (f.region, f.kind, f.zones, f.state), lead.state, lead.zone)
+        p = self._profiles.get(pkey)
+        if p is None:
+            p = self._profile(f, lead, pkey)
+        rs, label, pre, timed, zones, window, states = p
+        reasons = list(pre)
+        value = f.value
         life = ctx.lifeline.get(f.e164)
         if life is not None:
-            reasons.append(Reason(f"{rs.jurisdiction if rs else region}-LIFELINE", "lifeline",
+            reasons.append(Reason(f"{rs.jurisdiction if rs else f.region}-LIFELINE", "lifeline",
                                   f"{life[1]} ({life[0]}) is a life-line number"))
         if rs is None:
             return Verdict(f.input, f.e164, False, tuple(reasons), self.at)
+        dnc = ctx.dnc
+        in_registry = self._in_registry.get(rs.jurisdiction)
+        if (value in dnc.company or value in dnc.campaign
+                or (in_registry is not None and in_registry(value))
+                or (self._prefixes and f.e164.startswith(self._prefixes, 1))):
+            self._dnc_reasons(rs, value, f.e164, reasons)
+        if timed:
+            reasons.extend(timed)
+        if ctx.history:
+            hist = ctx.history.get(value)
+            if hist:
+                reasons.extend(self._frequency_reasons(rs, hist, states))
+        groups = lead.groups
+        if lead.business:
+            groups = groups + (business_group(lead.business),)
+        if ctx.live_groups or ctx.live_numbers:
+            reasons.extend(self._live_reasons(rs, value, groups))
+        if self._cli:
+            reasons.extend(self._cli)
+        return Verdict(f.input, f.e164, not reasons, tuple(reasons), self.at, label, zones, window, (), groups, value)
+
+    def _profile(self, f, lead, pkey):
+        """What every number of one exchange (and one lead state/zone) shares at this
+        instant: rule set, number-type and registry-status reasons, zones, hours."""
+        ctx = self.ctx
+        region = f.region or (lead.region or ctx.default_region)
+        rs = ctx.by_region.get(region)
+        if rs is None:
+            p = (None, None, (_no_ruleset(region),), (), (), (), ())
+            self._profiles[pkey] = p
+            return p
+        reasons = []
         cat = rs.blocked_types.get(f.kind)
         if cat is not None:
             reasons.append(Reason(rs.rule_id("number_types"), cat,
                                   f"{f.kind.replace('_', '-')} number: the called party pays or it is a high-cost destination"))
-        value = f.value
         status = self._registry.get(rs.jurisdiction)
         if status is None:
             status = self._registry_reasons(rs)
-        if status:
-            reasons.extend(status)
-        dnc = ctx.dnc
-        reg = dnc.registries.get(rs.jurisdiction)
-        if (value in dnc.company or value in dnc.campaign or dnc.company_prefixes or dnc.campaign_prefixes
-                or (reg is not None and reg.numbers is not None and value in reg.numbers)):
-            self._dnc_reasons(rs, value, f.e164, reasons)
+        reasons.extend(status)
         # zones: the number's, and the lead's when the list gives one (all must allow)
         zones = f.zones
         zone_error = None
@@ -415,24 +450,10 @@ class Screener:
             ls = str(lead.state).strip().upper()
             if ls != f.state:
                 states = tuple(sorted(states + (ls,)))
-        tkey = (rs.jurisdiction, zones, states, zone_error)
-        hit = self._time.get(tkey)
-        if hit is None:
-            hit = self._time_reasons(rs, zones, states, zone_error)
-        if hit[0]:
-            reasons.extend(hit[0])
-        if ctx.history:
-            hist = ctx.history.get(value)
-            if hist:
-                reasons.extend(self._frequency_reasons(rs, hist, states))
-        groups = lead.groups
-        if lead.business:
-            groups = groups + (business_group(lead.business),)
-        if ctx.live_groups or ctx.live_numbers:
-            reasons.extend(self._live_reasons(rs, value, groups))
-        if self._cli:
-            reasons.extend(self._cli)
-        return Verdict(f.input, f.e164, not reasons, tuple(reasons), self.at, label, zones, hit[1], (), groups)
+        t_reasons, window = self._time_reasons(rs, zones, states, zone_error)
+        p = (rs, self._labels.get(region), tuple(reasons), t_reasons, zones, window, states)
+        self._profiles[pkey] = p
+        return p
 
     def _not_a_number(self, f, rs, region, label, reasons):
         """Emergency numbers, short codes and invalid input: no further rule applies."""
@@ -449,6 +470,10 @@ class Screener:
         if f.e164 is None and f.short_code is None:
             reasons.append(Reason("INVALID", "invalid", f.error or "not a valid phone number"))
         return Verdict(f.input, f.e164, False, tuple(reasons), self.at, ruleset=label)
+
+
+def _no_ruleset(region):
+    return Reason("NO-RULESET", "invalid", f"no rule set covers region {region}: add one before calling there")
 
 
 def _dedupe(reasons):
@@ -490,23 +515,24 @@ def evaluate(lead, at, context):
 def find_runs(values, stride, run_length):
     """Runs of near-consecutive numbers: same exchange (all digits but the last four),
     line numbers at most ``stride`` apart, at least ``run_length`` long.
-    Returns {value: (first_value, last_value, count)}."""
-    by_exchange = {}
-    for v in values:
-        by_exchange.setdefault(v // 10000, set()).add(v % 10000)
+    Returns {value: (first_value, last_value, count)} for the members of runs."""
+    import numpy as np
+    arr = np.fromiter(values, dtype=np.int64)
+    if arr.size < run_length:
+        return {}
+    arr.sort()
+    arr = arr[np.r_[True, arr[1:] != arr[:-1]]]
+    ex = arr // 10000
+    breaks = np.flatnonzero((np.diff(arr) > stride) | (ex[1:] != ex[:-1])) + 1
+    starts = np.r_[0, breaks]
+    ends = np.r_[breaks, arr.size]
+    keep = (ends - starts) >= run_length
     out = {}
-    for ex, lines in by_exchange.items():
-        if len(lines) < run_length:
-            continue
-        lines = sorted(lines)
-        start = 0
-        for i in range(1, len(lines) + 1):
-            if i == len(lines) or lines[i] - lines[i - 1] > stride:
-                if i - start >= run_length:
-                    first, last = ex * 10000 + lines[start], ex * 10000 + lines[i - 1]
-                    for ln in lines[start:i]:
-                        out[ex * 10000 + ln] = (first, last, i - start)
-                start = i
+    for a, b in zip(starts[keep].tolist(), ends[keep].tolist()):
+        members = arr[a:b].tolist()
+        info = (members[0], members[-1], b - a)
+        for v in members:
+            out[v] = info
     return out
 
 
@@ -518,9 +544,16 @@ def screen(leads, at, context):
     """Verdicts for many leads at one instant, plus multi-line findings across them:
     runs of near-consecutive numbers and leads sharing a business are flagged
     (``flags``, ``groups``) so the dialer keeps one live call per group."""
+    import gc
     sc = Screener(context, at)
-    verdicts = [sc.evaluate(ld if not isinstance(ld, str) else Lead(ld)) for ld in leads]
-    return flag_groups(verdicts, context)
+    enabled = gc.isenabled()
+    gc.disable()  # a million verdicts and no cycles: the collector would only rescan them
+    try:
+        verdicts = [sc.evaluate(ld if ld.__class__ is not str else Lead(ld)) for ld in leads]
+        return flag_groups(verdicts, context)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def flag_groups(verdicts, context):
@@ -529,18 +562,24 @@ def flag_groups(verdicts, context):
     for i, v in enumerate(verdicts):
         if v.number is None or v.ruleset is None:
             continue
-        jur = v.ruleset.split("@")[0]
-        by_rs.setdefault(jur, []).append(i)
-        for g in v.groups:
-            if g.startswith("business:"):
-                business.setdefault(g, []).append(i)
+        by_rs.setdefault(v.ruleset, []).append(i)
+        if v.groups:
+            for g in v.groups:
+                if g.startswith("business:"):
+                    business.setdefault(g, []).append(i)
     extra = {}
-    for jur, idx in by_rs.items():
-        rs = context.rulesets[jur]
-        values = {int(verdicts[i].number[1:]): i for i in idx}
-        runs = find_runs(values.keys(), rs.multiline_stride, rs.multiline_run)
-        for val, (first, last, count) in runs.items():
-            i = values[val]
+    by_label = {rs.label: rs for rs in context.rulesets.values()}
+    for label, idx in by_rs.items():
+        rs = by_label[label]
+        values = [verdicts[i].value if verdicts[i].value is not None else int(verdicts[i].number[1:]) for i in idx]
+        runs = find_runs(values, rs.multiline_stride, rs.multiline_run)
+        if not runs:
+            continue
+        for i, val in zip(idx, values):
+            hit = runs.get(val)
+            if hit is None:
+                continue
+            first, last, count = hit
             flag = Reason(rs.rule_id("multiline"), "multiline",
                           f"one of {count} near-consecutive numbers +{first}..+{last}: likely one business, "
                           f"one live call at a time")
@@ -551,8 +590,7 @@ def flag_groups(verdicts, context):
         if len(idx) < 2:
             continue
         for i in idx:
-            jur = verdicts[i].ruleset.split("@")[0]
-            rs = context.rulesets[jur]
+            rs = by_label[verdicts[i].ruleset]
             extra.setdefault(i, ([], []))
             extra[i][0].append(Reason(rs.rule_id("multiline"), "multiline",
                                       f"{len(idx)} numbers of {g[9:]!r} in this batch: one live call at a time"))

@@ -7,7 +7,7 @@ shared; tests check this against direct computation on random numbers.
 """
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import phonenumbers
 from phonenumbers import geocoder, shortnumberinfo, timezone as pn_timezone
@@ -54,7 +54,7 @@ class NumberError(ValueError):
     pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class NumberFacts:
     """What is known about one dialled string. ``e164`` is None when it is not a
     subscriber number (short codes, invalid input); ``error`` says why.
@@ -71,6 +71,9 @@ class NumberFacts:
     emergency: bool = False  # is or connects to an emergency number
     short_code: object = None  # the short code digits ("911", "211") when it is one
     error: object = None  # why the input is not a valid number
+    # what numbers of the same exchange share (region, kind, zones, state): the engine
+    # caches its per-exchange work under it. None: derive it from those fields.
+    profile: object = field(default=None, compare=False, repr=False)
 
     @property
     def valid(self):
@@ -192,21 +195,28 @@ def normalise(raw, region="US", special_codes=frozenset()):
     """Facts for a number written by a person (see :func:`_normalise`). This wrapper
     is the hot-path shortcut for plain North American numbers, the bulk of lists."""
     if raw.__class__ is str:
-        s = raw.strip().translate(_STRIP)
+        s = raw.translate(_STRIP_ALL)
         n = len(s)
-        d = None
-        if n == 12 and s[0] == "+" and s[1] == "1":
-            d = s[1:]
-        elif n == 11 and s[0] == "1" and region in _NANP_REGIONS:
-            d = s
-        elif n == 10 and region in _NANP_REGIONS:
-            d = "1" + s
+        if n == 12:
+            d = s[1:] if s[0] == "+" and s[1] == "1" else None
+        elif n == 10:
+            d = "1" + s if region in _NANP_REGIONS else None
+        elif n == 11:
+            d = s if s[0] == "1" and region in _NANP_REGIONS else None
+        else:
+            d = None
         if d is not None and d.isdigit() and d[1] in "23456789":
-            base = _nanp_exchange_facts(d[:7])
+            base = _EXCHANGES.get(d[:7])
+            if base is None:
+                base = _EXCHANGES[d[:7]] = _nanp_exchange_facts(d[:7])
             if base.e164 is not None:
                 return NumberFacts(raw, "+" + d, int(d), base.region, base.kind, base.zones, base.state,
-                                   base.emergency)
+                                   base.emergency, None, None, base)
     return _normalise(raw, region, special_codes)
+
+
+_STRIP_ALL = str.maketrans("", "", " -.()/\t\u00a0\r\n\v\f")
+_EXCHANGES = {}  # '1NPANXX' -> facts, in front of the LRU cache (same objects)
 
 
 def _normalise(raw, region="US", special_codes=frozenset()):
@@ -286,6 +296,7 @@ def _normalise(raw, region="US", special_codes=frozenset()):
     return NumberFacts(
         input=raw_s, e164="+" + digits, value=int(digits), region=base.region, kind=base.kind,
         zones=base.zones, state=base.state, emergency=base.emergency,
+        profile=base if digits[0] == "1" else None,
     )
 
 

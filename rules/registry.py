@@ -275,6 +275,12 @@ class NumberSet:
         except OverflowError:  # negative or >= 2**64
             return False
 
+    @property
+    def contains_int(self):
+        """The fastest membership test for a plain non-negative int below 2**64 (the
+        engine's hot path): the bitmap's own C method when there is no dense layer."""
+        return self.__contains__ if self._dense is not None else self._contains
+
     def contains_many(self, values) -> list:
         """Membership of every value, in input order, as a list of bools.
 
