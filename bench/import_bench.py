@@ -25,7 +25,7 @@ def make_csv(path, n, seed=1):
     while len(exchanges) < 4000:
         a, x = rng.randint(201, 989), rng.randint(200, 999)
         f = normalise(f"+1{a}{x}0000")
-        if f.e164 and f.zones and f.kind == "fixed_line_or_mobile":
+        if f.e164 and f.zones and f.region == "US" and f.kind == "fixed_line_or_mobile":
             exchanges.append((a, x))
     fmts = ["({a}) {x}-{l}", "{a}-{x}-{l}", "+1{a}{x}{l}", "{a}{x}{l}"]
     with open(path, "w") as fh:

@@ -151,7 +151,8 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
         counts = {"imported": 0, "rejected": 0, "duplicates": 0}
     # numbers already taken: this file's staged rows, and the campaign's or account's leads
     seen = set(r["phone"] for r in store.query(
-        "SELECT phone FROM leads WHERE import_id = ? AND status = 'staged'", (import_id,)))
+        "SELECT phone FROM leads WHERE campaign_id = ? AND status = 'staged' AND import_id = ?",
+        (camp["id"], import_id)))
     if dedupe == "campaign":
         existing = set(r["phone"] for r in store.query(
             "SELECT phone FROM leads WHERE campaign_id = ? AND status != 'staged'", (camp["id"],)))
@@ -192,25 +193,31 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
             progress(last_row, table.progress())
         leads, errors = [], []
 
-    def cell(cells, field):
-        cols = fmap.get(field)
-        if not cols:
-            return ""
-        return " ".join(cells[i].strip() for i in cols if i < len(cells) and cells[i].strip())
-
     cid, aid = camp["id"], camp["account_id"]
-    single = {k: v[0] for k, v in fmap.items() if len(v) == 1}
-    i_phone = single.get("phone")
-    i_state, i_zone = single.get("state"), single.get("zone")
     state_col = table.header[fmap["state"][0]] if "state" in fmap else None
     zone_col = table.header[fmap["zone"][0]] if "zone" in fmap else None
     has = {k: k in fmap for k in FIELDS}
     state_cache = {}
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+
+    def getter(field):
+        """cells -> the field's text (stripped; several columns joined by a space)."""
+        cols = fmap.get(field)
+        if not cols:
+            return lambda cells: ""
+        if len(cols) == 1:
+            i = cols[0]
+            return lambda cells: cells[i].strip()
+        return lambda cells: " ".join(cells[i].strip() for i in cols if cells[i].strip())
+
+    get_name, get_first, get_last = getter("name"), getter("first_name"), getter("last_name")
+    get_business, get_postal, get_alts = getter("business"), getter("postal_code"), getter("alt_phones")
+    get_phone, get_state, get_zone = getter("phone"), getter("state"), getter("zone")
     for row_no, cells in table.rows:
         if row_no <= rows_done:
             continue
         last_row = row_no
-        raw = cells[i_phone].strip() if i_phone is not None else cell(cells, "phone")
+        raw = get_phone(cells)
         if not raw:
             errors.append((import_id, row_no, phone_col, "", "no phone number"))
             counts["rejected"] += 1
@@ -226,7 +233,7 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
             problem = "reaches an emergency number"
         state = None
         if has["state"]:
-            st_raw = cells[i_state] if i_state is not None else cell(cells, "state")
+            st_raw = get_state(cells)
             hit = state_cache.get((st_raw, f.region))
             if hit is None:
                 hit = state_cache[(st_raw, f.region)] = _clean_state(st_raw, f.region or region)
@@ -235,7 +242,7 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
                 problem, col = serr, state_col
         zone = None
         if has["zone"]:
-            zone = (cells[i_zone].strip() if i_zone is not None else cell(cells, "zone")) or None
+            zone = get_zone(cells) or None
             if problem is None and zone and zone not in pytz.all_timezones_set:
                 problem, col = f"{zone!r} is not a time zone name (e.g. America/Chicago)", zone_col
         if problem is not None:
@@ -251,7 +258,7 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
             alts = None
             if has["alt_phones"]:
                 alts = []
-                for a in cell(cells, "alt_phones").replace(";", ",").split(","):
+                for a in get_alts(cells).replace(";", ",").split(","):
                     if a.strip():
                         af = normalise(a, region, special)
                         if af.e164 is None or af.emergency:
@@ -261,19 +268,20 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
                             alts.append(af.e164)
                 alts = json.dumps(alts) if alts else None
             if has["name"]:
-                name = cell(cells, "name")
+                name = get_name(cells)
             elif has["first_name"] or has["last_name"]:
-                name = " ".join(x for x in (cell(cells, "first_name"), cell(cells, "last_name")) if x)
+                first, last = get_first(cells), get_last(cells)
+                name = f"{first} {last}" if first and last else first or last
             else:
                 name = None
-            business = cell(cells, "business") or None if has["business"] else None
+            business = get_business(cells) or None
             custom = None
             if custom_cols:
                 c = {h: cells[i] for i, h in custom_cols if cells[i] != ""}
                 if c:
-                    custom = json.dumps(c, ensure_ascii=False)
+                    custom = encode(c)
             leads.append((cid, aid, import_id, row_no, f.e164, raw, alts, name or None, business, state,
-                          (cell(cells, "postal_code") or None) if has["postal_code"] else None, zone, f.region,
+                          get_postal(cells) or None, zone, f.region,
                           f.state, ",".join(f.zones), f.kind, business_group(business) if business else None,
                           custom, ts, ts))
             counts["imported"] += 1
@@ -292,7 +300,8 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
 def _finish_import(store, camp, import_id, counts, now, actor, tally=None):
     """Make the staged leads dialable, compute multi-line groups, record the summary."""
     with store.transaction():
-        store.execute("UPDATE leads SET status = 'new' WHERE import_id = ? AND status = 'staged'", (import_id,))
+        store.execute("UPDATE leads SET status = 'new' WHERE campaign_id = ? AND status = 'staged' AND import_id = ?",
+                      (camp["id"], import_id))
         n_groups = assign_run_groups(store, camp["id"])
         job = store.query_one("SELECT * FROM imports WHERE id = ?", (import_id,))
         summary = {

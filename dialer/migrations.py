@@ -244,9 +244,7 @@ def m002_campaigns_and_leads(conn):
         );
         CREATE INDEX leads_hot ON leads (campaign_id, priority, id) WHERE status = 'new';
         CREATE INDEX leads_status ON leads (campaign_id, status, next_attempt_at);
-        CREATE INDEX leads_phone ON leads (account_id, phone);
-        CREATE INDEX leads_campaign_phone ON leads (campaign_id, phone);
-        CREATE INDEX leads_import ON leads (import_id) WHERE status = 'staged';
+        CREATE INDEX leads_phone ON leads (phone);
         CREATE TABLE lead_events (
             id INTEGER PRIMARY KEY,
             lead_id INTEGER NOT NULL REFERENCES leads(id),

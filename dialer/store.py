@@ -45,6 +45,7 @@ def connect(path, timeout=5.0):
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB: million-row lists keep their indexes in memory
         conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
     except sqlite3.Error as e:
         raise StoreError(f"cannot open database {path}: {e}") from None
