@@ -42,6 +42,7 @@ class Hopper:
         self.scan_limit = scan_limit
         self._ctx = None
         self._ctx_mark = None
+        self._last_screener = None
 
     def context(self, now):
         """The rules context, reloaded only when something changed (every rule, DNC or
@@ -96,7 +97,7 @@ class Hopper:
                     ctx = base.with_(history=hist, live_numbers=live_n, live_groups=live_g)
                 else:
                     ctx.history = hist
-                sc = Screener(ctx, at)
+                sc = self._screener(ctx, at)
                 for row, lead in zip(rows, leads):
                     scanned += 1
                     last = (row["priority"], row["id"])
@@ -141,6 +142,16 @@ class Hopper:
                     "INSERT INTO lead_events (lead_id, at, event, detail) VALUES (?, ?, 'blocked', ?)",
                     [(lid, ts, _reasons_json(v)) for lid, _, v in blocks])
         return picked
+
+    def _screener(self, ctx, at):
+        """A screener for this batch; the previous one's per-exchange caches are kept while
+        the rules context is the same and the instant falls in the same minute."""
+        sc = self._last_screener
+        if sc is not None and sc.ctx.dnc is ctx.dnc and sc.ctx.rulesets is ctx.rulesets and sc.same_minute(at):
+            sc.ctx = ctx
+            return sc
+        sc = self._last_screener = Screener(ctx, at)
+        return sc
 
     def campaign_state(self):
         return self.store.conn.execute("SELECT state FROM campaigns WHERE id = ?", (self.cid,)).fetchone()[0]

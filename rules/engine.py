@@ -8,6 +8,7 @@ Every failing rule is listed; every verdict names the rule-set version used.
 
 import bisect
 import datetime as _dt
+import functools
 from dataclasses import dataclass, field, replace
 
 import holidays as _holidays
@@ -157,6 +158,12 @@ class Context:
         return c
 
 
+@functools.lru_cache(maxsize=512)
+def _holiday_calendar(calendar, subdiv, year):
+    """Public holidays of one calendar (and state) for one year, from the holidays package."""
+    return _holidays.country_holidays(calendar, subdiv=subdiv, years=year)
+
+
 _WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -184,7 +191,6 @@ class Screener:
         self.at = utc(at)
         self._local = {}
         self._time = {}
-        self._hol = {}
         self._registry = {}
         self._labels = {r: rs.label for r, rs in context.by_region.items()}
         self._prefixes = tuple(context.dnc.company_prefixes) + tuple(context.dnc.campaign_prefixes)
@@ -204,12 +210,16 @@ class Screener:
         return lt
 
     def _holiday(self, calendar, subdiv, day):
-        key = (calendar, subdiv, day.year)
-        h = self._hol.get(key)
-        if h is None:
-            h = _holidays.country_holidays(calendar, subdiv=subdiv, years=day.year)
-            self._hol[key] = h
-        return h.get(day)
+        return _holiday_calendar(calendar, subdiv, day.year).get(day)
+
+    def same_minute(self, at):
+        """Move this screener to ``at`` if it falls in the same UTC minute: every rule
+        works in whole minutes, so the per-exchange caches stay valid. False otherwise."""
+        at = utc(at)
+        if at.replace(second=0, microsecond=0) != self.at.replace(second=0, microsecond=0):
+            return False
+        self.at = at
+        return True
 
     def _time_reasons(self, rs, zones, states, lead_zone_error):
         """Hours, holiday and zone reasons plus the windows that applied."""
