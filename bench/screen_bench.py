@@ -105,7 +105,8 @@ def main():
         "prepared_leads_per_s": round(args.n / (t4 - t3)),
         "allowed": sum(v.allowed for v in verdicts), "blocked_by_category": dict(cats.most_common()),
         "flagged_multiline": sum(1 for v in verdicts if v.flags),
-        "goal_leads_per_s": 200_000, "meets_goal": raw_rate >= 200_000,
+        "goal_leads_per_s": 200_000, "meets_goal_from_raw_strings": raw_rate >= 200_000,
+        "meets_goal_with_stored_facts": args.n / (t4 - t3) >= 200_000,
         "python": sys.version.split()[0],
     }
     print(json.dumps(out))
