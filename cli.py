@@ -4,7 +4,6 @@ function and prints the result (JSON with --json). Library errors become one
 
 import getpass
 import json
-import os
 import sqlite3
 import sys
 
@@ -534,16 +533,16 @@ def list_import(app, file, campaign, mapping, region, dedupe, resume, as_json):
     """Import a CSV or XLSX list into a campaign, then show its screening preview."""
     from campaigns.leads import import_list
     bar = None
-    progress = None
+
+    def progress(rows, fraction):
+        bar.update(int(fraction * 1000) - bar.pos)
+
     if not as_json and sys.stderr.isatty():
         bar = click.progressbar(length=1000, label="importing", file=sys.stderr)
         bar.__enter__()
-
-        def progress(rows, fraction):
-            bar.update(int(fraction * 1000) - bar.pos)
     try:
         out = import_list(app.store, file, campaign, app.now(), app.user, mapping=mapping, region=region,
-                          dedupe=dedupe, progress=progress, resume=resume)
+                          dedupe=dedupe, progress=progress if bar is not None else None, resume=resume)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)

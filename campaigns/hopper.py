@@ -47,13 +47,12 @@ class Hopper:
     def context(self, now):
         """The rules context, reloaded only when something changed (every rule, DNC or
         campaign change appends to the audit log, so its head is the change mark)."""
-        from rules.service import load_context
+        from rules.service import history_hours, load_context
         mark = self.store.conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
         if self._ctx is None or mark != self._ctx_mark:
             self._ctx = load_context(self.store, now, self.campaign["region"], self.campaign["name"])
             self._ctx_mark = mark
-            self._history_hours = max([720.0] + [float(rs.abandon_lockout_hours or 0)
-                                                 for rs in self._ctx.rulesets.values()])
+            self._history_hours = history_hours(self._ctx.rulesets)
         return self._ctx
 
     def _maintain(self, at):

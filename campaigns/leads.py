@@ -9,7 +9,7 @@ import os
 import pytz
 
 from dialer.errors import InputError, NotFound
-from dialer.timeutil import from_iso, parse_instant, to_iso, utc
+from dialer.timeutil import to_iso, utc
 from rules import audit
 from rules.engine import Lead, Screener, business_group, find_runs, next_allowed, run_group
 from rules.numbers import NumberFacts, US_STATES, STATE_CODES, normalise

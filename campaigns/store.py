@@ -23,7 +23,7 @@ def create_account(store, name, now, actor, connection="fiber", lines=30):
     with store.transaction():
         if store.query_one("SELECT id FROM accounts WHERE name = ?", (name,)):
             raise InputError(f"account {name!r} already exists")
-        cur = store.execute("INSERT INTO accounts (name, created_at, connection, line_capacity) VALUES (?, ?, ?, ?)",
+        store.execute("INSERT INTO accounts (name, created_at, connection, line_capacity) VALUES (?, ?, ?, ?)",
                             (name, to_iso(now), connection, lines))
         audit.append(store, now, actor, "account.create", f"account:{name}", "",
                      {"name": name, "connection": connection, "line_capacity": lines})
@@ -173,7 +173,7 @@ def create_campaign(store, name, account, now, actor, region="US", caller_id=Non
     with store.transaction():
         if store.query_one("SELECT id FROM campaigns WHERE name = ?", (name,)):
             raise InputError(f"campaign {name!r} already exists")
-        cur = store.execute(
+        store.execute(
             "INSERT INTO campaigns (account_id, name, region, caller_id, hours, state, created_at, dial_mode, "
             "power_ratio, abandon_target, retry_rules, updated_at) VALUES (?, ?, ?, ?, ?, 'draft', ?, ?, ?, ?, ?, ?)",
             (acc["id"], name, region.upper(), cid, json.dumps(spec) if spec else None, to_iso(now), dial_mode,

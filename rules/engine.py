@@ -16,8 +16,8 @@ import pytz
 
 from dialer.timeutil import utc
 
-from .numbers import NumberFacts, normalise
-from .ruleset import DAYS, fmt_window
+from .numbers import normalise
+from .ruleset import fmt_window
 
 CATEGORIES = (
     "invalid", "emergency", "special", "lifeline", "toll_free", "premium", "dnc", "hours",

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import uuid
+from dataclasses import replace
 
 import yaml
 
@@ -17,9 +18,9 @@ from dialer.errors import InputError, NotFound
 from dialer.timeutil import from_iso, parse_date, to_iso, utc
 
 from . import audit
-from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, flag_groups
+from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, screen
 from .numbers import country_code_of, normalise
-from .ruleset import RuleSetError, canonical, compile_windows, diff, load_text, set_field, validate, _Errors
+from .ruleset import RuleSetError, canonical, compile_windows, diff, parse_text, set_field, validate, _Errors
 
 DEFAULTS_DIR = pathlib.Path(__file__).parent / "defaults"
 SHIPPED = ("US", "GB", "TR")
@@ -114,13 +115,8 @@ def edit_ruleset(store, jurisdiction, text, now, actor, reason, create=False):
     """Replace a rule set with the text given (JSON or YAML). Invalid data is refused
     with the line and field that is wrong; the old version stays in force."""
     reason = _require_reason(reason)
-    data, lines = load_text_data(text)
+    data, lines = parse_text(text)
     return _save_new_version(store, jurisdiction.upper(), data, lines, now, actor, reason, create=create)
-
-
-def load_text_data(text):
-    from .ruleset import parse_text
-    return parse_text(text)
 
 
 def set_rule(store, jurisdiction, field, value_text, now, actor, reason):
@@ -541,19 +537,27 @@ def load_context(store, now, region="US", campaign=None):
                    lifeline=load_lifeline(store), campaign=camp_rules)
 
 
+def history_hours(rulesets):
+    """How far back call history matters: the longest frequency window or lockout of
+    any rule set, and at least the 30 days of the abandon window."""
+    hours = [720.0]
+    for rs in rulesets.values():
+        hours += [rs.abandon_lockout_hours or 0, rs.machine_lockout_hours or 0,
+                  rs.frequency.window_hours if rs.frequency else 0]
+        hours += [st.frequency.window_hours for st in rs.states.values() if st.frequency]
+    return float(max(hours))
+
+
 def check_numbers(store, numbers, now, at=None, region="US", campaign=None, leads=None):
-    """`dialer check`: verdicts for numbers (or Lead objects) at ``at`` (default now)."""
+    """`dialer check`: verdicts for numbers (or Lead objects) at ``at`` (default now),
+    with multi-line findings across them."""
     at = utc(at) if at is not None else utc(now)
     ctx = load_context(store, now, region, campaign)
-    items = leads if leads is not None else [Lead(n) for n in numbers]
     sc = Screener(ctx, at)
-    facts = [sc.facts(ld) for ld in items]
-    max_hours = max([720.0] + [float(rs.abandon_lockout_hours or 0) for rs in ctx.rulesets.values()])
-    ctx.history = load_history(store, [f.value for f in facts if f.value is not None], at, max_hours)
-    sc = Screener(ctx, at)
-    from dataclasses import replace
-    verdicts = [sc.evaluate(replace(ld, facts=f)) for ld, f in zip(items, facts)]
-    return flag_groups(verdicts, ctx)
+    items = [replace(ld, facts=sc.facts(ld)) for ld in (leads if leads is not None else [Lead(n) for n in numbers])]
+    ctx.history = load_history(store, [ld.facts.value for ld in items if ld.facts.value is not None], at,
+                               history_hours(ctx.rulesets))
+    return screen(items, at, ctx)
 
 
 def check_dnc(store, numbers, now, region="US", campaign=None):

@@ -1,7 +1,6 @@
 """Accounts, campaigns and their life cycle."""
 
 import datetime as dt
-import struct
 import wave
 
 import pytest

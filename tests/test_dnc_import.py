@@ -1,7 +1,6 @@
 """DNC imports are all or nothing; a crash leaves the previous state in force."""
 
 import datetime as dt
-import json
 import os
 import subprocess
 import sys

@@ -80,7 +80,7 @@ def test_import_csv_with_mapping_errors_and_preview(store, tmp_path, camp):
 
 def test_preview_later_today_and_later(store, tmp_path, camp):
     f = write_csv(tmp_path / "l.csv", "phone\n+1 212 555 0100\n+1 401 555 0100\n")
-    out = import_list(store, f, camp, NOW, "t")
+    import_list(store, f, camp, NOW, "t")
     at = dt.datetime(2026, 11, 24, 23, 30, tzinfo=dt.timezone.utc)  # 18:30 New York
     p = preview(store, camp, NOW, at=at)
     assert (p["dialable_now"], p["later_today"], p["later"]) == (1, 0, 1)  # RI closed at 18:00: tomorrow

@@ -1,6 +1,5 @@
 """The store: WAL, migrations, transactions, and the one-writer service under the reactor."""
 
-import sqlite3
 import threading
 
 import pytest
