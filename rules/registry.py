@@ -582,6 +582,8 @@ def _parse_line(text: str, cc: str) -> Optional[int]:
         if not _DIGITS_RE.match(s):
             return None
         digits = cc + s[1:]
+    elif s.startswith(cc) and _DIGITS_RE.match(s) and len(s) >= len(cc) + 7:
+        digits = s  # international form without the "+" (447700900123)
     else:
         return None
     if not 7 <= len(digits) <= 15:

@@ -130,3 +130,19 @@ def test_unreadable_registry_blocks_with_a_reason(store, tmp_path):
         p.write_bytes(p.read_bytes()[:-3] + b"xyz")  # corrupted on disk
     v = service.check_numbers(store, ["212-555-0101"], NOW, at=AT)[0]
     assert [r.rule for r in v.reasons] == ["US-DNC-NAT-UNREADABLE"]
+
+
+def test_uk_tps_registry(store, tmp_path):
+    service.ensure_defaults(store, NOW)
+    f = write(tmp_path / "tps.txt", ["02079460000", "+44 20 7946 0001", "447700900123", "not a number"])
+    out = service.import_dnc(store, f, NOW, "t", source="national", as_of="2026-11-20", jurisdiction="GB")
+    assert (out["jurisdiction"], out["numbers"], out["junk"]) == ("GB", 3, 1)
+    at = dt.datetime(2026, 11, 24, 15, 0, tzinfo=dt.timezone.utc)  # 15:00 London, 10:00 New York
+    a, b, c = service.check_numbers(store, ["+44 20 7946 0000", "+44 20 7946 0002", "212-555-0100"], NOW, at=at)
+    assert [r.rule for r in a.reasons] == ["GB-DNC-NAT"]
+    assert b.allowed
+    assert [r.rule for r in c.reasons] == ["US-DNC-NAT-MISSING"]  # the US still has none
+    # TPS copies older than 28 days block UK calls
+    late = dt.datetime(2026, 12, 19, 15, 0, tzinfo=dt.timezone.utc)
+    assert [r.rule for r in service.check_numbers(store, ["+44 20 7946 0002"], late, at=late)[0].reasons] == \
+        ["GB-DNC-NAT-STALE"]

@@ -175,3 +175,16 @@ def test_two_concurrent_consumers_never_share_a_lead(setup, db_path):
     a, b = results["a"], results["b"]
     assert a and b and not set(a) & set(b)
     assert len(a) + len(b) == 610
+
+
+def test_priority_callbacks_then_fresh_then_recycled(setup, store):
+    h = setup(["2125550100", "2125550200", "2125550300", "2125550400"], retry="busy=5m/5")
+    rows = {r["phone"]: r["id"] for r in store.query("SELECT id, phone FROM leads")}
+    # 0100 was called and was busy (recycled); 0400 gets a campaign-wide callback
+    (first, _), = h.next_leads(1, T0, "a")
+    assert first["phone"] == "+12125550100"
+    record_outcome(store, first["id"], "busy", T0)
+    schedule_callback(store, rows["+12125550400"], "2026-11-24 12:10", T0, "t")
+    later = T0 + dt.timedelta(minutes=10)
+    got = phones(h.next_leads(10, later, "a"))
+    assert got == ["+12125550400", "+12125550200", "+12125550300", "+12125550100"]
