@@ -397,35 +397,34 @@ class Screener:
         p = self._profiles.get(pkey)
         if p is None:
             p = self._profile(f, lead, pkey)
-        rs, label, pre, timed, zones, window, states = p
-        reasons = list(pre)
+        rs, label, reasons, timed, zones, window, states, in_registry = p
         value = f.value
         life = ctx.lifeline.get(f.e164)
         if life is not None:
-            reasons.append(Reason(f"{rs.jurisdiction if rs else f.region}-LIFELINE", "lifeline",
-                                  f"{life[1]} ({life[0]}) is a life-line number"))
+            reasons = reasons + (Reason(f"{rs.jurisdiction if rs else f.region}-LIFELINE", "lifeline",
+                                        f"{life[1]} ({life[0]}) is a life-line number"),)
         if rs is None:
-            return Verdict(f.input, f.e164, False, tuple(reasons), self.at)
+            return Verdict(f.input, f.e164, False, reasons, self.at)
         dnc = ctx.dnc
-        in_registry = self._in_registry.get(rs.jurisdiction)
-        if (value in dnc.company or value in dnc.campaign
-                or (in_registry is not None and in_registry(value))
+        if (value in dnc.company or value in dnc.campaign or (in_registry is not None and in_registry(value))
                 or (self._prefixes and f.e164.startswith(self._prefixes, 1))):
-            self._dnc_reasons(rs, value, f.e164, reasons)
+            reasons = reasons + tuple(self._dnc_reasons(rs, value, f.e164, []))
         if timed:
-            reasons.extend(timed)
+            reasons = reasons + timed
         if ctx.history:
             hist = ctx.history.get(value)
             if hist:
-                reasons.extend(self._frequency_reasons(rs, hist, states))
+                reasons = reasons + tuple(self._frequency_reasons(rs, hist, states))
         groups = lead.groups
         if lead.business:
             groups = groups + (business_group(lead.business),)
         if ctx.live_groups or ctx.live_numbers:
-            reasons.extend(self._live_reasons(rs, value, groups))
+            live = self._live_reasons(rs, value, groups)
+            if live:
+                reasons = reasons + tuple(live)
         if self._cli:
-            reasons.extend(self._cli)
-        return Verdict(f.input, f.e164, not reasons, tuple(reasons), self.at, label, zones, window, (), groups, value)
+            reasons = reasons + self._cli
+        return Verdict(f.input, f.e164, not reasons, reasons, self.at, label, zones, window, (), groups, value)
 
     def _profile(self, f, lead, pkey):
         """What every number of one exchange (and one lead state/zone) shares at this
@@ -434,7 +433,7 @@ class Screener:
         region = f.region or (lead.region or ctx.default_region)
         rs = ctx.by_region.get(region)
         if rs is None:
-            p = (None, None, (_no_ruleset(region),), (), (), (), ())
+            p = (None, None, (_no_ruleset(region),), (), (), (), (), None)
             self._profiles[pkey] = p
             return p
         reasons = []
@@ -461,7 +460,8 @@ class Screener:
             if ls != f.state:
                 states = tuple(sorted(states + (ls,)))
         t_reasons, window = self._time_reasons(rs, zones, states, zone_error)
-        p = (rs, self._labels.get(region), tuple(reasons), t_reasons, zones, window, states)
+        p = (rs, self._labels.get(region), tuple(reasons), t_reasons, zones, window, states,
+             self._in_registry.get(rs.jurisdiction))
         self._profiles[pkey] = p
         return p
 
