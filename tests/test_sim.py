@@ -1,0 +1,109 @@
+"""The simulator and the baseline pacing policies, checked against the exact
+Markov figures of the pacing reference."""
+
+import json
+
+import pytest
+
+from dialer.errors import InputError
+from dialer.pacing import PacingState, Power, Preview, Progressive, Vicidial
+from dialer.sim import REALISTIC, VALIDATION, load_scenario, make_dist, simulate
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
+@pytest.mark.parametrize("p", [0.15, 0.3, 0.5])
+def test_progressive_matches_the_closed_form(p):
+    sc = load_scenario({**VALIDATION, "agents": 20, "p_live": p})
+    occ = mean([simulate(sc, Progressive(), seed).occupancy for seed in range(8)])
+    assert occ == pytest.approx(210 / (210 + 20 / p), abs=0.005)
+    assert all(simulate(sc, Progressive(), s).abandons == 0 for s in range(2))  # never more dials than agents
+
+
+def test_power_ratio_matches_the_reference_simulation():
+    # reference: N=20, p=0.3, k=2.0 -> .867 with 1.51 % abandoned (Markov: ~.868)
+    sc = load_scenario({**VALIDATION, "agents": 20, "p_live": 0.3})
+    runs = [simulate(sc, Power(2.0), seed) for seed in range(12)]
+    assert mean([r.occupancy for r in runs]) == pytest.approx(0.867, abs=0.006)
+    assert mean([r.abandon_rate for r in runs]) == pytest.approx(0.0151, abs=0.003)
+
+
+def test_vicidial_hard_limit_lands_at_progressive_and_over_the_cap():
+    # reference: N=20, p=0.3 -> occupancy .753, mean abandon 3.2 %
+    sc = load_scenario({**VALIDATION, "agents": 20, "p_live": 0.3})
+    runs = [simulate(sc, Vicidial("HARD_LIMIT"), seed) for seed in range(6)]
+    assert mean([r.occupancy for r in runs]) == pytest.approx(0.753, abs=0.01)
+    assert 0.028 < mean([r.abandon_rate for r in runs]) < 0.038
+
+
+def test_same_seed_same_run_and_common_random_numbers():
+    sc = load_scenario({**REALISTIC, "agents": 10, "p_live": 0.3, "shift_hours": 2})
+    a, b = simulate(sc, Power(1.5), 7), simulate(sc, Power(1.5), 7)
+    assert a == b
+    assert simulate(sc, Power(1.5), 8) != a
+    # paired: lead i answers (or not) the same way under both policies
+    p1, p2 = simulate(sc, Progressive(), 3), simulate(sc, Power(2.0), 3)
+    assert p2.dials > p1.dials and p2.live_answers > p1.live_answers
+
+
+def test_line_capacity_is_never_exceeded():
+    seen = []
+
+    class Greedy(Progressive):
+        name = "greedy"
+
+        def decide(self, s):
+            seen.append(s.lines_in_use)
+            return self.clamp(1000, s)
+
+    sc = load_scenario({**VALIDATION, "agents": 20, "p_live": 0.3, "lines": 10, "shift_hours": 1})
+    simulate(sc, Greedy(), 1)
+    assert max(seen) <= 10
+
+
+def test_agents_logging_in_and_out():
+    sc = load_scenario({**VALIDATION, "agents": [[0, 10], [3600, 20], [7200, 5]], "p_live": 0.5, "shift_hours": 3})
+    r = simulate(sc, Progressive(), 1)
+    assert 0.8 < r.occupancy < 0.9
+    assert r.dials_per_agent_hour > 0 and r.leads_consumed == r.dials
+
+
+def test_two_second_rule_lowers_abandons():
+    base = {**REALISTIC, "agents": 20, "p_live": 0.3, "shift_hours": 4}
+    strict = simulate(load_scenario({**base, "connect_window": 0.0}), Power(2.5), 2)
+    rule = simulate(load_scenario({**base, "connect_window": 2.0}), Power(2.5), 2)
+    assert rule.abandons < strict.abandons
+
+
+def test_preview_dials_nothing_by_itself():
+    sc = load_scenario({**VALIDATION, "agents": 5, "shift_hours": 1})
+    assert simulate(sc, Preview(), 1).dials == 0
+
+
+def test_distributions():
+    assert make_dist({"type": "uniform", "low": 4, "high": 12})(0.5) == 8
+    assert make_dist({"type": "constant", "value": 3})(0.9) == 3
+    ln = make_dist({"type": "lognormal", "mean": 180, "cv": 1.0})
+    assert mean([ln((i + 0.5) / 20000) for i in range(20000)]) == pytest.approx(180, rel=0.02)
+    mix = make_dist({"type": "mixture", "parts": [{"weight": 3, "dist": {"type": "constant", "value": 20}},
+                                                  {"weight": 1, "dist": {"type": "constant", "value": 4}}]})
+    assert [mix(0.1), mix(0.74), mix(0.76), mix(0.99)] == [20, 20, 4, 4]
+    assert make_dist({"type": "empirical", "values": [5, 1, 3]})(0.0) == 1
+
+
+@pytest.mark.parametrize("bad,msg", [
+    ({"talk": {"type": "gamma"}}, "unknown type"), ({"talk": {"type": "uniform", "low": 1}}, "bad uniform"),
+    ({"agnets": 5}, "unknown field"), ({"agents": "many"}, "agents"),
+])
+def test_bad_scenarios_are_refused(bad, msg):
+    with pytest.raises(InputError, match=msg):
+        load_scenario(bad)
+
+
+def test_pacing_state_free_lines():
+    s = PacingState(now=0, agents=5, ready=2, busy=3, talking=3, dialing=4, waiting=0, lines=10, lines_in_use=7)
+    assert s.free_lines == 3 and Power(2).decide(s) == 0 and Progressive().decide(s) == 0
+    s2 = PacingState(now=0, agents=5, ready=4, busy=1, talking=1, dialing=1, waiting=0, lines=10, lines_in_use=2)
+    assert Power(2).decide(s2) == 7 and Progressive().decide(s2) == 3
