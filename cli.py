@@ -642,6 +642,28 @@ def lead_callback(app, lead_id, when, agent, zone, as_json):
 
 
 @main.command()
+@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.option("--policy", default="progressive", show_default=True,
+              help="progressive, preview, power:K, vicidial-hard, vicidial-average, vicidial-tapered.")
+@click.option("--seeds", default=30, show_default=True, help="Shifts to run (seeds from the scenario's seed on).")
+@json_option
+@pass_app
+def simulate(app, scenario, policy, seeds, as_json):
+    """Run a pacing policy on a simulated floor (SCENARIO is a JSON file, see scenarios/)."""
+    from dialer.sim import load_scenario, run_seeds
+    out = run_seeds(load_scenario(scenario), policy, seeds)
+    if as_json:
+        _emit({k: v for k, v in out.items() if k != "runs"}, True)
+        return
+    click.echo(f"{out['scenario']}: {out['policy']}, {out['seeds']} seeds")
+    click.echo(f"  occupancy {out['occupancy']:.3f}  talk {out['talk_minutes_per_agent_hour']:.1f} min/agent-hour  "
+               f"dials {out['dials_per_agent_hour']:.1f}/agent-hour  agent wait {out['mean_agent_wait_s']:.1f} s")
+    click.echo(f"  abandoned {100 * out['abandon_rate']:.2f} % (worst seed {100 * out['worst_seed_abandon_rate']:.2f} %, "
+               f"worst window {100 * out['worst_window_abandon_rate']:.2f} %); within the cap in "
+               f"{out['seeds_within_cap']}/{out['seeds']} seeds")
+
+
+@main.command()
 @click.option("--fresh/--keep", default=True, help="Start from an empty demo database (default).")
 @pass_app
 def demo(app, fresh):

@@ -93,8 +93,9 @@ class Vicidial(Policy):
     as described in the pacing reference, for comparison runs.
 
     Every second a sample; every 60 s the drop statistics; every 15 s the dial level;
-    every 2.5 s origination of round(level x agents) minus calls in progress
+    every 2.5 s origination of round(level x agents not paused) minus calls in progress
     (dialing, waiting and connected: a connected call keeps counting, as in VICIdial).
+    Agents in wrap-up count as paused (VICIdial's disposition screen).
     ``mode``: HARD_LIMIT, AVERAGE or TAPERED; ``shift_end`` (seconds) for TAPERED.
     """
 
@@ -144,7 +145,9 @@ class Vicidial(Policy):
             return 0
         while self.next_orig <= now:
             self.next_orig += 2.5
-        goal = int(self.level * s.agents + 0.5)
+        # agents in wrap-up sit in VICIdial's disposition screen, status PAUSED: not counted
+        active = s.agents - (s.busy - s.talking)
+        goal = int(self.level * active + 0.5)
         return self.clamp(goal - (s.dialing + s.waiting + s.talking), s)
 
     def _update_level(self, now):

@@ -359,3 +359,43 @@ def _worst_window(log, window_s, abandons, live):
         if n >= 100:
             worst = max(worst, drops / n)
     return worst
+
+
+def make_policy(name):
+    """'progressive', 'preview', 'power:2.0', 'vicidial-hard', 'vicidial-average', 'vicidial-tapered'."""
+    from .pacing import Power, Preview, Progressive, Vicidial
+    n = (name or "").strip().lower()
+    if n == "progressive":
+        return Progressive()
+    if n == "preview":
+        return Preview()
+    if n.startswith("power"):
+        try:
+            return Power(float(n.split(":", 1)[1]))
+        except (IndexError, ValueError):
+            raise InputError("power needs its ratio: power:2.0") from None
+    modes = {"vicidial-hard": "HARD_LIMIT", "vicidial-average": "AVERAGE", "vicidial-tapered": "TAPERED"}
+    if n in modes:
+        return Vicidial(modes[n])
+    raise InputError(f"unknown policy {name!r} (progressive, preview, power:K, {', '.join(modes)})")
+
+
+def run_seeds(scenario, policy_name, seeds):
+    """Run ``seeds`` shifts (seeds scenario.seed, +1, ...) and summarise them."""
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1")
+    runs = [simulate(scenario, make_policy(policy_name), scenario.seed + i) for i in range(seeds)]
+    cap = scenario.abandon_cap
+    return {
+        "scenario": scenario.name, "policy": runs[0].policy, "seeds": seeds,
+        "occupancy": statistics.fmean(r.occupancy for r in runs),
+        "talk_minutes_per_agent_hour": statistics.fmean(r.talk_minutes_per_agent_hour for r in runs),
+        "abandon_rate": statistics.fmean(r.abandon_rate for r in runs),
+        "worst_seed_abandon_rate": max(r.abandon_rate for r in runs),
+        "worst_window_abandon_rate": max(r.worst_window_abandon_rate for r in runs),
+        "seeds_within_cap": sum(1 for r in runs if r.abandon_rate <= cap),
+        "dials_per_agent_hour": statistics.fmean(r.dials_per_agent_hour for r in runs),
+        "leads_consumed": statistics.fmean(r.leads_consumed for r in runs),
+        "mean_agent_wait_s": statistics.fmean(r.mean_agent_wait_s for r in runs),
+        "runs": [r.as_dict() for r in runs],
+    }

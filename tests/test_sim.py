@@ -107,3 +107,20 @@ def test_pacing_state_free_lines():
     assert s.free_lines == 3 and Power(2).decide(s) == 0 and Progressive().decide(s) == 0
     s2 = PacingState(now=0, agents=5, ready=4, busy=1, talking=1, dialing=1, waiting=0, lines=10, lines_in_use=2)
     assert Power(2).decide(s2) == 7 and Progressive().decide(s2) == 3
+
+
+def test_simulate_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    sc = tmp_path / "s.json"
+    sc.write_text(json.dumps({**VALIDATION, "agents": 10, "p_live": 0.3, "shift_hours": 1}))
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate", str(sc), "--policy", "power:1.5",
+                                  "--seeds", "3", "--json"], catch_exceptions=False)
+    out = json.loads(r.output)
+    assert r.exit_code == 0 and out["policy"] == "power1.5" and out["seeds"] == 3 and 0 < out["occupancy"] < 1
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate", str(sc), "--policy", "turbo"])
+    assert r.exit_code == 1 and r.output.startswith("Error: unknown policy 'turbo'")
+    sc.write_text("{not json")
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate", str(sc)])
+    assert r.exit_code == 1 and "is not JSON" in r.output
