@@ -128,7 +128,9 @@ def set_rule(store, jurisdiction, field, value_text, now, actor, reason):
     try:
         value = yaml.safe_load(value_text) if isinstance(value_text, str) else value_text
     except yaml.YAMLError as e:
-        raise InputError(f"value {value_text!r} is not JSON/YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at column {mark.column + 1}" if mark is not None else ""
+        raise InputError(f"value {value_text!r} is not JSON/YAML: {getattr(e, 'problem', None) or e}{where}") from None
     top = field.split(".")[0]
     if top not in ("rules", "states", "regions", "name", "holiday_calendar", "note"):
         raise RuleSetError(f"unknown field {field!r}: paths start with rules., states., regions, name or holiday_calendar")
