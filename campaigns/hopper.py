@@ -13,13 +13,11 @@ import datetime as _dt
 
 from dialer.errors import InputError
 from dialer.timeutil import to_iso, utc
-from rules.engine import Screener, next_allowed
+from rules.engine import NEVER_CATEGORIES as NEVER, Screener, is_campaign_wide, next_allowed
 
 from .leads import lead_of
 from .store import get_campaign
 
-NEVER = frozenset({"invalid", "emergency", "special", "lifeline", "toll_free", "premium", "timezone_unknown"})
-CAMPAIGN_WIDE_SUFFIXES = ("-MISSING", "-STALE", "-UNREADABLE")
 _COLS = ("id, phone, phone_raw, region, number_type, zones, number_state, state, zone, groups, priority, attempts, "
          "status, campaign_id")
 
@@ -108,12 +106,11 @@ class Hopper:
                         ctx.mark_live(lead.facts.value, lead.groups)  # later candidates see it as live
                         continue
                     cats = set(v.categories)
-                    if any(r.rule.endswith(CAMPAIGN_WIDE_SUFFIXES) or r.category == "caller_id" for r in v.reasons):
+                    wide = [r for r in v.reasons if is_campaign_wide(r)]
+                    if wide:
                         if not picked:
                             raise HopperBlocked(f"campaign {self.campaign['name']!r} cannot dial: " +
-                                                "; ".join(sorted({r.detail for r in v.reasons
-                                                                  if r.rule.endswith(CAMPAIGN_WIDE_SUFFIXES)
-                                                                  or r.category == "caller_id"})))
+                                                "; ".join(sorted({r.detail for r in wide})))
                         break
                     listed = any(r.category == "dnc" for r in v.reasons)
                     if cats & NEVER or listed:

@@ -11,7 +11,8 @@ import pytz
 from dialer.errors import InputError, NotFound
 from dialer.timeutil import to_iso, utc
 from rules import audit
-from rules.engine import Lead, Screener, business_group, find_runs, next_allowed, run_group
+from rules.engine import (NEVER_CATEGORIES, Lead, Screener, business_group, find_runs, is_campaign_wide,
+                          next_allowed, run_group)
 from rules.numbers import NumberFacts, US_STATES, STATE_CODES, normalise
 
 from . import model
@@ -377,7 +378,6 @@ def errors_csv(rows):
 # screening preview
 # ---------------------------------------------------------------------------------
 
-NEVER = frozenset({"invalid", "emergency", "special", "lifeline", "toll_free", "premium", "timezone_unknown"})
 
 
 def _lead_rows(store, campaign_id, statuses=("new", "retry", "callback")):
@@ -413,10 +413,10 @@ class PreviewTally:
             ex = out["examples"].setdefault(r.category, [])
             if len(ex) < self.examples:
                 ex.append({"phone": v.number or v.input, "row": row_no, "rule": r.rule, "detail": r.detail})
-            campaign_wide = r.rule.endswith(("-MISSING", "-STALE", "-UNREADABLE")) or r.category == "caller_id"
+            campaign_wide = is_campaign_wide(r)
             wide = wide or campaign_wide
             listed = listed or (r.category == "dnc" and not campaign_wide)
-        if cats & NEVER or listed:
+        if cats & NEVER_CATEGORIES or listed:
             out["never"] += 1
         elif wide:
             out["blocked_campaign_wide"] += 1

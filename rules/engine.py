@@ -614,6 +614,14 @@ def flag_groups(verdicts, context):
 
 
 TIME_CATEGORIES = frozenset({"hours", "holiday", "frequency"})
+# categories that no later instant can lift: the lead leaves the hopper for good
+NEVER_CATEGORIES = frozenset({"invalid", "emergency", "special", "lifeline", "toll_free", "premium", "timezone_unknown"})
+
+
+def is_campaign_wide(reason):
+    """A reason that blocks every lead of the campaign alike (registry missing, stale or
+    unreadable; caller ID), as opposed to something about this number."""
+    return reason.rule.endswith(("-MISSING", "-STALE", "-UNREADABLE")) or reason.category == "caller_id"
 
 
 def _window_starts(screener, zones, rs, states, days):

@@ -18,7 +18,7 @@ from dialer.errors import InputError, NotFound
 from dialer.timeutil import from_iso, parse_date, to_iso, utc
 
 from . import audit
-from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, screen
+from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, is_campaign_wide, screen
 from .numbers import country_code_of, normalise
 from .ruleset import RuleSetError, canonical, compile_windows, diff, parse_text, set_field, validate, _Errors
 
@@ -569,6 +569,6 @@ def check_dnc(store, numbers, now, region="US", campaign=None):
     for v in verdicts:
         dnc = [r for r in v.reasons if r.category == "dnc"]
         out.append({"input": v.input, "number": v.number, "listed": any(
-            not r.rule.endswith(("-MISSING", "-STALE")) for r in dnc), "reasons": [r.as_dict() for r in dnc],
+            not is_campaign_wide(r) for r in dnc), "reasons": [r.as_dict() for r in dnc],
             "error": next((r.detail for r in v.reasons if r.category == "invalid"), None)})
     return out
