@@ -22,3 +22,9 @@ class NotFound(DialerError):
 
 class StoreError(DialerError):
     code = "store-unavailable"
+
+
+class StateError(DialerError):
+    """An action the current state does not allow (the state is left unchanged)."""
+
+    code = "bad-state"

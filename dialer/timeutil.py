@@ -53,3 +53,22 @@ def from_iso(text):
 def system_now():
     """The wall clock. Only the edges (CLI, reactor wiring) call this; cores take ``now``."""
     return _dt.datetime.now(UTC)
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
+_MS = _dt.timedelta(milliseconds=1)
+
+
+def to_ms(dt):
+    """Epoch milliseconds (an int) of an instant; exact, no float on the way."""
+    return (utc(dt) - _EPOCH) // _MS
+
+
+def from_ms(ms):
+    """The aware UTC datetime of epoch milliseconds; exact, no float on the way."""
+    return _EPOCH + _dt.timedelta(milliseconds=int(ms))
+
+
+def ms_to_iso(ms):
+    """Storage form (ISO 8601 UTC with milliseconds) of epoch milliseconds; None stays None."""
+    return None if ms is None else to_iso(from_ms(ms))
