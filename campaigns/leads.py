@@ -485,10 +485,20 @@ def _event(store, lead_id, at, event, detail):
                   (lead_id, to_iso(at), event, json.dumps(detail, ensure_ascii=False, default=str)))
 
 
-def record_outcome(store, lead_id, outcome, at, actor="dialer", call_id=None, callback_at=None, agent=None):
+def record_attempt(store, call_id, number, campaign_id, started_at, outcome):
+    """The one writer of ``call_attempts``, the history the frequency caps and lockouts
+    read. Idempotent by call id: True if the row is new."""
+    cur = store.execute("INSERT INTO call_attempts (call_id, number, campaign_id, started_at, outcome) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
+                        (call_id, number, campaign_id, to_iso(started_at), outcome))
+    return cur.rowcount == 1
+
+
+def record_outcome(store, lead_id, outcome, at, actor="dialer", call_id=None, callback_at=None, agent=None,
+                   started_at=None):
     """A call to this lead ended with ``outcome``: count the attempt, keep the history the
-    frequency rules read, recycle or finish the lead, and put an opt-out on the company
-    DNC list at once."""
+    frequency rules read (at the call's start, ``started_at``, else ``at``), recycle or
+    finish the lead, and put an opt-out on the company DNC list at once."""
     from rules.service import add_dnc
     at = utc(at)
     with store.transaction():
@@ -505,8 +515,7 @@ def record_outcome(store, lead_id, outcome, at, actor="dialer", call_id=None, ca
              to_iso(at), to_iso(callback_at) if callback_at else None, agent if outcome == "callback" else None,
              to_iso(at), lead_id))
         call_id = call_id or f"lead{lead_id}-{attempts}"
-        store.execute("INSERT INTO call_attempts (call_id, number, campaign_id, started_at, outcome) VALUES (?, ?, ?, ?, ?) "
-                      "ON CONFLICT (call_id) DO NOTHING", (call_id, lead["phone"], lead["campaign_id"], to_iso(at), outcome))
+        record_attempt(store, call_id, lead["phone"], lead["campaign_id"], started_at or at, outcome)
         _event(store, lead_id, at, "outcome", {"outcome": outcome, "attempt": attempts, "status": ch.status,
                                                "next_attempt_at": ch.next_attempt_at, "call_id": call_id,
                                                "agent": agent})

@@ -19,7 +19,8 @@ ROLES = ("owner", "manager", "compliance", "supervisor", "agent")
 
 # lead life cycle: where a lead is; ``disposition`` says how its last call ended
 LEAD_STATUSES = ("staged", "new", "retry", "callback", "reserved", "dialing", "done", "dnc", "blocked")
-OUTCOMES = ("answered-human", "machine", "busy", "no-answer", "failed", "abandoned", "dnc-requested", "callback")
+OUTCOMES = ("answered-human", "machine", "busy", "no-answer", "failed", "abandoned", "dnc-requested", "callback",
+            "invalid-number")
 
 DEFAULT_RETRY = {
     "busy": {"delay_minutes": 20, "max_attempts": 5},
@@ -96,6 +97,8 @@ def after_outcome(outcome, attempts, at, retry_rules, callback_at=None):
         raise InputError(f"unknown outcome {outcome!r} (one of {', '.join(OUTCOMES)})")
     if outcome == "answered-human":
         return LeadChange("done", outcome, None, PRIORITY_FRESH)
+    if outcome == "invalid-number":  # the network says the number does not exist: never again
+        return LeadChange("done", outcome, None, PRIORITY_RECYCLED)
     if outcome == "dnc-requested":
         return LeadChange("dnc", outcome, None, PRIORITY_FRESH, add_to_dnc=True)
     if outcome == "callback":

@@ -254,3 +254,64 @@ def m002_campaigns_and_leads(conn):
         );
         CREATE INDEX lead_events_by_lead ON lead_events (lead_id, id);
     """)
+
+
+@migration
+def m003_cdrs_and_agents(conn):
+    """Call detail records (one per call id: writing one twice changes nothing), agent
+    PINs (a salted scrypt hash, never the PIN) and agent state changes. Instants are
+    ISO 8601 UTC text with milliseconds, durations integer milliseconds, billsec whole
+    seconds rounded up; booleans are 0/1 integers."""
+    run_script(conn, """
+        CREATE TABLE cdrs (
+            call_id TEXT PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            campaign_id INTEGER REFERENCES campaigns(id),
+            lead_id INTEGER,
+            agent_id INTEGER,
+            trunk TEXT,
+            caller_id TEXT,
+            destination TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            answered_at TEXT,
+            bridged_at TEXT,
+            ended_at TEXT NOT NULL,
+            duration_ms INTEGER NOT NULL,
+            ring_ms INTEGER NOT NULL,
+            billable_ms INTEGER NOT NULL,
+            billsec INTEGER NOT NULL,
+            connect_delay_ms INTEGER,
+            disposition TEXT NOT NULL,
+            abandoned INTEGER NOT NULL,
+            opted_out INTEGER NOT NULL,
+            agent_disposition TEXT,
+            lead_outcome TEXT,
+            sip_code INTEGER NOT NULL,
+            sip_reason TEXT NOT NULL,
+            hangup_cause TEXT NOT NULL,
+            hangup_by TEXT NOT NULL,
+            recording_path TEXT,
+            recording_ms INTEGER,
+            ruleset TEXT,
+            verdict TEXT,
+            worker_id TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX cdrs_billing ON cdrs (account_id, started_at);
+        CREATE INDEX cdrs_campaign ON cdrs (campaign_id, started_at);
+        ALTER TABLE users ADD COLUMN pin_hash TEXT;
+        ALTER TABLE users ADD COLUMN pin_failures INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE agent_events (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            campaign_id INTEGER REFERENCES campaigns(id),
+            at TEXT NOT NULL,
+            state TEXT NOT NULL,
+            prev_state TEXT NOT NULL,
+            call_id TEXT,
+            disposition TEXT,
+            reason TEXT
+        );
+        CREATE INDEX agent_events_by_campaign ON agent_events (campaign_id, at);
+        CREATE INDEX agent_events_by_user ON agent_events (user_id, at);
+    """)
