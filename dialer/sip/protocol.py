@@ -1,0 +1,99 @@
+"""The worker protocol: JSON lines, commands on the worker's stdin, events on its events fd.
+
+pjsua prints to stdout, so stdout is never part of the protocol; events go to a
+separate file descriptor (``--events-fd``, 3 by default). Every line is one JSON
+object. This module holds no pjsua2 code, so the parent can import it anywhere.
+
+Commands (``{"cmd": NAME, ...}``), keys are the parent's own strings:
+
+  dial        {key, uri, caller_id?, headers?: {name: value}, timeout_s?, account?}
+              queued until the socket budget admits it; ``timeout_s``: ring timeout,
+              the worker CANCELs an unanswered call after that many seconds.
+              ``caller_id`` is sent as P-Asserted-Identity (From is the account's).
+  hangup      {key, code?}       a queued dial is dropped (ended, code 0).
+  bridge      {a, b}             join two calls of this worker, both directions.
+  unbridge    {a, b}
+  play        {key, wav, loop?}  8/16 kHz mono 16-bit WAV into the call.
+  stop_play   {key}
+  dtmf        {key, digits}      send RFC 2833 digits on the call.
+  record      {key, path}        the call's received audio (and legs bridged to it).
+  stop_record {key}
+  tie         {key, uri, agent, bridge?}  a loopback call to another worker, carrying
+              ``agent`` (that worker's key of an agent leg) in the X-Dialer-Agent
+              header; that worker answers and bridges it to the agent leg. With
+              ``bridge``, this worker bridges the answered tie leg to that local call.
+  register    {account, registrar, user, password, domain?, realm?, expires?}
+  unregister  {account}
+  stats       {}
+  shutdown    {}
+
+Events (``{"ev": NAME, "t": monotonic s, "ts": UTC epoch ms, ...}``):
+
+  ready       {port, pid}
+  queued      {key, position}    a dial waits for the socket budget
+  admitted    {key, waited_ms}   a dial is started (makeCall done)
+  ringing     {key, code}        once per provisional code (180, 183)
+  answered    {key, code}
+  media       {key, dir}         audio active: sendrecv / sendonly / recvonly / inactive
+  dtmf        {key, digit}
+  bridged     {a, b}             both directions connected
+  unbridged   {a, b}
+  play_done   {key, wav}         a non-looping player reached the end of its file
+  recording_done {key, path, duration_s}
+  incoming    {key, from, to_user, headers, tie: agent key or null}  answered at once
+  ended       {key, code, reason, answered, started_ms, answered_ms, ended_ms,   (see disposition())
+               cause: "remote" | "hangup" | "ring timeout" | "no answer to BYE" |
+                      "shutdown" | "dial failed" | "cancelled" | "worker died"}
+  registered  {account, code, reason, ms, expires}
+  stats       {active, queued, recent_ended, accounts, calls: {key: {state, answered,
+               rtp_rx, rtp_tx, rx_loss}}}
+  error       {key?, message}
+  bye         {}                 the worker is about to exit after ``shutdown``
+"""
+
+import json
+
+TIE_HEADER = "X-Dialer-Agent"
+
+# pjsua's media I/O queue holds 64 sockets; each call takes 2 (RTP + RTCP) and a closed
+# socket's slot is freed about 0.5 s later. See /work/shared/reference/pjsua2.md.
+SOCKET_SLOTS = 64
+SOCKET_LINGER_S = 0.6
+MAX_CALLS = 32
+
+
+def may_start(active, recently_ended):
+    """True while one more call fits the socket budget and pjsua's call cap."""
+    return 2 * (active + recently_ended) + 2 <= SOCKET_SLOTS and active < MAX_CALLS
+
+
+def encode(obj):
+    return (json.dumps(obj, separators=(",", ":")) + "\n").encode()
+
+
+def agent_uri(user, pin, ip, port):
+    """The URI an agent's phone calls to log in to a worker."""
+    return f"sip:agent-{user}-{pin}@{ip}:{port}"
+
+
+def tie_uri(ip, port):
+    return f"sip:tie@{ip}:{port}"
+
+
+def disposition(ended):
+    """The campaign's word for how a dialed call ended, from an ``ended`` event.
+
+    answered (any 2xx that was answered), busy (486, 600), no-answer (480, 408, 487:
+    nobody picked up, or our ring timeout CANCELled it), invalid (404, 484, 410, 604),
+    failed (anything else: 503, 5xx, a dial that never went out, a worker that died).
+    """
+    if ended.get("answered"):
+        return "answered"
+    code = int(ended.get("code") or 0)
+    if code in (486, 600):
+        return "busy"
+    if code in (480, 408, 487) or ended.get("cause") == "ring timeout":
+        return "no-answer"
+    if code in (404, 484, 410, 604):
+        return "invalid"
+    return "failed"
