@@ -251,7 +251,7 @@ class CallLeg:
         self.opted_out = False
         self.hangup_request = None  # (by, reason, ms): our CANCEL/BYE
         self.recording_path = self.recording_ms = None
-        self.end_code = self.end_reason = None
+        self.end_code = self.end_reason = self.end_cause = None
         self.worker_answered = False
         # the outcome, set at ``ended``
         self.disposition = self.abandoned = self.hangup_by = self.hangup_cause = None
@@ -492,7 +492,9 @@ class CallLeg:
     # -- the end --------------------------------------------------------------------------
     def _finish(self, at, data):
         code, reason = data["code"], data["reason"] or ""
-        self.end_code, self.end_reason = code, reason
+        self.end_code, self.end_reason, self.end_cause = code, reason, data.get("cause")
+        if self.hangup_request is None and self.end_cause == "ring timeout":  # the worker's own ring timer
+            self.hangup_request = ("dialer", "ring timeout", at)
         self.worker_answered = bool(data["answered"])
         self.ended_ms = data["ended_ms"] if data["ended_ms"] is not None else max(at, self.last_ms)
         self.started_ms = data["started_ms"] if data["started_ms"] is not None else (
@@ -610,9 +612,13 @@ class CallLeg:
     def hangup(self, by="dialer", reason="", now=None):
         return self._go("hangup", now, by=by, reason=reason or "")
 
-    def ended(self, code, reason="", answered=False, started_ms=None, answered_ms=None, ended_ms=None, now=None):
+    def ended(self, code, reason="", answered=False, started_ms=None, answered_ms=None, ended_ms=None, now=None,
+              cause=None):
+        """The worker's report. ``cause`` (dialer.sip.protocol: "remote", "hangup", "ring
+        timeout", "worker died"...) is kept; "ring timeout" means the worker's own timer
+        cancelled the call (hung up by the dialer)."""
         return self._go("ended", now, code=code, reason=reason, answered=answered, started_ms=started_ms,
-                        answered_ms=answered_ms, ended_ms=ended_ms)
+                        answered_ms=answered_ms, ended_ms=ended_ms, cause=cause)
 
     def recording_done(self, path, duration=None, now=None):
         """``duration`` in seconds, as the worker reports it."""
@@ -625,16 +631,23 @@ class CallLeg:
         return self._go("recording_done", now, path=str(path or ""), duration_ms=ms)
 
     _EVENTS = {"admitted": (), "ringing": ("code",), "answered": ("code",), "media": (), "dtmf": ("digit",),
-               "ended": ("code", "reason", "answered", "started_ms", "answered_ms", "ended_ms"),
+               "ended": ("code", "reason", "answered", "started_ms", "answered_ms", "ended_ms", "cause"),
                "recording_done": ("path", "duration")}
 
     def handle(self, event, now=None):
-        """Apply a worker's event: ``{"event": "ringing", "code": 180}``."""
-        name = event.get("event")
+        """Apply a worker's event as dialer.sip.protocol writes it (``{"ev": "ringing",
+        "key": ..., "ts": epoch ms, "code": 180}``; ``"event"`` for ``"ev"`` works too).
+        The instant: ``now``, else the leg's clock, else the event's ``ts``. Other
+        fields (``t``, ``key``, ``dir``, ``waited_ms``) are ignored."""
+        name = event.get("ev", event.get("event"))
         if name not in self._EVENTS:
             raise InputError(f"call {self.call_id}: unknown worker event {name!r} "
                              f"(one of {', '.join(self._EVENTS)})")
         args = {k: event[k] for k in self._EVENTS[name] if k in event}
+        if name == "recording_done" and "duration" not in args and "duration_s" in event:
+            args["duration"] = event["duration_s"]
+        if now is None and self.clock is None and isinstance(event.get("ts"), int):
+            now = event["ts"]
         return getattr(self, name)(now=now, **args)
 
     def __repr__(self):

@@ -370,3 +370,25 @@ def test_figures_wait_for_the_end():
                                     (60_000, 60), (60_001, 61)])
 def test_billable_seconds_round_up(ms, sec):
     assert billable_seconds(ms) == sec
+
+
+def test_events_as_the_sip_worker_writes_them():
+    leg = new_leg()
+    for ev in ({"ev": "admitted", "t": 1.0, "ts": T0 + 50, "key": "c1", "waited_ms": 3.2},
+               {"ev": "ringing", "t": 1.1, "ts": T0 + 900, "key": "c1", "code": 183},
+               {"ev": "media", "t": 1.1, "ts": T0 + 950, "key": "c1", "dir": "sendrecv"}):
+        leg.handle(ev)
+    assert (leg.admitted_ms, leg.ringing_ms, leg.media_ms) == (T0 + 50, T0 + 900, T0 + 950)
+    leg.handle({"ev": "ended", "t": 17.0, "ts": T0 + 16_000, "key": "c1", "code": 487, "reason": "Request Terminated",
+                "answered": False, "started_ms": T0 + 40, "answered_ms": None, "ended_ms": T0 + 16_000,
+                "cause": "ring timeout"})
+    assert (leg.disposition, leg.hangup_by, leg.hangup_cause, leg.end_cause) == \
+           ("no-answer", "dialer", "ORIGINATOR_CANCEL", "ring timeout")
+    assert leg.ring_ms == 15_960
+
+    leg = leg_in("bridged")
+    leg.handle({"ev": "ended", "ts": T0 + 9000, "code": 0, "reason": "worker died", "answered": False,
+                "started_ms": None, "answered_ms": None, "ended_ms": T0 + 9000, "cause": "worker died"})
+    leg.handle({"ev": "recording_done", "ts": T0 + 9500, "path": "/rec/x.wav", "duration_s": 3.25})
+    assert leg.disposition == "failed" and leg.hangup_by == "worker" and leg.recording_ms == 3250
+    assert leg.answered_ms == T0 + 5000  # the worker's report lost it; the leg's own instant stays
