@@ -1,0 +1,327 @@
+"""The Twisted side of the SIP layer: worker processes and the pool that routes to them.
+
+    pool = WorkerPool(reactor, on_event, ports=range(5070, 5080), max_workers=4)
+    pool.start(1)                                  # one worker now, for agents to call
+    pool.dial("call-42", "sip:+12125550100@carrier", timeout_s=30, caller_id="+12125550000")
+    ...  on_event({"ev": "answered", "key": "call-42", "worker": 5070, ...})
+    pool.connect("call-42", agent_key, tie_key="tie-42")   # bridge, across workers if need be
+    pool.hangup("call-42")
+    d = pool.stop()                                # Deferred: every worker has exited
+
+Every event a worker sends reaches ``on_event`` as a dict with ``worker`` (its SIP port)
+added. A worker's death is a normal event: each call it held gets a synthetic
+``ended`` event (code 0, reason "worker died"), ``on_event`` gets
+``{"ev": "worker_died", "worker", "pid", "calls", "why"}``, one log line says what
+happened, and a replacement starts on the same port.
+
+No global reactor here: the reactor is a parameter (spawnProcess, callLater).
+"""
+
+import json
+import os
+import sys
+import time
+
+from twisted.internet import defer, error, protocol as tprotocol
+from twisted.logger import Logger
+
+from dialer.sip import protocol
+
+log = Logger(namespace="dialer.sip.pool")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class WorkerProcess(tprotocol.ProcessProtocol):
+    """One worker: commands to its stdin, JSON events from fd 3, pjsua's log on fd 1."""
+
+    def __init__(self, pool, port, rtp_port):
+        self.pool = pool
+        self.port = port
+        self.rtp_port = rtp_port
+        self.pid = None
+        self.ready = False
+        self.exited = False
+        self.keys = {}                 # key -> {"answered": bool, "started_ms": int|None}
+        self.queued = 0                # dials sent, not yet admitted (part of keys)
+        self._events = b""
+        self._stderr = b""
+        self.last_stderr = ""
+        self.ended_d = defer.Deferred()
+
+    @property
+    def load(self):
+        return len(self.keys)
+
+    def connectionMade(self):
+        self.pid = self.transport.pid
+
+    def send(self, cmd):
+        if not self.exited:
+            self.transport.write(protocol.encode(cmd))
+
+    def childDataReceived(self, fd, data):
+        if fd == 3:
+            self._events += data
+            *lines, self._events = self._events.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    ev = json.loads(line)
+                except ValueError:
+                    log.warn("sip worker {port}: unreadable event {line!r}", port=self.port, line=line[:200])
+                    continue
+                self.pool._worker_event(self, ev)
+        elif fd == 2:
+            self._stderr += data
+            *lines, self._stderr = self._stderr.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace").rstrip()
+                if text:
+                    self.last_stderr = text
+                    log.warn("sip worker {port}: {text}", port=self.port, text=text)
+        # fd 1 is pjsua's own log: dropped (run the worker by hand to see it)
+
+    def processEnded(self, reason):
+        self.exited = True
+        self.pool._worker_ended(self, reason.value)
+        self.ended_d.callback(None)
+
+
+class WorkerPool:
+    """Spawns workers on demand, routes commands by key, survives worker deaths."""
+
+    def __init__(self, reactor, on_event, ports, max_workers=None, calls_per_worker=30,
+                 ip="127.0.0.1", python=None, worker_args=(), rtp_base=20000, rtp_span=2000,
+                 env=None):
+        self.reactor = reactor
+        self.on_event = on_event
+        self.ports = list(ports)
+        if not self.ports:
+            raise ValueError("WorkerPool needs at least one SIP port")
+        self.max_workers = min(max_workers or len(self.ports), len(self.ports))
+        self.calls_per_worker = calls_per_worker
+        self.ip = ip
+        self.python = python or sys.executable
+        self.worker_args = [str(a) for a in worker_args]
+        self.rtp_base, self.rtp_span = rtp_base, rtp_span
+        self.env = env
+        self.workers = {}              # port -> WorkerProcess (live or starting)
+        self.where = {}                # key -> WorkerProcess
+        self.failures = {}             # port -> consecutive deaths before ready
+        self.stopping = False
+        self._respawns = {}            # port -> IDelayedCall
+
+    # -- workers --------------------------------------------------------------
+
+    def start(self, n=1):
+        """Start ``n`` workers now (agents need a worker to call before any dial)."""
+        while len(self.workers) < min(n, self.max_workers):
+            self._spawn(self._free_port())
+
+    def _free_port(self):
+        for port in self.ports:
+            if port not in self.workers and port not in self._respawns:
+                return port
+        return None
+
+    def _spawn(self, port):
+        slot = self.ports.index(port)
+        rtp = self.rtp_base + slot * self.rtp_span
+        w = WorkerProcess(self, port, rtp)
+        args = [self.python, "-m", "dialer.sip.worker", "--port", str(port), "--ip", self.ip,
+                "--events-fd", "3", "--rtp-port", str(rtp), *self.worker_args]
+        env = dict(os.environ if self.env is None else self.env)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+        self.workers[port] = w
+        self.reactor.spawnProcess(w, self.python, args, env=env,
+                                  childFDs={0: "w", 1: "r", 2: "r", 3: "r"})
+        return w
+
+    def _pick(self):
+        """The least loaded worker with room; a new one if all are full; else the least loaded."""
+        live = [w for w in self.workers.values() if not w.exited]
+        roomy = [w for w in live if w.load < self.calls_per_worker]
+        if roomy:
+            return min(roomy, key=lambda w: (w.load, not w.ready, w.port))
+        port = self._free_port()
+        if port is not None and len(self.workers) < self.max_workers:
+            return self._spawn(port)
+        if live:
+            return min(live, key=lambda w: w.load)     # the worker queues beyond its budget
+        raise RuntimeError("no SIP worker is running")
+
+    # -- commands -------------------------------------------------------------
+
+    def dial(self, key, uri, **fields):
+        """Place a call; returns the SIP port of the worker that took it."""
+        if key in self.where:
+            raise ValueError(f"call key {key!r} is already in use")
+        w = self._pick()
+        self.where[key] = w
+        w.keys[key] = {"answered": False, "started_ms": None}
+        w.send(dict(fields, cmd="dial", key=key, uri=uri))
+        return w.port
+
+    def command(self, name, key, **fields):
+        """Send a command about ``key`` to the worker holding it."""
+        w = self.where.get(key)
+        if w is None:
+            raise KeyError(f"no call {key!r}")
+        w.send(dict(fields, cmd=name, key=key))
+
+    def hangup(self, key, code=None):
+        self.command("hangup", key, **({"code": code} if code else {}))
+
+    def play(self, key, wav, loop=False):
+        self.command("play", key, wav=wav, loop=loop)
+
+    def record(self, key, path):
+        self.command("record", key, path=path)
+
+    def connect(self, customer, agent, tie_key=None):
+        """Bridge an answered customer call to an agent leg, wherever each lives.
+
+        Same worker: a plain bridge. Different workers: the customer's worker places a
+        tie call (``tie_key``) to the agent's worker, which joins it to the agent leg;
+        the customer's worker joins it to the customer. Returns "bridge" or "tie".
+        """
+        wc, wa = self.where.get(customer), self.where.get(agent)
+        if wc is None or wa is None:
+            raise KeyError(f"no call {customer if wc is None else agent!r}")
+        if wc is wa:
+            wc.send({"cmd": "bridge", "a": customer, "b": agent})
+            return "bridge"
+        if not tie_key:
+            raise ValueError("a tie key is needed to connect calls in two workers")
+        self.where[tie_key] = wc
+        wc.keys[tie_key] = {"answered": False, "started_ms": None}
+        wc.send({"cmd": "tie", "key": tie_key, "uri": protocol.tie_uri(self.ip, wa.port),
+                 "agent": agent, "bridge": customer})
+        return "tie"
+
+    def agent_uri(self, user, pin):
+        """Where an agent's phone should call to log in (the least loaded worker)."""
+        return protocol.agent_uri(user, pin, self.ip, self._pick().port)
+
+    def register(self, account, registrar, user, password, **fields):
+        """Register a trunk account in every running worker (each has its own contact)."""
+        for w in self.workers.values():
+            w.send(dict(fields, cmd="register", account=account, registrar=registrar,
+                        user=user, password=password))
+
+    def stats(self):
+        for w in self.workers.values():
+            w.send({"cmd": "stats"})
+
+    def worker_of(self, key):
+        w = self.where.get(key)
+        return w.port if w is not None else None
+
+    def load(self):
+        return {port: w.load for port, w in self.workers.items()}
+
+    # -- events ---------------------------------------------------------------
+
+    def _worker_event(self, w, ev):
+        ev["worker"] = w.port
+        name = ev.get("ev")
+        key = ev.get("key")
+        if name == "ready":
+            w.ready = True
+            self.failures.pop(w.port, None)
+        elif name == "incoming" and key:
+            self.where[key] = w
+            w.keys[key] = {"answered": True, "started_ms": ev.get("ts")}
+        elif name == "admitted" and key in w.keys:
+            w.keys[key]["started_ms"] = ev.get("ts")
+        elif name == "answered" and key in w.keys:
+            w.keys[key]["answered"] = True
+        elif name == "ended" and key:
+            w.keys.pop(key, None)
+            if self.where.get(key) is w:
+                del self.where[key]
+        self._deliver(ev)
+
+    def _deliver(self, ev):
+        try:
+            self.on_event(ev)
+        except Exception:                      # a consumer bug must not kill the pool
+            log.failure("on_event raised for {ev}", ev=ev.get("ev"))
+
+    def _worker_ended(self, w, why):
+        if self.workers.get(w.port) is w:
+            del self.workers[w.port]
+        if isinstance(why, error.ProcessTerminated):
+            what = f"signal {why.signal}" if why.signal else f"exit code {why.exitCode}"
+        else:
+            what = "exit code 0"
+        # Every call the worker still held ends here, as failed: never a lost CDR.
+        keys = list(w.keys)
+        now = int(time.time() * 1000)
+        for key in keys:
+            info = w.keys.pop(key)
+            if self.where.get(key) is w:
+                del self.where[key]
+            self._deliver({"ev": "ended", "key": key, "worker": w.port, "code": 0,
+                           "reason": "worker died", "cause": "worker died",
+                           "answered": info["answered"], "started_ms": info["started_ms"],
+                           "answered_ms": None, "ended_ms": now, "ts": now,
+                           "t": round(time.monotonic(), 4)})
+        if self.stopping:
+            return
+        # A worker that dies before it is ready (port taken, library missing) is
+        # retried with a growing delay; one that ran is replaced at once.
+        delay = 0.0
+        if not w.ready:
+            n = self.failures[w.port] = self.failures.get(w.port, 0) + 1
+            delay = min(30.0, 0.5 * 2 ** (n - 1))
+        hint = f" ({w.last_stderr})" if w.last_stderr else ""
+        log.warn("sip worker on port {port} (pid {pid}) died ({what}){hint}: {n} call(s) "
+                 "ended as failed; replacement in {delay:.1f} s",
+                 port=w.port, pid=w.pid, what=what, hint=hint, n=len(keys), delay=delay)
+        self._deliver({"ev": "worker_died", "worker": w.port, "pid": w.pid, "calls": len(keys),
+                       "why": what + hint, "ts": now, "t": round(time.monotonic(), 4)})
+        self._respawns[w.port] = self.reactor.callLater(delay, self._respawn, w.port)
+
+    def _respawn(self, port):
+        self._respawns.pop(port, None)
+        if not self.stopping and port not in self.workers:
+            self._spawn(port)
+
+    # -- stopping -------------------------------------------------------------
+
+    def stop(self, timeout=15.0):
+        """Shut every worker down (hang up, drain, exit); SIGKILL after ``timeout``.
+
+        Returns a Deferred that fires once every worker process has exited.
+        """
+        self.stopping = True
+        for call in self._respawns.values():
+            if call.active():
+                call.cancel()
+        self._respawns.clear()
+        waits = []
+        for w in list(self.workers.values()):
+            if w.exited:
+                continue
+            w.send({"cmd": "shutdown"})
+            w.transport.closeStdin()
+            killer = self.reactor.callLater(timeout, _kill, w)
+            w.ended_d.addBoth(_cancel_timer, killer)
+            waits.append(w.ended_d)
+        return defer.DeferredList(waits)
+
+
+def _kill(w):
+    try:
+        w.transport.signalProcess("KILL")
+    except error.ProcessExitedAlready:
+        pass
+
+
+def _cancel_timer(result, call):
+    if call.active():
+        call.cancel()
+    return result
