@@ -77,7 +77,22 @@ def test_ring_timeout_cancels_with_487(worker, sipp):
     assert s.wait(10) == 0                      # CANCEL -> 200, 487 -> ACK: all seen
 
 
-def test_hangup_while_ringing_and_queued_dial_cancel(worker, sipp):
+def test_concurrent_calls_each_get_their_own_dialog(worker, sipp):
+    """8 answered + 8 ring-timeout calls at once: every BYE and 487 matches its own call."""
+    hold = sipp("uas_answer_hold.xml", "-d", "300", calls=8)
+    ring = sipp("uas_ring_forever.xml", calls=8)
+    for i in range(8):
+        worker.send("dial", key=f"h{i}", uri=hold.uri)
+        worker.send("dial", key=f"n{i}", uri=ring.uri, timeout_s=1)
+    for i in range(8):
+        e = worker.wait_for("ended", key=f"h{i}")
+        assert (e["code"], e["cause"]) == (200, "remote")
+        e = worker.wait_for("ended", key=f"n{i}")
+        assert (e["code"], e["cause"]) == (487, "ring timeout")
+    assert hold.wait(10) == 0 and ring.wait(10) == 0
+
+
+def test_hangup_while_ringing(worker, sipp):
     s = sipp("uas_ring_forever.xml", calls=1)
     worker.send("dial", key="hr", uri=s.uri)
     worker.wait_for("ringing", key="hr")
@@ -171,7 +186,7 @@ def test_tie_bridges_a_customer_in_one_worker_to_an_agent_in_another(sipp):
     w1, w2 = Worker(), Worker()
     try:
         # the agent logs in to W2 and stays on the line, echoing what it hears
-        agent = sipp("uac_agent.xml", w2.uri_host, echo=True, service="agent-7-1234",
+        sipp("uac_agent.xml", w2.uri_host, echo=True, service="agent-7-1234",
                      calls=1)
         inc = w2.wait_for("incoming", timeout=10)
         assert inc["to_user"] == "agent-7-1234" and inc["tie"] is None

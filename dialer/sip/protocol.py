@@ -41,7 +41,7 @@ Events (``{"ev": NAME, "t": monotonic s, "ts": UTC epoch ms, ...}``):
   play_done   {key, wav}         a non-looping player reached the end of its file
   recording_done {key, path, duration_s}
   incoming    {key, from, to_user, headers, tie: agent key or null}  answered at once
-  ended       {key, code, reason, answered, started_ms, answered_ms, ended_ms,   (see disposition())
+  ended       {key, code, reason, answered, started_ms, answered_ms, ended_ms,
                cause: "remote" | "hangup" | "ring timeout" | "no answer to BYE" |
                       "shutdown" | "dial failed" | "cancelled" | "worker died"}
   registered  {account, code, reason, ms, expires}
