@@ -177,10 +177,16 @@ def test_connect_ties_a_customer_to_an_agent_in_another_worker(sipp):
             yield events.wait("bridged", a="tie-cust", b="cust")
             figures["connect_ms"] = (time.monotonic() - t0) * 1000
             yield events.wait("bridged", b=login["key"], worker=agent_port)
+            # the agent's worker dies: the agent's leg is reported ended, and the pool
+            # hangs up the tie leg left bridged to the customer in the other worker
+            os.kill(pool.workers[agent_port].pid, signal.SIGKILL)
+            ended = yield events.wait("ended", key=login["key"])
+            assert ended["reason"] == "worker died"
+            ended = yield events.wait("ended", key="tie-cust")
+            assert ended["cause"] == "hangup" and ended["answered"]
+            assert pool.worker_of("cust") is not None       # the customer is still there
             pool.hangup("cust")
-            pool.hangup("tie-cust")
             yield events.wait("ended", key="cust")
-            yield events.wait("ended", key="tie-cust")
         finally:
             yield pool.stop()
 

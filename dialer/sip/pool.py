@@ -29,6 +29,9 @@ from dialer.sip import protocol
 
 log = Logger(namespace="dialer.sip.pool")
 
+# Set on tie calls by the pool: the SIP port of the worker that placed the tie.
+FROM_WORKER_HEADER = "X-Dialer-From-Worker"
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -109,6 +112,7 @@ class WorkerPool:
         self.env = env
         self.workers = {}              # port -> WorkerProcess (live or starting)
         self.where = {}                # key -> WorkerProcess
+        self.ties = {}                 # tie key -> (customer's worker, agent's worker)
         self.failures = {}             # port -> consecutive deaths before ready
         self.stopping = False
         self._respawns = {}            # port -> IDelayedCall
@@ -196,9 +200,11 @@ class WorkerPool:
         if not tie_key:
             raise ValueError("a tie key is needed to connect calls in two workers")
         self.where[tie_key] = wc
+        self.ties[tie_key] = (wc, wa)
         wc.keys[tie_key] = {"answered": False, "started_ms": None}
         wc.send({"cmd": "tie", "key": tie_key, "uri": protocol.tie_uri(self.ip, wa.port),
-                 "agent": agent, "bridge": customer})
+                 "agent": agent, "bridge": customer,
+                 "headers": {FROM_WORKER_HEADER: str(wc.port)}})
         return "tie"
 
     def agent_uri(self, user, pin):
@@ -234,12 +240,16 @@ class WorkerPool:
         elif name == "incoming" and key:
             self.where[key] = w
             w.keys[key] = {"answered": True, "started_ms": ev.get("ts")}
+            origin = (ev.get("headers") or {}).get(FROM_WORKER_HEADER.lower())
+            if ev.get("tie") and origin:
+                w.keys[key]["tie_from"] = int(origin)
         elif name == "admitted" and key in w.keys:
             w.keys[key]["started_ms"] = ev.get("ts")
         elif name == "answered" and key in w.keys:
             w.keys[key]["answered"] = True
         elif name == "ended" and key:
             w.keys.pop(key, None)
+            self.ties.pop(key, None)
             if self.where.get(key) is w:
                 del self.where[key]
         self._deliver(ev)
@@ -271,6 +281,17 @@ class WorkerPool:
                            "t": round(time.monotonic(), 4)})
         if self.stopping:
             return
+        # The far ends of its tie calls live on in other workers, bridged to nothing
+        # (the dead worker sent no BYE): hang them up.
+        for tie_key, (wc, wa) in list(self.ties.items()):
+            if wa is w and self.where.get(tie_key) is wc:
+                wc.send({"cmd": "hangup", "key": tie_key})
+            if wc is w or wa is w:
+                del self.ties[tie_key]
+        for other in self.workers.values():
+            for key, info in other.keys.items():
+                if info.get("tie_from") == w.port:
+                    other.send({"cmd": "hangup", "key": key})
         # A worker that dies before it is ready (port taken, library missing) is
         # retried with a growing delay; one that ran is replaced at once.
         delay = 0.0

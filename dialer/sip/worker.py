@@ -59,6 +59,18 @@ class Leg:
         self.bridge_on_answer = None        # outgoing tie leg: local key to join once up
 
 
+def _guarded(method):
+    """A pjsua callback that reports a Python exception instead of raising it into C++
+    (an exception crossing the SWIG director would abort the process)."""
+    def callback(self, prm):
+        try:
+            method(self, prm)
+        except Exception as e:
+            self.worker.emit("error", message=f"in {method.__name__}: {type(e).__name__}: {e}")
+    callback.__name__ = method.__name__
+    return callback
+
+
 if pj is not None:
 
     class WorkerCall(pj.Call):
@@ -70,12 +82,15 @@ if pj is not None:
             self.worker = worker
             self.leg = leg
 
+        @_guarded
         def onCallState(self, prm):
             self.worker.on_call_state(self)
 
+        @_guarded
         def onCallMediaState(self, prm):
             self.worker.on_media_state(self)
 
+        @_guarded
         def onDtmfDigit(self, prm):
             # RFC 2833 digits arrive with RTP; the media I/O is polled by our own loop
             # (medConfig.threadCnt = 0), so this runs on our thread.
@@ -86,6 +101,7 @@ if pj is not None:
             super().__init__()
             self.worker = worker
 
+        @_guarded
         def onIncomingCall(self, prm):
             self.worker.on_incoming(self, prm)
 
@@ -95,6 +111,7 @@ if pj is not None:
             self.name = name
             self.t0 = time.monotonic()
 
+        @_guarded
         def onRegState(self, prm):
             ms = None
             if self.t0 is not None:
@@ -289,6 +306,8 @@ class Worker:
             self.emit("error", key=_key_of(line), message=f"bad command: {e}")
         except pj.Error as e:
             self.emit("error", key=_key_of(line), message=e.info().strip())
+        except Exception as e:                # never let one command end the worker
+            self.emit("error", key=_key_of(line), message=f"{type(e).__name__}: {e}")
 
     # -- commands -------------------------------------------------------------
 
@@ -555,14 +574,16 @@ class Worker:
             self._apply_links(leg.key)
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.ended_at.append(time.monotonic())
-            if not leg.reported_ended:
-                leg.reported_ended = True
-                cause = leg.cause or "remote"
-                self._emit_ended(leg, ci.lastStatusCode, ci.lastReason, cause)
-            self._drop_media(leg.key)
-            # The last references: pjsua may reuse this call id for the next call.
-            self.calls.pop(leg.key, None)
-            self.zombies.pop(leg.key, None)
+            try:
+                if not leg.reported_ended:
+                    leg.reported_ended = True
+                    cause = leg.cause or "remote"
+                    self._emit_ended(leg, ci.lastStatusCode, ci.lastReason, cause)
+                self._drop_media(leg.key)
+            finally:
+                # The last references: pjsua may reuse this call id for the next call.
+                self.calls.pop(leg.key, None)
+                self.zombies.pop(leg.key, None)
 
     def _emit_ended(self, leg, code, reason, cause):
         leg.reported_ended = True
