@@ -31,9 +31,9 @@ Events (``{"ev": NAME, "t": monotonic s, "ts": UTC epoch ms, ...}``):
 
   ready       {port, pid}
   queued      {key, position}    a dial waits for the socket budget
-  admitted    {key, waited_ms}   a dial is started (makeCall done)
+  admitted    {key, waited_ms}   a dial is being started (sent just before makeCall)
   ringing     {key, code}        once per provisional code (180, 183)
-  answered    {key, code}
+  answered    {key, code}        outbound and tie legs (incoming legs: see incoming)
   media       {key, dir}         audio active: sendrecv / sendonly / recvonly / inactive
   dtmf        {key, digit}
   bridged     {a, b}             both directions connected
