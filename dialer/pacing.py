@@ -6,7 +6,11 @@ passes the instant in every observation and tells the policy what happened
 dials. The same objects run in the simulator and in the dialer.
 """
 
+import math
+from collections import deque
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -182,3 +186,282 @@ class Vicidial(Policy):
 def _hhmm(seconds):
     seconds = int(seconds) % 86400
     return (seconds // 3600) * 100 + (seconds % 3600) // 60
+
+
+# ---------------------------------------------------------------------------------
+# predictive pacing
+# ---------------------------------------------------------------------------------
+
+def abandon_table(n, p, ring_live, dial_mean, handle, dmax, thresholds=None, window=0.0, low=0):
+    """``P[b, d]``: the probability that the ``d``-th dial in flight is a live answer that
+    finds no agent, when ``b`` of ``n`` agents are busy (``P[b, 0] = 0``), for the rows
+    ``b >= low`` (rows below are left at 1: never dial beyond the free agents there).
+
+    The model: busy agents free at rate 1/``handle`` each; the other dials in flight bring
+    live answers at rate p/``dial_mean`` each (Little's law on the dial pipeline), and the
+    pipeline follows the policy's own ``thresholds`` as agents fill and free (the
+    constant pipeline ``d - 1`` when none are given); the new dial answers after an
+    exponential time of mean ``ring_live``. Then P = p s L[P(all busy at t)](s),
+    s = 1/ring_live: the Laplace transform of an Erlang-loss chain's transient
+    distribution, i.e. one tridiagonal solve per (b, d), all done at once by the Thomas
+    algorithm over the busy count. A live answer may wait ``window`` seconds for an
+    agent (the 2-second rule): it is lost only if none frees meanwhile (factor
+    exp(-n window / handle)).
+    """
+    mu, s = 1.0 / handle, 1.0 / ring_live
+    per_dial = p / dial_mean
+    low = max(0, min(int(low), n))
+    bs = np.arange(low, n + 1)  # starting busy counts (rows)
+    k = np.arange(n + 1)  # busy count along the chain
+    others = np.maximum(np.arange(dmax + 1, dtype=float) - 1.0, 0.0)
+    # inflight[b, k, d]: dials (other than ours) in flight when the chain is at k, from row b
+    if thresholds is None:
+        inflight = np.broadcast_to(others, (len(bs), n + 1, dmax + 1))
+    else:
+        t_k = np.asarray(thresholds, dtype=float)[None, :, None]
+        left = np.maximum(others[None, None, :] - np.maximum(k[None, :] - bs[:, None], 0)[:, :, None], 0.0)
+        inflight = np.maximum(t_k, left)
+        inflight[np.arange(len(bs)), bs, :] = others
+    lam = inflight * per_dial
+    lam[:, n, :] = 0.0
+    down = k * mu
+    # (sI - Q)^T x = e_b: diagonal s + lam_k + k mu, below -lam_{k-1}, above -(k+1) mu
+    c_prev = np.zeros((len(bs), dmax + 1))
+    r_prev = np.zeros((len(bs), dmax + 1))
+    for i in range(n + 1):
+        diag = s + lam[:, i, :] + down[i]
+        rhs = (bs == i).astype(float)[:, None]
+        if i == 0:
+            m = diag
+            r_prev = rhs / m
+        else:
+            low_i = -lam[:, i - 1, :]
+            m = diag - low_i * c_prev
+            r_prev = (rhs - low_i * r_prev) / m
+        c_prev = (-down[i + 1] / m) if i < n else None
+    out = np.ones((n + 1, dmax + 1))
+    out[low:] = p * s * r_prev  # the last component of the solve is P(all busy)
+    out[:, 0] = 0.0
+    if window > 0:
+        out[low:] *= math.exp(-n * window / handle)
+    return np.maximum.accumulate(out, axis=1)  # monotone in d (rounding noise aside)
+
+
+def thresholds_from(table, theta):
+    """T[b]: dials to keep in flight with b agents busy: the largest d whose abandon
+    probability is at most ``theta``, and never fewer than the free agents."""
+    n = table.shape[0] - 1
+    t = [int(np.searchsorted(table[b], theta, side="right")) - 1 for b in range(n + 1)]
+    return [max(x, n - b) for b, x in enumerate(t)]
+
+
+class _Ewma:
+    """A recent-weighted mean: plain mean over the first ``span`` values, then an
+    exponential average with weight 1/``span``."""
+
+    __slots__ = ("span", "n", "value")
+
+    def __init__(self, span, prior):
+        self.span, self.n, self.value = span, 0, prior
+
+    def add(self, x):
+        self.n += 1
+        self.value += (x - self.value) / min(self.n, self.span)
+
+
+class Predictive(Policy):
+    """Adaptive predictive pacing that keeps the abandon rate under the campaign's cap.
+
+    - Learns online, recent-weighted: the live-answer rate, the ring time of live
+      answers, the length of all dials, and the handle time (talk + wrap; from busy
+      time over completed calls, so calls still in progress count).
+    - From that model, ``abandon_table`` gives the abandon probability of each extra
+      dial in flight for every number of busy agents. The policy keeps in flight every
+      dial whose abandon probability is at most ``theta``, and at least one per free
+      agent.
+    - ``theta`` is steered so that the model's predicted abandon rate of the dials it
+      places (a low-noise signal that answers within seconds), times a calibration
+      factor (abandons seen / abandons predicted, with a prior of a few abandons), meets
+      the target: the cap minus a margin that shrinks as evidence (live answers in the
+      compliance window) grows.
+    - A budget guard: a dial beyond the free agents is placed only while the abandons
+      counted in the window plus those expected from the dials in flight stay under
+      the target share of the window's live answers. So it starts progressive (no
+      evidence, no budget), backs off as the rate nears the cap, and is progressive at
+      the cap.
+    - Never more dials than free lines (``Policy.clamp``).
+
+    ``history``: (live answers, abandons) already in the compliance window when the
+    campaign starts (from its CDRs), so a restart does not forget the window.
+    """
+
+    name = "predictive"
+
+    def __init__(self, cap=0.03, window_hours=720.0, connect_window=0.0, z=0.5, min_margin=0.0015,
+                 warmup_dials=40, warmup_lives=8, history=(0, 0), prior_p=0.3, prior_ring=15.0,
+                 prior_dial=20.0, prior_handle=210.0, gain=0.03, calibration_prior=20.0):
+        if not 0 < cap < 1:
+            raise ValueError("the abandon cap is a fraction between 0 and 1")
+        self.cap, self.window_s, self.connect_window = float(cap), float(window_hours) * 3600.0, float(connect_window)
+        self.z, self.min_margin, self.gain, self.calibration_prior = z, min_margin, gain, calibration_prior
+        self.warmup_dials, self.warmup_lives = warmup_dials, warmup_lives
+        self.p = _Ewma(2000, prior_p)
+        self.ring = _Ewma(1000, prior_ring)
+        self.dial = _Ewma(2000, prior_dial)
+        self.handle = _Ewma(500, prior_handle)
+        # handle time = busy time / completed handles, both decayed per completed handle
+        self.busy_time, self.handles_done, self.last_now, self.last_busy = 0.0, 0.0, None, 0
+        self.last_agents = 0
+        self.log_theta = math.log(0.01)
+        self.predicted_rate = _Ewma(300, 0.0)  # model abandon probability per live answer, recent dials
+        lives, abandons = history
+        self.buckets = deque()  # [minute, lives, abandons] inside the window
+        self.lives, self.abandons = int(lives), int(abandons)  # in the window
+        self.run_abandons = 0
+        self.inflight = 0  # dials placed and not ended
+        self.expected_inflight = 0.0  # expected abandons among them (model)
+        self.predicted_done = 0.0  # expected abandons of dials that ended (for calibration)
+        self.tables = {}  # agents -> (model used, abandon table)
+        self.recomputes = 0
+
+    # --- what happened ----------------------------------------------------------
+    def _bucket(self, now):
+        minute = int(now // 60)
+        if not self.buckets or self.buckets[-1][0] != minute:
+            self.buckets.append([minute, 0, 0])
+        while self.buckets and self.buckets[0][0] * 60 < now - self.window_s:
+            _, lv, ab = self.buckets.popleft()
+            self.lives -= lv
+            self.abandons -= ab
+        return self.buckets[-1]
+
+    def on_dial_end(self, now, live, seconds):
+        self.p.add(1.0 if live else 0.0)
+        self.dial.add(seconds)
+        if live:
+            self.ring.add(seconds)
+        if self.inflight > 0:
+            share = self.expected_inflight / self.inflight
+            self.expected_inflight -= share
+            self.predicted_done += share
+            self.inflight -= 1
+
+    def _live_outcome(self, now, abandoned):
+        b = self._bucket(now)
+        b[1] += 1
+        self.lives += 1
+        if abandoned:
+            b[2] += 1
+            self.abandons += 1
+            self.run_abandons += 1
+
+    def on_connect(self, now, waited):
+        self._live_outcome(now, False)
+
+    def on_abandon(self, now):
+        self._live_outcome(now, True)
+
+    def on_handle_end(self, now, seconds):
+        self._observe_busy(now, None)
+        self.handle.add(seconds)
+        keep = 1.0 - 1.0 / max(400.0, 20.0 * self.last_agents)
+        self.busy_time *= keep
+        self.handles_done = self.handles_done * keep + 1.0
+
+    def _observe_busy(self, now, busy):
+        if self.last_now is not None and now > self.last_now:
+            self.busy_time += self.last_busy * (now - self.last_now)
+        self.last_now = now
+        if busy is not None:
+            self.last_busy = busy
+
+    # --- the model --------------------------------------------------------------
+    def handle_mean(self):
+        if self.handles_done < 3:
+            return self.handle.value
+        return self.busy_time / self.handles_done
+
+    def target(self):
+        """The abandon rate aimed at: the cap minus a margin that shrinks with evidence."""
+        margin = max(self.min_margin, self.z * math.sqrt(self.cap * (1 - self.cap) / (self.lives + 50.0)))
+        return max(0.0, self.cap - margin)
+
+    def calibration(self):
+        """Abandons seen / abandons the model predicted, shrunk towards 1 by a prior."""
+        k = self.calibration_prior
+        return min(4.0, max(0.25, (self.run_abandons + k) / (self.predicted_done + k)))
+
+    @property
+    def theta(self):
+        return math.exp(self.log_theta)
+
+    def warming_up(self):
+        return self.p.n < self.warmup_dials or self.ring.n < self.warmup_lives or self.handles_done < 3
+
+    def model(self):
+        return (max(min(self.p.value, 0.999), 1e-3), self.ring.value, self.dial.value, self.handle_mean(), self.theta)
+
+    def table(self, n, b):
+        """The abandon table for n agents on the learned model, with rows from a little
+        below b busy agents; recomputed when the model has moved by more than a few per
+        cent (theta: by more than 30 %) or b falls below the rows computed."""
+        cur = self.model()
+        have = self.tables.get(n)
+        if have is not None:
+            used, low, tab = have
+            if (b >= low and all(abs(math.log(x / y)) < 0.05 for x, y in zip(cur[:4], used[:4]))
+                    and abs(math.log(cur[4] / used[4])) < 0.3):
+                return tab
+        p, ring, dial, handle, theta = cur
+        low = max(0, b - max(8, n // 5))
+        dmax = int(min(4000, math.ceil(1.5 * n / p + 15)))
+        args = (n, p, ring, dial, handle, dmax)
+        first = abandon_table(*args, window=self.connect_window, low=low)
+        tab = abandon_table(*args, thresholds=thresholds_from(first, theta), window=self.connect_window, low=low)
+        self.tables[n] = (cur, low, tab)
+        self.recomputes += 1
+        return tab
+
+    # --- deciding ---------------------------------------------------------------
+    def decide(self, s):
+        self._observe_busy(s.now, s.busy)
+        n = self.last_agents = s.agents
+        free = max(0, s.ready - s.waiting)
+        base = free - s.dialing  # one dial per free agent: no abandon can come of these
+        if n <= 0:
+            return 0
+        if self.warming_up():
+            n_new = self.clamp(base, s)
+            self.inflight += n_new
+            return n_new
+        b = min(n, n - free)
+        row = self.table(n, b)[b]
+        calib = self.calibration()
+        target = self.target()
+        want = min(max(int(np.searchsorted(row, self.theta, side="right")) - 1, free), len(row) - 1)
+        start = max(s.dialing, free)
+        extra = 0
+        if want > start:
+            # the budget guard: expected abandons of the extra dials must fit the window's budget
+            risk = np.cumsum(row[start + 1:want + 1]) * calib
+            budget = (self.cap - self.min_margin) * self.lives - self.abandons - self.expected_inflight
+            extra = int(np.searchsorted(risk, budget, side="right"))
+        n_new = self.clamp(start + extra - s.dialing, s)
+        if n_new:
+            self.inflight += n_new
+            self.expected_inflight += float(row[s.dialing + 1:s.dialing + n_new + 1].sum()) * calib
+        # steer theta by what theta itself asks for (not what the guard or the lines let
+        # through, or theta would wind up while they hold it back): the model's abandon
+        # rate per live answer of those dials, calibrated, against the target
+        wanted = row[s.dialing + 1:max(want, free) + 1]
+        if len(wanted):
+            p = self.model()[0]
+            for x in wanted:
+                self.predicted_rate.add(float(x) * calib / p)
+            if target > 0:
+                err = (target - self.predicted_rate.value) / target
+                self.log_theta += self.gain * len(wanted) * max(-1.0, min(1.0, err))
+                self.log_theta = min(max(self.log_theta, math.log(1e-4)), math.log(0.3))
+            else:
+                self.log_theta = math.log(1e-4)
+        return n_new
