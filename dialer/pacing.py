@@ -255,6 +255,39 @@ def thresholds_from(table, theta):
     return [max(x, n - b) for b, x in enumerate(t)]
 
 
+def excess_answers(d, p, free):
+    """E[(Binomial(d, p) - free)+]: live answers from ``d`` dials in flight beyond the
+    ``free`` agents, were no agent to free up meanwhile: a pessimistic bound on the
+    abandons those dials can still cause, which does not lean on the model."""
+    if d <= free:
+        return 0.0
+    if d > 400:  # normal approximation
+        mu, sd = d * p, math.sqrt(d * p * (1 - p))
+        z = (free - mu) / sd
+        return sd * math.exp(-z * z / 2) / math.sqrt(2 * math.pi) + (mu - free) * (1 - _CDF(z))
+    q = 1.0 - p
+    term = q ** d  # P(X = 0)
+    total = 0.0
+    for k in range(d + 1):
+        if k > free:
+            total += (k - free) * term
+        term = term * (d - k) / (k + 1) * p / q if q > 0 else 0.0
+    return total
+
+
+def _CDF(z):
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+def free_weights(n):
+    """How much an extra dial is worth by busy count b: the share of agents free,
+    (n - b + 1) / (n + 1). Dividing the abandon table by it before thresholding makes
+    the policy take more risk while many agents sit idle and less when few do; with it
+    the thresholds come within 0.0015 occupancy of the LP optimum over the reference
+    grid (exact Markov evaluation, bench/optimum.py), against up to 0.008 without."""
+    return ((n + 1.0 - np.arange(n + 1)) / (n + 1.0))[:, None]
+
+
 class _Ewma:
     """A recent-weighted mean: plain mean over the first ``span`` values, then an
     exponential average with weight 1/``span``."""
@@ -299,28 +332,34 @@ class Predictive(Policy):
 
     def __init__(self, cap=0.03, window_hours=720.0, connect_window=0.0, z=0.5, min_margin=0.0015,
                  warmup_dials=40, warmup_lives=8, history=(0, 0), prior_p=0.3, prior_ring=15.0,
-                 prior_dial=20.0, prior_handle=210.0, gain=0.03, calibration_prior=20.0):
+                 prior_dial=20.0, prior_handle=210.0, calibration_prior=20.0, guard_hours=1.0,
+                 eta=0.1, backoff=1.0, guard_margin=0.0005):
         if not 0 < cap < 1:
             raise ValueError("the abandon cap is a fraction between 0 and 1")
+        self.last_agents = 0
         self.cap, self.window_s, self.connect_window = float(cap), float(window_hours) * 3600.0, float(connect_window)
-        self.z, self.min_margin, self.gain, self.calibration_prior = z, min_margin, gain, calibration_prior
+        self.z, self.min_margin, self.calibration_prior = z, min_margin, calibration_prior
         self.warmup_dials, self.warmup_lives = warmup_dials, warmup_lives
+        self.guard_hours = float(guard_hours)
         self.p = _Ewma(2000, prior_p)
         self.ring = _Ewma(1000, prior_ring)
         self.dial = _Ewma(2000, prior_dial)
         self.handle = _Ewma(500, prior_handle)
+        self.prior_handle = float(prior_handle)
         # handle time = busy time / completed handles, both decayed per completed handle
         self.busy_time, self.handles_done, self.last_now, self.last_busy = 0.0, 0.0, None, 0
-        self.last_agents = 0
-        self.log_theta = math.log(0.01)
-        self.predicted_rate = _Ewma(300, 0.0)  # model abandon probability per live answer, recent dials
+        self.eta, self.backoff, self.guard_margin = float(eta), float(backoff), float(guard_margin)
         lives, abandons = history
         self.buckets = deque()  # [minute, lives, abandons] inside the window
         self.lives, self.abandons = int(lives), int(abandons)  # in the window
+        # theta = kappa * p * agents^(2/3): over the reference grid (exact evaluation) the
+        # theta that meets a 2.5 % abandon rate has kappa between 0.029 and 0.040, so
+        # steering kappa starts near its answer and follows agents logging in and out
+        self.log_kappa = math.log(max(1.35 * self.target(), 1e-4))
         self.run_abandons = 0
         self.inflight = 0  # dials placed and not ended
-        self.expected_inflight = 0.0  # expected abandons among them (model)
-        self.predicted_done = 0.0  # expected abandons of dials that ended (for calibration)
+        self.expected_inflight = 0.0  # expected abandons among them (raw model)
+        self.predicted_done = 0.0  # expected abandons (raw model) of dials that ended, for calibration
         self.tables = {}  # agents -> (model used, abandon table)
         self.recomputes = 0
 
@@ -354,6 +393,11 @@ class Predictive(Policy):
             b[2] += 1
             self.abandons += 1
             self.run_abandons += 1
+        if not self.warming_up():
+            # steer theta by what happened (a Robbins-Monro step): it settles where the
+            # share of live answers abandoned is the target
+            self.log_kappa += self.eta * (self.target() - (1.0 if abandoned else 0.0))
+            self.log_kappa = min(max(self.log_kappa, math.log(1e-4)), math.log(1.0))
 
     def on_connect(self, now, waited):
         self._live_outcome(now, False)
@@ -377,14 +421,26 @@ class Predictive(Policy):
 
     # --- the model --------------------------------------------------------------
     def handle_mean(self):
-        if self.handles_done < 3:
-            return self.handle.value
-        return self.busy_time / self.handles_done
+        """Busy time over completed handles, with the prior worth two handles (so the
+        first minutes, before anyone has finished a call, have a usable value)."""
+        return (self.busy_time + 2.0 * self.prior_handle) / (self.handles_done + 2.0)
 
     def target(self):
-        """The abandon rate aimed at: the cap minus a margin that shrinks with evidence."""
+        """The abandon rate aimed at: the cap minus a margin that shrinks with evidence,
+        lowered further while the window's rate (counting the abandons expected from
+        the dials in flight) runs above it, so the policy backs off smoothly before
+        the guard has to act."""
         margin = max(self.min_margin, self.z * math.sqrt(self.cap * (1 - self.cap) / (self.lives + 50.0)))
-        return max(0.0, self.cap - margin)
+        aim = max(0.0, self.cap - margin)
+        if self.lives > 0:
+            rate = (self.abandons + self.expected_inflight * self.calibration()) / self.lives
+            if rate > aim:
+                aim = max(0.0, aim - self.backoff * (rate - aim))
+        return aim
+
+    def lives_per_hour(self):
+        """Live answers an hour brings at full occupancy (an upper estimate)."""
+        return self.last_agents * 3600.0 / self.handle_mean()
 
     def calibration(self):
         """Abandons seen / abandons the model predicted, shrunk towards 1 by a prior."""
@@ -393,10 +449,14 @@ class Predictive(Policy):
 
     @property
     def theta(self):
-        return math.exp(self.log_theta)
+        n = max(self.last_agents, 1)
+        scale = max(min(self.p.value, 0.999), 1e-3) * n ** (2.0 / 3.0)
+        if self.connect_window > 0:  # the table is scaled by the same factor
+            scale *= math.exp(-n * self.connect_window / self.handle_mean())
+        return math.exp(self.log_kappa) * scale
 
     def warming_up(self):
-        return self.p.n < self.warmup_dials or self.ring.n < self.warmup_lives or self.handles_done < 3
+        return self.p.n < self.warmup_dials or self.ring.n < self.warmup_lives
 
     def model(self):
         return (max(min(self.p.value, 0.999), 1e-3), self.ring.value, self.dial.value, self.handle_mean(), self.theta)
@@ -416,8 +476,10 @@ class Predictive(Policy):
         low = max(0, b - max(8, n // 5))
         dmax = int(min(4000, math.ceil(1.5 * n / p + 15)))
         args = (n, p, ring, dial, handle, dmax)
+        w = free_weights(n)
         first = abandon_table(*args, window=self.connect_window, low=low)
-        tab = abandon_table(*args, thresholds=thresholds_from(first, theta), window=self.connect_window, low=low)
+        raw = abandon_table(*args, thresholds=thresholds_from(first / w, theta), window=self.connect_window, low=low)
+        tab = (raw, raw / w)
         self.tables[n] = (cur, low, tab)
         self.recomputes += 1
         return tab
@@ -435,33 +497,26 @@ class Predictive(Policy):
             self.inflight += n_new
             return n_new
         b = min(n, n - free)
-        row = self.table(n, b)[b]
+        raw, weighted = self.table(n, b)
+        row = raw[b]
         calib = self.calibration()
         target = self.target()
-        want = min(max(int(np.searchsorted(row, self.theta, side="right")) - 1, free), len(row) - 1)
+        want = min(max(int(np.searchsorted(weighted[b], self.theta, side="right")) - 1, free), len(row) - 1)
         start = max(s.dialing, free)
         extra = 0
         if want > start:
             # the budget guard: expected abandons of the extra dials must fit the window's budget
             risk = np.cumsum(row[start + 1:want + 1]) * calib
-            budget = (self.cap - self.min_margin) * self.lives - self.abandons - self.expected_inflight
+            # early on (the window holds less than an hour of live answers) the rate is
+            # noise: over the line is tolerated as far as an hour at the target rate
+            # would bring it back; the allowance is gone once that hour is in the window
+            line = self.cap - self.guard_margin
+            at_risk = max(self.expected_inflight * calib, excess_answers(s.dialing, self.model()[0], free))
+            budget = (line * self.lives - self.abandons - at_risk
+                      + max(0.0, line - target) * max(0.0, self.lives_per_hour() * self.guard_hours - self.lives))
             extra = int(np.searchsorted(risk, budget, side="right"))
         n_new = self.clamp(start + extra - s.dialing, s)
         if n_new:
             self.inflight += n_new
-            self.expected_inflight += float(row[s.dialing + 1:s.dialing + n_new + 1].sum()) * calib
-        # steer theta by what theta itself asks for (not what the guard or the lines let
-        # through, or theta would wind up while they hold it back): the model's abandon
-        # rate per live answer of those dials, calibrated, against the target
-        wanted = row[s.dialing + 1:max(want, free) + 1]
-        if len(wanted):
-            p = self.model()[0]
-            for x in wanted:
-                self.predicted_rate.add(float(x) * calib / p)
-            if target > 0:
-                err = (target - self.predicted_rate.value) / target
-                self.log_theta += self.gain * len(wanted) * max(-1.0, min(1.0, err))
-                self.log_theta = min(max(self.log_theta, math.log(1e-4)), math.log(0.3))
-            else:
-                self.log_theta = math.log(1e-4)
+            self.expected_inflight += float(row[s.dialing + 1:s.dialing + n_new + 1].sum())
         return n_new
