@@ -258,21 +258,25 @@ def thresholds_from(table, theta):
 def excess_answers(d, p, free):
     """E[(Binomial(d, p) - free)+]: live answers from ``d`` dials in flight beyond the
     ``free`` agents, were no agent to free up meanwhile: a pessimistic bound on the
-    abandons those dials can still cause, which does not lean on the model."""
+    abandons those dials can still cause, which does not lean on the model.
+    Computed as d p - free + sum_{k <= free} (free - k) P(X = k): a short sum."""
     if d <= free:
         return 0.0
-    if d > 400:  # normal approximation
+    if p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return float(d - free)
+    if free > 50 and d * p * (1 - p) > 25:  # normal approximation
         mu, sd = d * p, math.sqrt(d * p * (1 - p))
         z = (free - mu) / sd
         return sd * math.exp(-z * z / 2) / math.sqrt(2 * math.pi) + (mu - free) * (1 - _CDF(z))
     q = 1.0 - p
-    term = q ** d  # P(X = 0)
-    total = 0.0
-    for k in range(d + 1):
-        if k > free:
-            total += (k - free) * term
-        term = term * (d - k) / (k + 1) * p / q if q > 0 else 0.0
-    return total
+    log_term = d * math.log(q)  # log P(X = 0)
+    below = 0.0
+    for k in range(min(free, d) + 1):
+        below += (free - k) * math.exp(log_term)
+        log_term += math.log((d - k) / (k + 1) * p / q) if k < d else 0.0
+    return d * p - free + below
 
 
 def _CDF(z):
@@ -456,7 +460,8 @@ class Predictive(Policy):
         return math.exp(self.log_kappa) * scale
 
     def warming_up(self):
-        return self.p.n < self.warmup_dials or self.ring.n < self.warmup_lives
+        return (self.p.n < max(self.warmup_dials, 2 * self.last_agents)
+                or self.ring.n < max(self.warmup_lives, self.last_agents // 4))
 
     def model(self):
         return (max(min(self.p.value, 0.999), 1e-3), self.ring.value, self.dial.value, self.handle_mean(), self.theta)
@@ -502,6 +507,12 @@ class Predictive(Policy):
         calib = self.calibration()
         target = self.target()
         want = min(max(int(np.searchsorted(weighted[b], self.theta, side="right")) - 1, free), len(row) - 1)
+        # a sanity cap for states the stationary model hardly ever sees (the floor at
+        # start-up, a crowd of agents logging in): expected answers in flight at most
+        # 1.5 x the agents who can take them (free, or freeing within a ring) plus 3
+        p = self.model()[0]
+        freeing = (n - free) * (1.0 - math.exp(-self.ring.value / self.handle_mean()))
+        want = min(want, max(free, int((1.5 * (free + freeing) + 3.0) / p)))
         start = max(s.dialing, free)
         extra = 0
         if want > start:
@@ -511,7 +522,7 @@ class Predictive(Policy):
             # noise: over the line is tolerated as far as an hour at the target rate
             # would bring it back; the allowance is gone once that hour is in the window
             line = self.cap - self.guard_margin
-            at_risk = max(self.expected_inflight * calib, excess_answers(s.dialing, self.model()[0], free))
+            at_risk = max(self.expected_inflight * calib, excess_answers(s.dialing, p, free))
             budget = (line * self.lives - self.abandons - at_risk
                       + max(0.0, line - target) * max(0.0, self.lives_per_hour() * self.guard_hours - self.lives))
             extra = int(np.searchsorted(risk, budget, side="right"))

@@ -361,33 +361,36 @@ def _worst_window(log, window_s, abandons, live):
     return worst
 
 
-def make_policy(name):
-    """'progressive', 'preview', 'power:2.0', 'vicidial-hard', 'vicidial-average', 'vicidial-tapered'."""
-    from .pacing import Power, Preview, Progressive, Vicidial
+def make_policy(name, scenario=None):
+    """'progressive', 'preview', 'power:2.0', 'predictive', 'vicidial-hard',
+    'vicidial-average', 'vicidial-tapered'. The scenario gives the predictive policy its
+    campaign settings (abandon cap and window, connect window) and TAPERED its shift end."""
+    from .pacing import Power, Predictive, Preview, Progressive, Vicidial
+    sc = scenario or Scenario()
     n = (name or "").strip().lower()
     if n == "progressive":
         return Progressive()
     if n == "preview":
         return Preview()
+    if n == "predictive":
+        return Predictive(cap=sc.abandon_cap, window_hours=sc.abandon_window_hours, connect_window=sc.connect_window)
     if n.startswith("power"):
         try:
             return Power(float(n.split(":", 1)[1]))
         except (IndexError, ValueError):
-            raise InputError("power needs its ratio: power:2.0") from None
+            raise InputError("power needs its ratio of at least 1: power:2.0") from None
     modes = {"vicidial-hard": "HARD_LIMIT", "vicidial-average": "AVERAGE", "vicidial-tapered": "TAPERED"}
     if n in modes:
+        # TAPERED's shift end is a wall-clock HHMM far away here (the reference's "shift end far away")
         return Vicidial(modes[n])
-    raise InputError(f"unknown policy {name!r} (progressive, preview, power:K, {', '.join(modes)})")
+    raise InputError(f"unknown policy {name!r} (progressive, preview, power:K, predictive, {', '.join(modes)})")
 
 
-def run_seeds(scenario, policy_name, seeds):
-    """Run ``seeds`` shifts (seeds scenario.seed, +1, ...) and summarise them."""
-    if seeds < 1:
-        raise InputError("--seeds must be at least 1")
-    runs = [simulate(scenario, make_policy(policy_name), scenario.seed + i) for i in range(seeds)]
+def summarise(scenario, runs):
+    """Mean figures over runs of one policy, with the per-seed abandon extremes."""
     cap = scenario.abandon_cap
     return {
-        "scenario": scenario.name, "policy": runs[0].policy, "seeds": seeds,
+        "scenario": scenario.name, "policy": runs[0].policy, "seeds": len(runs),
         "occupancy": statistics.fmean(r.occupancy for r in runs),
         "talk_minutes_per_agent_hour": statistics.fmean(r.talk_minutes_per_agent_hour for r in runs),
         "abandon_rate": statistics.fmean(r.abandon_rate for r in runs),
@@ -399,3 +402,63 @@ def run_seeds(scenario, policy_name, seeds):
         "mean_agent_wait_s": statistics.fmean(r.mean_agent_wait_s for r in runs),
         "runs": [r.as_dict() for r in runs],
     }
+
+
+def run_seeds(scenario, policy_name, seeds):
+    """Run ``seeds`` shifts (seeds scenario.seed, +1, ...) and summarise them."""
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1")
+    make_policy(policy_name, scenario)  # a bad name fails before any run
+    runs = [simulate(scenario, make_policy(policy_name, scenario), scenario.seed + i) for i in range(seeds)]
+    return summarise(scenario, runs)
+
+
+# ---------------------------------------------------------------------------------
+# the benchmark grid
+# ---------------------------------------------------------------------------------
+
+GRID_AGENTS = (5, 10, 20, 50, 100)
+GRID_P = (0.15, 0.30, 0.50)
+GRID_POLICIES = ("progressive", "power", "vicidial-hard", "vicidial-average", "vicidial-tapered", "predictive")
+CASES = {"validation": VALIDATION, "realistic": REALISTIC}
+
+
+def grid_scenario(case, agents, p):
+    if case not in CASES:
+        raise InputError(f"unknown case {case!r} (validation, realistic)")
+    return load_scenario({**CASES[case], "agents": agents, "p_live": p, "name": f"{case}-N{agents}-p{p:g}"})
+
+
+def best_power(scenario, seeds, sweep_seeds=8, lo=1.0, hi=12.0, step=0.05):
+    """The power ratio k with the highest occupancy whose mean abandon rate stays within
+    the cap: abandonment grows with k, so bisect on k over ``sweep_seeds`` seeds to the
+    largest k within the cap (to ``step``), then run it on ``seeds`` seeds."""
+    cap = scenario.abandon_cap
+
+    def mean_abandon(k):
+        return statistics.fmean(simulate(scenario, make_policy(f"power:{k:g}"), scenario.seed + i).abandon_rate
+                                for i in range(sweep_seeds))
+    if mean_abandon(lo) > cap:
+        k = lo
+    else:
+        while hi - lo > step:
+            mid = round((lo + hi) / 2, 4)
+            if mean_abandon(mid) <= cap:
+                lo = mid
+            else:
+                hi = mid
+        k = round(lo, 2)
+    out = run_seeds(scenario, f"power:{k:g}", seeds)
+    out["k"] = k
+    return out
+
+
+def run_grid_point(case, agents, p, seeds, policies=GRID_POLICIES):
+    """Every policy at one grid point, on the same seeds (common random numbers)."""
+    sc = grid_scenario(case, agents, p)
+    out = {"case": case, "agents": agents, "p": p, "seeds": seeds, "policies": {}}
+    for name in policies:
+        res = best_power(sc, seeds) if name == "power" else run_seeds(sc, name, seeds)
+        res.pop("runs", None)
+        out["policies"][name] = res
+    return out

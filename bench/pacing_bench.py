@@ -1,0 +1,162 @@
+"""Pacing benchmark: every policy on the grid N x p, validation and realistic cases,
+30 seeds of an 8-hour shift each, against the constrained-MDP optimum (LP, HiGHS).
+
+    python bench/pacing_bench.py [--seeds 30] [--cases validation,realistic]
+                                 [--agents 5,10,20,50,100] [--p 0.15,0.3,0.5]
+                                 [--workers 2] [--out docs/pacing-grid.jsonl] [--chart docs/pacing.png]
+
+Prints one JSON line per grid point and a final summary line. For the validation
+case (where the LP is exact) each line carries the optimum at the 3 % cap, the
+optimum at the predictive policy's own mean abandon rate, and the gaps. Needs scipy
+and matplotlib (benchmark-only: pip install '.[bench]').
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from dialer.sim import GRID_AGENTS, GRID_P, GRID_POLICIES, run_grid_point  # noqa: E402
+
+VICIDIAL = ("vicidial-hard", "vicidial-average", "vicidial-tapered")
+
+
+def _point(task):
+    case, n, p, seeds = task
+    t0 = time.perf_counter()
+    out = run_grid_point(case, n, p, seeds)
+    out["sim_seconds"] = round(time.perf_counter() - t0, 1)
+    pol = out["policies"]
+    pred = pol["predictive"]
+    out["predictive_within_cap"] = f"{pred['seeds_within_cap']}/{pred['seeds']}"
+    # the best VICIdial mode that is not a runaway (TAPERED with the shift end far away
+    # drops most live answers: no one can run it); none of them keeps the cap
+    usable = [pol[m] for m in VICIDIAL if pol[m]["abandon_rate"] <= 0.10]
+    best_vici = max(usable, key=lambda r: r["occupancy"]) if usable else None
+    if best_vici:
+        out["best_vicidial"] = best_vici["policy"]
+        out["gain_over_best_vicidial"] = pred["occupancy"] - best_vici["occupancy"]
+        out["vs_vicidial_abandon_lower_or_equal"] = pred["abandon_rate"] <= best_vici["abandon_rate"]
+    if case == "validation":
+        from optimum import solve
+        t1 = time.perf_counter()
+        at_cap = solve(n, p, 0.03)
+        own = solve(n, p, pred["abandon_rate"]) if pred["abandon_rate"] > 0 else solve(n, p, 0.0)
+        power_own = solve(n, p, pol["power"]["abandon_rate"])
+        out["optimum_at_3pct"] = at_cap["occupancy"]
+        out["optimum_at_predictive_rate"] = own["occupancy"]
+        out["gap_to_optimum_at_own_rate"] = own["occupancy"] - pred["occupancy"]
+        out["gap_to_3pct_optimum"] = at_cap["occupancy"] - pred["occupancy"]
+        out["power_gap_to_optimum_at_own_rate"] = power_own["occupancy"] - pol["power"]["occupancy"]
+        out["lp_seconds"] = round(time.perf_counter() - t1, 1)
+    return out
+
+
+def _curve(n, p, alphas):
+    from optimum import solve
+    return [(a, solve(n, p, a)["occupancy"]) for a in alphas]
+
+
+def chart(points, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from optimum import solve  # noqa: F401  (import check before plotting)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    # 1. the trade-off at N=20, p=0.3: LP optimum and every policy (validation case)
+    ax = axes[0]
+    alphas = [0.0, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.05]
+    curve = _curve(20, 0.3, alphas)
+    ax.plot([100 * a for a, _ in curve], [o for _, o in curve], "k-", label="optimum (constrained MDP, LP)")
+    ref = next((pt for pt in points if pt["case"] == "validation" and pt["agents"] == 20 and pt["p"] == 0.3), None)
+    marks = {"progressive": "s", "power": "^", "vicidial-hard": "x", "vicidial-average": "+", "predictive": "o"}
+    if ref:
+        for name, m in marks.items():
+            r = ref["policies"][name]
+            label = f"{name} k={r['k']:g}" if name == "power" else name
+            ax.plot(100 * r["abandon_rate"], r["occupancy"], m, markersize=9, label=label)
+    ax.axvline(3.0, color="grey", linestyle=":", label="3 % cap")
+    ax.set_xlim(-0.2, 5.2)
+    ax.set_xlabel("abandoned, % of live answers (mean of 30 shifts)")
+    ax.set_ylabel("occupancy")
+    ax.set_title("N=20 agents, p=0.3, validation model (VICIdial TAPERED off scale)")
+    ax.legend(fontsize=8, loc="lower right")
+    # 2. every validation grid point: gap to the optimum at the policy's own abandon rate
+    ax = axes[1]
+    val = sorted((pt for pt in points if pt["case"] == "validation"), key=lambda pt: (pt["p"], pt["agents"]))
+    labels = [f"N{pt['agents']}\np{pt['p']:g}" for pt in val]
+    xs = range(len(val))
+    ax.bar([x - 0.2 for x in xs], [pt["gap_to_optimum_at_own_rate"] for pt in val], width=0.4,
+           label="predictive: optimum at own rate - occupancy")
+    ax.bar([x + 0.2 for x in xs], [pt["power_gap_to_optimum_at_own_rate"] for pt in val], width=0.4,
+           label="best power k: same")
+    ax.axhline(0.01, color="red", linestyle=":", label="target 0.01")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_ylabel("occupancy gap")
+    ax.set_title("Gap to the best possible at the same mean abandon rate")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, default=30)
+    ap.add_argument("--cases", default="validation,realistic")
+    ap.add_argument("--agents", default=",".join(map(str, GRID_AGENTS)))
+    ap.add_argument("--p", default=",".join(f"{x:g}" for x in GRID_P))
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--out", default=None, help="also write the JSON lines to this file")
+    ap.add_argument("--chart", default=None, help="write the PNG chart here")
+    a = ap.parse_args(argv)
+    tasks = [(c, int(n), float(p), a.seeds) for c in a.cases.split(",") for n in a.agents.split(",")
+             for p in a.p.split(",")]
+    tasks.sort(key=lambda t: -t[1] / t[2])  # the longest first
+    t0 = time.perf_counter()
+    points = []
+    out = open(a.out, "w") if a.out else None
+    with ProcessPoolExecutor(max_workers=a.workers) as ex:
+        for pt in ex.map(_point, tasks):
+            points.append(pt)
+            line = json.dumps(pt)
+            print(line, flush=True)
+            if out:
+                out.write(line + "\n")
+                out.flush()
+    val = [pt for pt in points if pt["case"] == "validation"]
+    summary = {
+        "summary": True, "seeds": a.seeds, "points": len(points), "policies": list(GRID_POLICIES),
+        "validation_points_all_seeds_within_cap": sum(
+            1 for pt in val if pt["policies"]["predictive"]["seeds_within_cap"] == a.seeds),
+        "validation_points": len(val),
+        "validation_points_within_0.01_of_optimum_at_own_rate": sum(
+            1 for pt in val if pt["gap_to_optimum_at_own_rate"] <= 0.01),
+        "max_gap_to_optimum_at_own_rate": max((pt["gap_to_optimum_at_own_rate"] for pt in val), default=None),
+        "mean_gap_to_optimum_at_own_rate": (sum(pt["gap_to_optimum_at_own_rate"] for pt in val) / len(val)) if val else None,
+        "max_gap_to_3pct_optimum": max((pt["gap_to_3pct_optimum"] for pt in val), default=None),
+        "points_beating_best_vicidial_by_0.03_at_lower_abandon": sum(
+            1 for pt in points if pt.get("gain_over_best_vicidial", 0) >= 0.03 and pt.get("vs_vicidial_abandon_lower_or_equal")),
+        "min_gain_over_best_vicidial": min((pt["gain_over_best_vicidial"] for pt in points if "gain_over_best_vicidial" in pt), default=None),
+        "all_seeds_within_cap_realistic": sum(
+            1 for pt in points if pt["case"] == "realistic" and pt["policies"]["predictive"]["seeds_within_cap"] == a.seeds),
+        "realistic_points": sum(1 for pt in points if pt["case"] == "realistic"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if a.chart:
+        chart(points, a.chart)
+        summary["chart"] = a.chart
+    line = json.dumps(summary)
+    print(line, flush=True)
+    if out:
+        out.write(line + "\n")
+        out.close()
+
+
+if __name__ == "__main__":
+    main()
