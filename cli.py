@@ -642,15 +642,37 @@ def lead_callback(app, lead_id, when, agent, zone, as_json):
 
 
 @main.command()
-@click.argument("scenario", type=click.Path(dir_okay=False))
+@click.argument("scenario", type=click.Path(dir_okay=False), required=False)
 @click.option("--policy", default="progressive", show_default=True,
-              help="progressive, preview, power:K, vicidial-hard, vicidial-average, vicidial-tapered.")
+              help="progressive, preview, power:K, predictive, vicidial-hard, vicidial-average, vicidial-tapered.")
 @click.option("--seeds", default=30, show_default=True, help="Shifts to run (seeds from the scenario's seed on).")
+@click.option("--grid", is_flag=True, help="Run the benchmark grid (every policy, N x p, validation and realistic) "
+                                           "instead of one scenario; bench/pacing_bench.py adds the LP optimum.")
+@click.option("--agents", "grid_agents", default="5,10,20,50,100", show_default=True, help="Grid: team sizes.")
+@click.option("--p", "grid_p", default="0.15,0.3,0.5", show_default=True, help="Grid: live-answer probabilities.")
+@click.option("--cases", default="validation,realistic", show_default=True, help="Grid: cases.")
 @json_option
 @pass_app
-def simulate(app, scenario, policy, seeds, as_json):
-    """Run a pacing policy on a simulated floor (SCENARIO is a JSON file, see scenarios/)."""
-    from dialer.sim import load_scenario, run_seeds
+def simulate(app, scenario, policy, seeds, grid, grid_agents, grid_p, cases, as_json):
+    """Run a pacing policy on a simulated floor (SCENARIO is a JSON file, see scenarios/),
+    or the benchmark grid with --grid."""
+    from dialer.sim import load_scenario, run_grid, run_seeds
+    if grid:
+        try:
+            agents = [int(x) for x in grid_agents.split(",")]
+            ps = [float(x) for x in grid_p.split(",")]
+        except ValueError:
+            raise DialerError("--agents takes whole numbers and --p fractions, comma-separated") from None
+        for pt in run_grid(seeds, tuple(c.strip() for c in cases.split(",")), agents, ps):
+            if as_json:
+                click.echo(json.dumps(pt))
+                continue
+            click.echo(f"{pt['case']} N={pt['agents']} p={pt['p']:g} ({pt['seeds']} seeds): " + "; ".join(
+                f"{name}{' k=%g' % r['k'] if 'k' in r else ''} {r['occupancy']:.3f}/{100 * r['abandon_rate']:.2f}%"
+                f" ({r['seeds_within_cap']}/{r['seeds']} in cap)" for name, r in pt["policies"].items()))
+        return
+    if not scenario:
+        raise DialerError("give a SCENARIO file, or --grid")
     out = run_seeds(load_scenario(scenario), policy, seeds)
     if as_json:
         _emit({k: v for k, v in out.items() if k != "runs"}, True)

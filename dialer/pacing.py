@@ -356,14 +356,14 @@ class Predictive(Policy):
         lives, abandons = history
         self.buckets = deque()  # [minute, lives, abandons] inside the window
         self.lives, self.abandons = int(lives), int(abandons)  # in the window
-        # theta = kappa * p * agents^(2/3): over the reference grid (exact evaluation) the
-        # theta that meets a 2.5 % abandon rate has kappa between 0.029 and 0.040, so
-        # steering kappa starts near its answer and follows agents logging in and out
-        self.log_kappa = math.log(max(1.35 * self.target(), 1e-4))
         self.run_abandons = 0
         self.inflight = 0  # dials placed and not ended
         self.expected_inflight = 0.0  # expected abandons among them (raw model)
         self.predicted_done = 0.0  # expected abandons (raw model) of dials that ended, for calibration
+        # theta = kappa * p * agents^(2/3): over the reference grid (exact evaluation) the
+        # theta that meets a 2.5 % abandon rate has kappa between 0.029 and 0.040, so
+        # steering kappa starts near its answer and follows agents logging in and out
+        self.log_kappa = math.log(max(1.35 * self.target(), 1e-4))
         self.tables = {}  # agents -> (model used, abandon table)
         self.recomputes = 0
 

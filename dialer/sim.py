@@ -462,3 +462,16 @@ def run_grid_point(case, agents, p, seeds, policies=GRID_POLICIES):
         res.pop("runs", None)
         out["policies"][name] = res
     return out
+
+
+def run_grid(seeds=30, cases=("validation", "realistic"), agents=GRID_AGENTS, ps=GRID_P, policies=GRID_POLICIES):
+    """The benchmark grid without the LP optimum (that needs scipy: bench/pacing_bench.py):
+    yields one result per (case, agents, p), every policy on the same seeds."""
+    if seeds < 1:
+        raise InputError("--seeds must be at least 1")
+    for case in cases:
+        for n in agents:
+            for p in ps:
+                if not (isinstance(n, int) and n > 0) or not 0 < p < 1:
+                    raise InputError(f"grid point N={n} p={p}: agents must be positive and p between 0 and 1")
+                yield run_grid_point(case, n, p, seeds, policies)

@@ -1,0 +1,187 @@
+"""The predictive pacing policy: pure unit behaviour, and short simulated shifts."""
+
+import json
+import math
+import pathlib
+
+import numpy as np
+import pytest
+
+from dialer import mdp
+from dialer.pacing import PacingState, Predictive, Progressive, abandon_table, excess_answers, free_weights, \
+    thresholds_from
+from dialer.sim import REALISTIC, VALIDATION, load_scenario, simulate
+
+
+def state(now=0.0, agents=10, ready=10, busy=0, dialing=0, waiting=0, lines=1000):
+    return PacingState(now=now, agents=agents, ready=ready, busy=busy, talking=busy, dialing=dialing,
+                       waiting=waiting, lines=lines, lines_in_use=dialing + waiting + busy)
+
+
+def trained(p=0.25, dials=400, ring=20.0, handle=210.0, **kw):
+    """A policy that has seen ``dials`` dial outcomes at rate p, without abandons."""
+    pol = Predictive(**kw)
+    pol.decide(state(0.0))
+    t = 0.0
+    for i in range(dials):
+        t += 1.0
+        live = (i % round(1 / p)) == 0
+        pol.on_dial_end(t, live, ring)
+        if live:
+            pol.on_connect(t, 0.0)
+    for i in range(20):
+        pol.decide(state(t + i, ready=0, busy=10))
+        pol.on_handle_end(t + i + 0.5, handle)
+    return pol
+
+
+def test_warm_up_is_progressive():
+    pol = Predictive()
+    s = state(ready=7, busy=3, dialing=2)
+    assert pol.warming_up()
+    assert pol.decide(s) == Progressive().decide(s) == 5
+
+
+def test_after_warm_up_it_dials_ahead_of_free_agents():
+    pol = trained()
+    assert not pol.warming_up()
+    assert pol.p.value == pytest.approx(0.25, abs=0.01)
+    n = pol.decide(state(now=1000.0, ready=4, busy=6, dialing=0))
+    assert n > 4  # more dials than free agents: it predicts
+
+
+def test_line_capacity_is_never_exceeded():
+    pol = trained()
+    # 3 lines left: never more than 3 new dials, whatever the model wants
+    s = state(now=1000.0, agents=10, ready=6, busy=4, dialing=0, lines=7)
+    assert s.free_lines == 3
+    assert pol.decide(s) == 3
+    full = state(now=1001.0, agents=10, ready=6, busy=4, dialing=3, lines=7)
+    assert pol.decide(full) == 0
+
+
+def test_at_the_cap_it_falls_back_to_progressive():
+    # the window already holds 3 % abandoned: only dials that cannot be abandoned
+    pol = trained(history=(2000, 65))
+    s = state(now=1000.0, agents=10, ready=4, busy=6, dialing=0)
+    assert pol.decide(s) == 4
+    assert pol.decide(state(now=1001.0, agents=10, ready=4, busy=6, dialing=4)) == 0
+
+
+def test_backs_off_smoothly_as_the_rate_nears_the_cap():
+    aims = []
+    for abandons in (20, 40, 57, 59, 62):
+        pol = Predictive(history=(2000, abandons))
+        aims.append(pol.target())
+    # 1 % and 2 %: the plain target; above it, lower and lower aims, none negative
+    assert aims[0] == aims[1] > aims[2] > aims[3] > aims[4] >= 0.0
+    # and the extra dials it places shrink as the window fills up
+    placed = [trained(history=(2000, a)).decide(state(now=1000.0, ready=4, busy=6)) for a in (0, 50, 58, 65)]
+    assert placed[0] >= placed[1] >= placed[2] >= placed[3] == 4
+
+
+def test_margin_shrinks_as_evidence_grows():
+    targets = [Predictive(history=(lives, 0)).target() for lives in (0, 100, 1000, 10000, 100000)]
+    assert targets == sorted(targets) and targets[0] < 0.02 and 0.028 <= targets[-1] < 0.03
+
+
+def test_policy_learns_live_rate_and_handle_time():
+    pol = Predictive()
+    t = 0.0
+    for i in range(3000):
+        t += 0.5
+        pol.on_dial_end(t, i % 5 == 0, 8.0 if i % 5 == 0 else 20.0)
+    assert pol.p.value == pytest.approx(0.2, abs=0.01)
+    assert pol.ring.value == pytest.approx(8.0)
+    # 10 agents busy for 1000 s, 50 handles completed: 200 s each
+    pol.decide(state(now=t, ready=0, busy=10))
+    for k in range(50):
+        pol.on_handle_end(t + 20 * (k + 1), 200.0)
+    pol.decide(state(now=t + 1000, ready=0, busy=10))
+    assert pol.handle_mean() == pytest.approx(200.0, rel=0.1)
+
+
+def test_nothing_in_pacing_reads_the_clock_or_does_io():
+    src = (pathlib.Path(__file__).parents[1] / "dialer" / "pacing.py").read_text()
+    for bad in ("import time", "datetime", "open(", "import os", "random"):
+        assert bad not in src
+
+
+def test_excess_answers_matches_enumeration():
+    for d, p, free in [(10, 0.3, 2), (40, 0.15, 3), (7, 0.5, 7), (500, 0.15, 60)]:
+        probs = [math.comb(d, k) * p ** k * (1 - p) ** (d - k) for k in range(d + 1)]
+        exact = sum(max(0, k - free) * pk for k, pk in enumerate(probs))
+        assert excess_answers(d, p, free) == pytest.approx(exact, rel=2e-3, abs=1e-9)  # normal approx. for large d
+
+
+def test_abandon_table_shape():
+    tab = abandon_table(10, 0.3, 20, 20, 210, 60)
+    assert tab.shape == (11, 61) and (tab[:, 0] == 0).all()
+    assert (np.diff(tab, axis=1) >= 0).all()  # more dials in flight, more risk
+    assert (tab[10, 1:] > tab[0, 1:]).all()  # more agents busy, more risk
+    # the 2-second rule lowers every probability by the chance an agent frees meanwhile
+    win = abandon_table(10, 0.3, 20, 20, 210, 60, window=2.0)
+    assert np.allclose(win[:, 1:], tab[:, 1:] * math.exp(-10 * 2 / 210))
+
+
+def test_thresholds_are_near_the_optimal_mdp_policy():
+    # exact Markov evaluation of the policy's thresholds against the best deterministic
+    # threshold policy at the same abandon rate (the LP adds randomisation on top)
+    n, p = 10, 0.3
+    dmax = 80
+    w = free_weights(n)
+    first = abandon_table(n, p, 20, 20, 210, dmax)
+    theta = 0.05
+    t = thresholds_from(abandon_table(n, p, 20, 20, 210, dmax, thresholds=thresholds_from(first / w, theta)) / w,
+                        theta)
+    occ, ab = mdp.evaluate(n, p, 20, 210, np.array(t), dmax)
+    assert 0.01 < ab < 0.03
+    best_t, best_occ, best_ab = mdp.thresholds_for(n, p, 20, 210, ab + 1e-9, dmax)
+    assert occ >= best_occ - 0.003
+
+
+@pytest.mark.parametrize("p", [0.15, 0.3])
+def test_small_team_stays_under_the_cap_and_beats_progressive(p):
+    sc = load_scenario({**VALIDATION, "agents": 5, "p_live": p})
+    runs = [simulate(sc, Predictive(), seed) for seed in range(8)]
+    prog = [simulate(sc, Progressive(), seed) for seed in range(8)]
+    assert all(r.abandon_rate <= 0.03 for r in runs)
+    assert np.mean([r.occupancy for r in runs]) > np.mean([r.occupancy for r in prog]) + 0.03
+
+
+def test_realistic_team_with_the_two_second_rule():
+    sc = load_scenario({**REALISTIC, "agents": 20, "p_live": 0.3, "shift_hours": 4})
+    runs = [simulate(sc, Predictive(connect_window=2.0), seed) for seed in range(4)]
+    assert all(0.005 < r.abandon_rate <= 0.03 for r in runs)
+    assert np.mean([r.occupancy for r in runs]) > 0.88  # progressive: about 0.82
+
+
+def test_drift_and_agents_coming_and_going(tmp_path):
+    data = json.loads((pathlib.Path(__file__).parents[1] / "scenarios" / "small-team-drift.json").read_text())
+    sc = load_scenario(data)
+    for seed in range(4):
+        r = simulate(sc, Predictive(connect_window=sc.connect_window), seed)
+        assert r.abandon_rate <= 0.03
+        assert r.occupancy > simulate(sc, Progressive(), seed).occupancy
+
+
+def test_predictive_is_deterministic_for_a_seed():
+    sc = load_scenario({**VALIDATION, "agents": 10, "p_live": 0.3, "shift_hours": 2})
+    assert simulate(sc, Predictive(), 5) == simulate(sc, Predictive(), 5)
+
+
+def test_simulate_grid_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate", "--grid", "--agents", "5", "--p", "0.3",
+                                  "--cases", "validation", "--seeds", "1", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0
+    pt = json.loads(r.output.strip().splitlines()[-1])
+    assert set(pt["policies"]) == {"progressive", "power", "vicidial-hard", "vicidial-average", "vicidial-tapered",
+                                   "predictive"}
+    assert pt["policies"]["power"]["k"] >= 1
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate", "--grid", "--p", "x"])
+    assert r.exit_code == 1 and "Error:" in r.output
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate"])
+    assert r.exit_code == 1 and "SCENARIO" in r.output
