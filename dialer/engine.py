@@ -1,0 +1,406 @@
+"""The dialer: one campaign's loop on a Twisted reactor (issue 5, first cut).
+
+Every ``tick`` seconds of the reactor's clock the loop asks the pacing policy how
+many calls to launch from what it observes (agents by state, calls ringing, answered
+callers waiting), takes that many leads from the hopper (which re-checks each one
+with the rules engine at that instant and reserves it), and places them through the
+SIP worker pool. Worker events drive each customer leg's state machine
+(``dialer.calls.CallLeg``): a live answer goes at once to the ready agent idle longest
+(bridged in the same worker, or joined over a loopback tie call); with nobody free
+within the connect window it gets the campaign's recorded message, where the opt-out
+key puts the number on the company DNC list at once, and counts as abandoned. Every
+attempt ends as a CDR (``dialer.cdr.write_cdr``, idempotent by call id) with the
+lead's outcome; a connected call's record is written when its agent's wrap-up ends.
+
+Agents log in by calling ``sip:agent-<user>-<pin>@<worker>`` and stay on the line;
+the PIN is checked against the store. A worker that dies costs only its calls: the
+pool reports them ended ("worker died"), they are recorded as failed, and their leads
+are retried by the campaign's retry rules, never at once.
+
+Time: the reactor's clock (``IReactorTime.seconds()``, epoch seconds) is the only
+clock; nothing here reads the wall clock.
+"""
+
+import datetime as _dt
+import itertools
+
+from twisted.internet import task
+from twisted.logger import Logger
+
+from campaigns.hopper import Hopper, HopperBlocked
+
+from .agents import AgentFloor, authenticate, record_agent_events
+from .calls import CallLeg
+from .cdr import Cdr, write_cdr
+from .errors import DialerError
+from .pacing import PacingState, Power, Predictive, Preview, Progressive
+
+log = Logger(namespace="dialer.engine")
+
+
+def policy_for(campaign):
+    """The pacing policy of a campaign's dial mode."""
+    mode = campaign["dial_mode"]
+    cap = float(campaign["abandon_target"])
+    if mode == "predictive":
+        return Predictive(cap=cap, connect_window=2.0)
+    if mode == "power":
+        return Power(float(campaign["power_ratio"] or 2.0))
+    if mode == "progressive":
+        return Progressive()
+    return Preview()
+
+
+class Stats:
+    """What the demo's live summary shows."""
+
+    def __init__(self):
+        self.dials = self.answers = self.connects = self.abandons = self.opt_outs = 0
+        self.blocked = {}  # category -> count (from the hopper's refusals)
+        self.dispositions = {}
+        self.billable_ms = 0
+        self.connect_ms = []  # answer -> agent bridged
+
+    def as_dict(self):
+        cms = sorted(self.connect_ms)
+        return {"dials": self.dials, "answers": self.answers, "connects": self.connects,
+                "abandons": self.abandons, "opt_outs": self.opt_outs, "dispositions": dict(self.dispositions),
+                "billable_minutes": round(self.billable_ms / 60000.0, 2),
+                "abandon_rate": self.abandons / self.answers if self.answers else 0.0,
+                "connect_ms_p50": cms[len(cms) // 2] if cms else None,
+                "connect_ms_max": cms[-1] if cms else None}
+
+
+class Dialer:
+    """One campaign's dialer loop. ``pool`` is a ``dialer.sip.pool.WorkerPool`` whose
+    ``on_event`` is this object's ``on_event``; ``route(number)`` gives the SIP URI to
+    dial a number through the campaign's trunk."""
+
+    def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
+                 wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0):
+        self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
+        self.hopper = Hopper(store, campaign)
+        self.campaign = self.hopper.campaign
+        self.cid = self.campaign["id"]
+        self.account = store.query_one("SELECT * FROM accounts WHERE id = ?", (self.campaign["account_id"],))
+        self.lines = int(self.account["line_capacity"])
+        self.policy = policy or policy_for(self.campaign)
+        self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
+        self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
+        self.greeting = greeting or self.campaign["greeting"]
+        self.message_s = message_s
+        self.consumer = consumer
+        self.legs = {}  # call key -> CallLeg (live)
+        self.leads = {}  # call key -> lead row
+        self.waiting = []  # answered keys waiting for an agent, oldest first
+        self.agent_legs = {}  # agent SIP leg key -> user id
+        self.agent_of_user = {}  # user id -> agent leg key
+        self.pending_cdr = {}  # user id -> (leg, lead) written when the wrap-up ends
+        self.handles = {}  # user id -> bridged instant (s), for the policy's handle time
+        self.tie_of = {}  # customer key -> tie key
+        self.timers = {}  # key -> IDelayedCall (connect window, message end)
+        self.seq = itertools.count(1)
+        self.tokens = self.cps  # calls-per-second bucket
+        self.last_refill = None
+        self.stats = Stats()
+        self.loop = None
+        self.blocked_reason = None
+
+    # -- time -------------------------------------------------------------------------
+    def now(self):
+        return _dt.datetime.fromtimestamp(self.reactor.seconds(), _dt.timezone.utc)
+
+    def ms(self):
+        return int(round(self.reactor.seconds() * 1000))
+
+    # -- running ----------------------------------------------------------------------
+    def start(self):
+        self.loop = task.LoopingCall(self.tick)
+        self.loop.clock = self.reactor
+        self.loop.start(self.tick_s, now=False)
+
+    def stop(self):
+        if self.loop and self.loop.running:
+            self.loop.stop()
+        for key in list(self.legs):
+            self.pool.hangup(key)
+
+    def state(self):
+        c = self.floor.counts(self.cid)
+        dialing = sum(1 for lg in self.legs.values() if lg.state in ("dialing", "ringing"))
+        talking = sum(1 for lg in self.legs.values() if lg.state == "bridged")
+        harbor = sum(1 for lg in self.legs.values() if lg.state == "safe_harbor")
+        return PacingState(now=self.reactor.seconds(), agents=c.agents, ready=c.ready, busy=c.busy,
+                           talking=c.talking, dialing=dialing, waiting=len(self.waiting), lines=self.lines,
+                           lines_in_use=dialing + len(self.waiting) + talking + harbor)
+
+    def tick(self):
+        now = self.now()
+        for ev in self.floor.tick(now):  # wrap-ups past their limit end now
+            self._wrap_ended(ev)
+        t = self.reactor.seconds()
+        if self.last_refill is not None:
+            self.tokens = min(self.cps, self.tokens + (t - self.last_refill) * self.cps)
+        self.last_refill = t
+        want = min(self.policy.decide(self.state()), int(self.tokens))
+        if want <= 0:
+            return
+        live_numbers = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
+        try:
+            picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=live_numbers)
+        except HopperBlocked as e:
+            if str(e) != self.blocked_reason:
+                log.warn("campaign blocked: {why}", why=str(e))
+                self.blocked_reason = str(e)
+            return
+        except DialerError as e:
+            log.warn("no leads: {why}", why=str(e))
+            return
+        self.blocked_reason = None
+        if len(picked) < want:
+            # the policy counted on these dials: tell it they did not happen
+            self.policy.inflight = max(0, getattr(self.policy, "inflight", 0) - (want - len(picked)))
+        if not picked:
+            return
+        self.hopper.mark_dialing([row["id"] for row, _ in picked], now)
+        for row, verdict in picked:
+            self._dial(row, verdict, now)
+
+    def _dial(self, row, verdict, now):
+        key = f"c{self.cid}-{row['id']}-{next(self.seq)}"
+        leg = CallLeg(key, row["phone"], now, account_id=self.campaign["account_id"], campaign_id=self.cid,
+                      lead_id=row["id"], caller_id=self.campaign["caller_id"], trunk="default",
+                      verdict=verdict, ring_timeout_s=self.ring_timeout_s)
+        self.legs[key] = leg
+        self.leads[key] = row
+        self.tokens -= 1
+        self.stats.dials += 1
+        port = self.pool.dial(key, self.route(row["phone"]), timeout_s=leg.ring_timeout_ms / 1000.0,
+                              caller_id=self.campaign["caller_id"])
+        leg.worker_id = port
+
+    # -- worker events ----------------------------------------------------------------
+    def on_event(self, ev):
+        name, key = ev.get("ev"), ev.get("key")
+        try:
+            if name == "incoming":
+                self._incoming(ev)
+            elif key in self.agent_legs:
+                if name == "ended":
+                    self._agent_gone(key, ev)
+            elif key in self.legs:
+                self._customer(key, ev)
+            elif name == "worker_died":
+                log.warn("SIP worker {w} died ({why}): its {n} call(s) recorded as failed", w=ev.get("worker"),
+                         why=ev.get("why"), n=len(ev.get("calls") or ()))
+        except DialerError as e:  # one clear line per fault; the loop goes on
+            log.warn("call {key}: {err}", key=key, err=str(e))
+
+    def _incoming(self, ev):
+        to = ev.get("to_user") or ""
+        if ev.get("tie"):
+            return
+        parts = to.split("-")
+        if len(parts) != 3 or parts[0] != "agent":
+            self.pool.hangup(ev["key"], code=404)
+            return
+        user, pin = parts[1], parts[2]
+        now = self.now()
+        try:
+            u = authenticate(self.store, self.account["name"], user, pin, now)
+        except DialerError as e:
+            log.warn("agent login refused: {why}", why=str(e))
+            self.pool.hangup(ev["key"], code=403)
+            return
+        uid = u["user_id"]
+        old = self.agent_of_user.get(uid)
+        if old is not None:  # a second login replaces the first phone
+            self.pool.hangup(old)
+            self.agent_legs.pop(old, None)
+        else:
+            record_agent_events(self.store, [self.floor.login(uid, self.cid, now, name=user)])
+        self.agent_legs[ev["key"]] = uid
+        self.agent_of_user[uid] = ev["key"]
+        self._serve_waiting()
+
+    def _agent_gone(self, key, ev):
+        """The agent's phone hung up: a call in progress ends too, its wrap-up closes
+        with "other", and the agent is logged out."""
+        uid = self.agent_legs.pop(key)
+        if self.agent_of_user.get(uid) == key:
+            del self.agent_of_user[uid]
+        now = self.now()
+        events = []
+        if self.floor.state_of(uid) == "on_call":
+            call = self.floor.agent(uid).call_id
+            if call in self.legs:
+                self._hangup(call, "agent")
+            events.append(self.floor.call_ended(uid, now))
+        if self.floor.state_of(uid) == "wrap_up":
+            events.append(self.floor.dispose(uid, "other", now, reason="phone hung up"))
+            self._finish_wrap(uid, "other", now)
+        if self.floor.state_of(uid) != "logged_out":
+            events.append(self.floor.logout(uid, now, reason="phone hung up"))
+        record_agent_events(self.store, events)
+
+    def _customer(self, key, ev):
+        leg = self.legs[key]
+        name = ev["ev"]
+        t = self.reactor.seconds()
+        if name in ("admitted", "ringing", "media"):
+            if name == "ringing" and leg.state not in ("dialing", "ringing"):
+                return
+            if name == "media" and leg.state == "ended":
+                return
+            leg.handle(ev, now=self.ms())
+        elif name == "answered":
+            leg.handle(ev, now=self.ms())
+            self.stats.answers += 1
+            self.policy.on_dial_end(t, True, (leg.answered_ms - (leg.admitted_ms or leg.created_ms)) / 1000.0)
+            self.waiting.append(key)
+            self.timers[key] = self.reactor.callLater(leg.connect_window_ms / 1000.0, self._window_expired, key)
+            self._serve_waiting()
+        elif name == "dtmf":
+            if leg.state in ("answered", "bridged", "safe_harbor"):
+                leg.handle(ev, now=self.ms())
+                if leg.opted_out:
+                    self._opt_out(key, leg)
+        elif name == "play_done":
+            if leg.state == "safe_harbor":
+                self._hangup(key, "dialer")
+        elif name == "ended":
+            self._ended(key, ev)
+
+    def _serve_waiting(self):
+        now = self.now()
+        while self.waiting:
+            key = self.waiting[0]
+            leg = self.legs.get(key)
+            if leg is None or leg.state != "answered":
+                self.waiting.pop(0)
+                continue
+            uid = self.floor.pick(self.cid)
+            if uid is None or uid not in self.agent_of_user:
+                return
+            self.waiting.pop(0)
+            timer = self.timers.pop(key, None)
+            if timer and timer.active():
+                timer.cancel()
+            record_agent_events(self.store, [self.floor.assign(self.cid, key, now, user_id=uid)])
+            tie = f"tie-{key}"
+            how = self.pool.connect(key, self.agent_of_user[uid], tie_key=tie)
+            if how == "tie":
+                self.tie_of[key] = tie
+            leg.agent_assigned(uid, now=self.ms())
+            self.handles[uid] = self.reactor.seconds()
+            self.stats.connects += 1
+            self.stats.connect_ms.append(leg.connect_delay_ms)
+            self.policy.on_connect(self.reactor.seconds(), (leg.connect_delay_ms or 0) / 1000.0)
+
+    def _window_expired(self, key):
+        self.timers.pop(key, None)
+        leg = self.legs.get(key)
+        if leg is None or leg.state != "answered":
+            return
+        if key in self.waiting:
+            self.waiting.remove(key)
+        leg.window_expired(now=self.ms())
+        self.stats.abandons += 1
+        self.policy.on_abandon(self.reactor.seconds())
+        if self.greeting:
+            self.pool.play(key, self.greeting)
+        # the message ends the call (play_done), or this timer does
+        self.timers[key] = self.reactor.callLater(self.message_s, self._hangup, key, "dialer")
+
+    def _opt_out(self, key, leg):
+        from rules.service import add_dnc
+        add_dnc(self.store, [leg.destination], self.now(), "dialer", reason=f"opted out with a key on call {key}")
+        self.stats.opt_outs += 1
+        self._hangup(key, "dialer")
+
+    def _hangup(self, key, by):
+        leg = self.legs.get(key)
+        if leg is None or leg.state == "ended":
+            return
+        if leg.hangup_request is None:
+            try:
+                leg.hangup(by=by, now=self.ms())
+            except DialerError:
+                pass
+        self.pool.hangup(key)
+
+    def _ended(self, key, ev):
+        leg = self.legs.pop(key)
+        row = self.leads.pop(key, None)
+        for k in (key,):
+            timer = self.timers.pop(k, None)
+            if timer and timer.active():
+                timer.cancel()
+        if key in self.waiting:
+            self.waiting.remove(key)
+        tie = self.tie_of.pop(key, None)
+        if tie is not None:
+            try:
+                self.pool.hangup(tie)
+            except KeyError:
+                pass
+        was_answered = leg.answered_ms is not None
+        leg.handle(ev, now=self.ms())
+        if not was_answered:
+            self.policy.on_dial_end(self.reactor.seconds(), False, (leg.duration_ms or 0) / 1000.0)
+        self.stats.dispositions[leg.disposition] = self.stats.dispositions.get(leg.disposition, 0) + 1
+        self.stats.billable_ms += leg.billable_ms or 0
+        if leg.agent is not None:
+            uid = leg.agent
+            if self.floor.state_of(uid) == "on_call":
+                record_agent_events(self.store, [self.floor.call_ended(uid, self.now(), call_id=key)])
+            self.pending_cdr[uid] = (leg, row)
+            return
+        self._write(leg)
+
+    def _write(self, leg, disposition=None):
+        try:
+            write_cdr(self.store, Cdr.from_leg(leg, agent_disposition=disposition), self.now())
+        except DialerError as e:
+            log.error("CDR {key} not written: {err}", key=leg.call_id, err=str(e))
+
+    # -- wrap-up ----------------------------------------------------------------------
+    def dispose(self, uid, disposition):
+        """An agent ends wrap-up with a disposition (CLI / web console)."""
+        now = self.now()
+        ev = self.floor.dispose(uid, disposition, now)
+        record_agent_events(self.store, [ev])
+        self._finish_wrap(uid, disposition, now)
+        self._serve_waiting()
+
+    def _wrap_ended(self, ev):
+        record_agent_events(self.store, [ev])
+        self._finish_wrap(ev.user_id, None, self.now())
+        self._serve_waiting()
+
+    def _finish_wrap(self, uid, disposition, now):
+        pending = self.pending_cdr.pop(uid, None)
+        start = self.handles.pop(uid, None)
+        if start is not None:
+            self.policy.on_handle_end(self.reactor.seconds(), self.reactor.seconds() - start)
+        if pending is not None:
+            leg, _ = pending
+            self._write(leg, disposition if disposition not in (None, "wrap-timeout") else None)
+
+
+def route_by_odds(carriers, odds):
+    """A carrier simulator's router: the outcome of a number is fixed by its digits
+    (so a retry gets the same answer), with the given odds. ``carriers``: outcome ->
+    "host:port"; ``odds``: [(outcome, weight)]."""
+    total = float(sum(w for _, w in odds))
+    edges = list(itertools.accumulate(w / total for _, w in odds))
+
+    def route(number):
+        digits = "".join(ch for ch in number if ch.isdigit())
+        u = (int(digits[-6:] or 0) * 2654435761 % 2 ** 32) / 2 ** 32
+        for (outcome, _), edge in zip(odds, edges):
+            if u <= edge:
+                return f"sip:{digits}@{carriers[outcome]}"
+        return f"sip:{digits}@{carriers[odds[-1][0]]}"
+    return route
+

@@ -1,0 +1,154 @@
+"""The dialer loop end to end: a real campaign in a real SQLite file, real SIP workers
+(pjsua2) under the Twisted parent, SIPp as the carrier and as the agent's phone."""
+
+import datetime as _dt
+import zoneinfo
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.epollreactor import EPollReactor
+
+from campaigns.leads import import_list
+from campaigns.store import add_number, add_user, change_state, create_account, create_campaign
+from dialer.agents import set_pin
+from dialer.cdr import list_cdrs
+from dialer.engine import Dialer
+from dialer.sip.pool import WorkerPool
+from dialer.store import Store
+from rules import service
+from sip_harness import Sipp, free_udp_port, needs_sip, write_tone
+
+pytestmark = needs_sip
+
+# area codes by zone: at any hour of the day one of them is inside calling hours
+CANDIDATES = [("212", "America/New_York"), ("312", "America/Chicago"), ("303", "America/Denver"),
+              ("213", "America/Los_Angeles"), ("907", "America/Anchorage"), ("808", "Pacific/Honolulu"),
+              ("671", "Pacific/Guam")]
+
+
+def callable_area(now):
+    for area, zone in CANDIDATES:
+        local = now.astimezone(zoneinfo.ZoneInfo(zone))
+        if 10 <= local.hour < 19 and local.weekday() < 5:
+            return area
+    for area, zone in CANDIDATES:
+        local = now.astimezone(zoneinfo.ZoneInfo(zone))
+        if 10 <= local.hour < 19:
+            return area
+    pytest.skip("no test zone inside calling hours right now")
+
+
+def run(test, timeout=90):
+    reactor = EPollReactor()
+    outcome = {}
+
+    def go():
+        d = defer.ensureDeferred(test(reactor))
+        d.addCallbacks(lambda r: outcome.setdefault("ok", r), lambda f: outcome.setdefault("fail", f))
+        d.addBoth(lambda _: reactor.stop())
+    reactor.callWhenRunning(go)
+    deadline = reactor.callLater(timeout, lambda: (outcome.setdefault("timeout", True), reactor.stop()))
+    reactor.run(installSignalHandlers=False)
+    if deadline.active():
+        deadline.cancel()
+    if "fail" in outcome:
+        outcome["fail"].raiseException()
+    assert "timeout" not in outcome, "the reactor test ran past its deadline"
+    return outcome.get("ok")
+
+
+def until(reactor, pred, timeout, what):
+    """A Deferred that fires when ``pred()`` holds (checked every 50 ms of the reactor's
+    clock: an event wait with a deadline, not a sleep standing in for one)."""
+    d = defer.Deferred()
+    start = reactor.seconds()
+
+    def check():
+        if pred():
+            d.callback(None)
+        elif reactor.seconds() - start > timeout:
+            d.errback(AssertionError(f"timed out waiting for {what}"))
+        else:
+            reactor.callLater(0.05, check)
+    check()
+    return d
+
+
+@pytest.fixture
+def peers(tmp_path):
+    started = []
+
+    def start(scenario, *extra, **kw):
+        s = Sipp(scenario, *extra, tmp=tmp_path, **kw)
+        started.append(s)
+        return s
+    yield start
+    for s in started:
+        s.stop()
+
+
+def setup_campaign(tmp_path, now, numbers, mode="power", ratio="3"):
+    store = Store(tmp_path / "d.db")
+    service.ensure_defaults(store, now)
+    reg = tmp_path / "reg.txt"
+    reg.write_text("2025550199\n")
+    service.import_dnc(store, reg, now, "t", source="national", as_of=now.date().isoformat())
+    create_account(store, "acme", now, "t", lines=10)
+    add_number(store, "acme", "212 555 9999", now, "t")
+    add_user(store, "acme", "alice", "agent", now, "t")
+    set_pin(store, "acme", "alice", "7391", now, "t")
+    greeting = write_tone(tmp_path / "greeting.wav", seconds=1.0)
+    create_campaign(store, "c", "acme", now, "t", caller_id="212-555-9999", greeting=greeting, dial_mode=mode,
+                    power_ratio=ratio)
+    f = tmp_path / "list.csv"
+    f.write_text("phone\n" + "\n".join(numbers) + "\n")
+    import_list(store, f, "c", now, "t")
+    change_state(store, "c", "start", now, "t")
+    return store
+
+
+def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    answer_numbers = [f"{area}5550{n}" for n in (142, 367, 581)]
+    busy_number = f"{area}5550{724}"
+    store = setup_campaign(tmp_path, now, answer_numbers + [busy_number])
+    answer = peers("uas_answer_hold.xml", "-d", "3000")
+    busy = peers("uas_busy.xml")
+    routes = {"+1" + n: answer for n in answer_numbers}
+    routes["+1" + busy_number] = busy
+
+    async def body(reactor):
+        ports = [free_udp_port() for _ in range(2)]
+        holder = {}
+        pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=2)
+        d = holder["d"] = Dialer(reactor, store, "c", pool,
+                                 route=lambda number: f"sip:{number[1:]}@{routes[number].uri.split('@')[1]}",
+                                 tick=0.2, wrap_limit_s=1.0, message_s=3.0)
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        agent_port = next(iter(pool.workers))
+        peers("uac_agent.xml", f"127.0.0.1:{agent_port}", echo=True, service="agent-alice-7391", calls=1)
+        await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
+        d.start()
+        await until(reactor, lambda: sum(d.stats.dispositions.values()) >= 4 and not d.pending_cdr, 60,
+                    "four calls to end and be recorded")
+        d.stop()
+        await pool.stop()
+        return d
+
+    d = run(body)
+    cdrs = {r["destination"]: r for r in list_cdrs(store, campaign="c")}
+    print({k: (r["disposition"], r["sip_code"], r["billsec"], r["connect_delay_ms"], r["hangup_by"]) for k, r in cdrs.items()}, d.stats.as_dict())
+    assert len(cdrs) == 4
+    assert cdrs["+1" + busy_number]["disposition"] == "busy" and cdrs["+1" + busy_number]["sip_code"] == 486
+    answered = [cdrs["+1" + n] for n in answer_numbers]
+    assert sorted(r["disposition"] for r in answered) == ["abandoned", "abandoned", "connected"]
+    conn = next(r for r in answered if r["disposition"] == "connected")
+    assert conn["agent_id"] is not None and conn["billsec"] >= 3 and conn["connect_delay_ms"] < 2000
+    for r in answered:
+        assert r["ruleset"] == "US@1" and r["sip_code"] == 200
+    assert all(r["abandoned"] for r in answered if r["disposition"] == "abandoned")
+    assert d.stats.abandons == 2 and d.stats.connects == 1
+    # the CDRs fed the leads and the frequency-cap history
+    assert store.query_one("SELECT COUNT(*) AS n FROM call_attempts")["n"] == 4
