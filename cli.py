@@ -687,10 +687,16 @@ def simulate(app, scenario, policy, seeds, grid, grid_agents, grid_p, cases, as_
 
 @main.command()
 @click.option("--fresh/--keep", default=True, help="Start from an empty demo database (default).")
+@click.option("--seconds", default=120, show_default=True, type=click.IntRange(5, 3600),
+              help="How long the live campaign dials over SIP.")
+@click.option("--agents", default=4, show_default=True, type=click.IntRange(1, 20), help="Simulated agents.")
+@click.option("--sip/--no-sip", default=True, help="Run the live campaign over SIP on loopback (needs SIPp).")
 @pass_app
-def demo(app, fresh):
-    """Run the embedded demo on a demo database beside the default one."""
-    from dialer.demo import run
+def demo(app, fresh, seconds, agents, sip):
+    """Run the embedded demo on a demo database beside the default one: the rules, a
+    campaign and its list, then a predictive campaign dialing over real SIP on loopback
+    (SIPp as the carrier and as the agents' phones)."""
+    from dialer.demo import run, run_live
     from dialer.store import Store
     import pathlib
     path = pathlib.Path(app.db_path).with_name("demo.db")
@@ -698,7 +704,10 @@ def demo(app, fresh):
         for suffix in ("", "-wal", "-shm"):
             pathlib.Path(str(path) + suffix).unlink(missing_ok=True)
     click.echo(f"demo database: {path}")
-    run(Store(path), app.now(), click.echo)
+    store = Store(path)
+    run(store, app.now(), click.echo)
+    if sip:
+        run_live(store, click.echo, seconds=seconds, agents=agents)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.9,<3.13",
     packages=find_packages(include=["dialer", "dialer.*", "rules", "rules.*", "campaigns", "campaigns.*"]),
     py_modules=["cli"],
-    package_data={"rules": ["defaults/*.json", "defaults/*.csv"]},
+    package_data={"rules": ["defaults/*.json", "defaults/*.csv"], "dialer.sip": ["scenarios/*.xml"]},
     install_requires=[
         "twisted>=24.3",
         "txaio>=23.1",

@@ -84,3 +84,224 @@ def _campaign(store, now, echo, samples):
     echo("  dry run, next 24 h (UTC hour: dialable leads):")
     echo("    " + "  ".join(f"{h['at'][11:13]}h:{h['dialable']}" for h in run["hours"]))
 
+
+
+# ---------------------------------------------------------------------------------
+# the live part: a predictive campaign over real SIP on loopback
+# ---------------------------------------------------------------------------------
+
+# area codes by zone: at any hour of the day one of them is inside calling hours
+AREAS = [("212", "America/New_York"), ("312", "America/Chicago"), ("303", "America/Denver"),
+         ("213", "America/Los_Angeles"), ("907", "America/Anchorage"), ("808", "Pacific/Honolulu"),
+         ("671", "Pacific/Guam")]
+# the carrier simulator's odds, per number (fixed by its digits, so a retry meets the same person)
+CARRIER_ODDS = [("answer", 35), ("no-answer", 35), ("busy", 18), ("invalid", 6), ("congestion", 6)]
+CARRIER_SCENARIOS = {"answer": "carrier_answer.xml", "no-answer": "uas_ring_forever.xml", "busy": "uas_busy.xml",
+                     "invalid": "uas_not_found.xml", "congestion": "uas_unavailable.xml"}
+SCENARIO_DIR = pathlib.Path(__file__).resolve().parent / "sip" / "scenarios"
+
+
+def callable_area(now):
+    """An area code whose local time is well inside calling hours at ``now``
+    (a weekday when one is available), or None."""
+    import zoneinfo
+    fallback = None
+    for area, zone in AREAS:
+        local = now.astimezone(zoneinfo.ZoneInfo(zone))
+        if 10 <= local.hour < 19:
+            if local.weekday() < 5:
+                return area
+            fallback = fallback or area
+    return fallback
+
+
+def sip_missing():
+    """Why the live part cannot run here, or None."""
+    import shutil
+    try:
+        import pjsua2  # noqa: F401
+    except ImportError:
+        return "pjsua2 is not installed (pip install pjsua2-python==2.10.post6; Linux x86_64, Python 3.9-3.12)"
+    if not shutil.which("sipp"):
+        return "SIPp is not installed (Debian package sip-tester: scripts/demo.sh installs it)"
+    return None
+
+
+def _free_port():
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _sipp(scenario, workdir, *args):
+    import shutil
+    import subprocess
+    port = _free_port()
+    cmd = [shutil.which("sipp"), "-sf", str(SCENARIO_DIR / scenario), "-i", "127.0.0.1", "-p", str(port),
+           "-mi", "127.0.0.1", "-mp", str(_free_port()), "-nostdin", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=str(workdir))
+    return proc, port
+
+
+def _live_setup(store, now, echo, agents, leads):
+    from campaigns.leads import import_list
+    from campaigns.store import add_user, change_state, create_campaign
+    from dialer.agents import set_pin
+    area = callable_area(now)
+    if area is None:
+        return None
+    users = []
+    for k in range(1, agents + 1):
+        name, pin = f"agent{k}", f"{4817 + 1111 * k}"
+        add_user(store, "demo", name, "agent", now, "demo")
+        set_pin(store, "demo", name, pin, now, "demo")
+        users.append((name, pin))
+    greeting = _tone_wav(store.files_dir / "demo-greeting.wav", seconds=3.0)
+    create_campaign(store, "demo-live", "demo", now, "demo", caller_id="+1 212 555 0000", greeting=greeting)
+    path = store.files_dir / "demo-live.csv"
+    # first some that must never be dialled (they show in the "blocked by rule" figures:
+    # company DNC, national DNC, toll-free), then the list, spaced so no two are a run
+    rows = ["212 555 0150", "212 555 0142", "1-800-222-1222"]
+    rows += [f"{area}555{(1000 + 37 * i) % 10000:04d}" for i in range(leads)]
+    path.write_text("phone\n" + "\n".join(rows) + "\n")
+    out = import_list(store, path, "demo-live", now, "demo")
+    change_state(store, "demo-live", "start", now, "demo")
+    echo(f"== live campaign demo-live: predictive, {out['imported']} leads in area {area} (+ numbers that must "
+         f"never be dialled), {agents} agents, G.SHDSL 10 lines")
+    return users
+
+
+def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
+    """Run a predictive campaign for ``seconds`` over real SIP on loopback: SIPp as the
+    carrier (one process per outcome, numbers routed by odds) and as the agents'
+    phones, pjsua2 workers under this Twisted reactor. Returns the final figures."""
+    import datetime as _dt
+    import tempfile
+
+    from twisted.internet import defer, task
+
+    from dialer.engine import Dialer, route_by_odds
+    from dialer.sip.pool import WorkerPool
+
+    why = sip_missing()
+    if why:
+        echo(f"== live dialing skipped: {why}")
+        return None
+    if reactor is None:
+        from twisted.internet import reactor
+    now = _dt.datetime.fromtimestamp(reactor.seconds(), _dt.timezone.utc)
+    users = _live_setup(store, now, echo, agents, leads)
+    if users is None:
+        echo("== live dialing skipped: no demo time zone is inside calling hours right now")
+        return None
+    work = pathlib.Path(tempfile.mkdtemp(prefix="dialer-demo-"))
+    procs, carriers = [], {}
+    for outcome, scenario in CARRIER_SCENARIOS.items():
+        extra = ["-rtp_echo"] if outcome == "answer" else []
+        proc, port = _sipp(scenario, work, *extra)
+        procs.append(proc)
+        carriers[outcome] = f"127.0.0.1:{port}"
+    echo("== carrier simulator (SIPp on loopback): " + ", ".join(f"{o} {w}%" for o, w in CARRIER_ODDS))
+    ports = [_free_port() for _ in range(4)]
+    holder = {}
+    pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=4)
+    dialer = holder["d"] = Dialer(reactor, store, "demo-live", pool, route_by_odds(carriers, CARRIER_ODDS),
+                                  tick=0.5, cps=5, wrap_limit_s=8.0)
+    result = {}
+
+    def line(t0):
+        st = dialer.stats.as_dict()
+        c = dialer.floor.counts(dialer.cid)
+        echo(f"  {reactor.seconds() - t0:5.0f} s  agents {c.agents} (ready {c.ready}, talking {c.talking}, "
+             f"wrap-up {c.wrap_up})  dials {st['dials']}  answers {st['answers']}  connects {st['connects']}  "
+             f"abandons {st['abandons']} ({100 * st['abandon_rate']:.1f} %)  billable {st['billable_minutes']} min")
+
+    async def main():
+        pool.start(1)
+        while not any(w.ready for w in pool.workers.values()):
+            await task.deferLater(reactor, 0.1, lambda: None)
+        agent_port = next(iter(pool.workers))
+        for name, pin in users:
+            procs.append(_sipp("uac_agent.xml", work, f"127.0.0.1:{agent_port}", "-s", f"agent-{name}-{pin}",
+                               "-m", "1", "-rtp_echo")[0])
+        t_login = reactor.seconds()
+        while dialer.floor.counts(dialer.cid).agents < len(users) and reactor.seconds() - t_login < 20:
+            await task.deferLater(reactor, 0.1, lambda: None)
+        echo(f"== {dialer.floor.counts(dialer.cid).agents} agents logged in over SIP; dialing for {seconds} s")
+        t0 = reactor.seconds()
+        ticker = task.LoopingCall(line, t0)
+        ticker.clock = reactor
+        ticker.start(10.0, now=False)
+        dialer.start()
+        await task.deferLater(reactor, seconds, lambda: None)
+        dialer.loop.stop()
+        ticker.stop()
+        for key in list(dialer.legs):  # the shift is over: calls in progress end now
+            dialer._hangup(key, "operator")
+        t_end = reactor.seconds()
+        while (dialer.legs or dialer.pending_cdr) and reactor.seconds() - t_end < 30:
+            dialer.tick_floor()
+            await task.deferLater(reactor, 0.2, lambda: None)
+        line(t0)
+        result.update(_summary(store, dialer, t0, reactor.seconds()))
+        await pool.stop()
+
+    def done(_):
+        if reactor.running:
+            reactor.stop()
+
+    def failed(f):
+        echo(f"== live dialing failed: {f.getErrorMessage()}")
+        done(None)
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addCallbacks(done, failed))
+
+    def overdue():
+        echo("== live dialing did not wind down in time: stopped")
+        done(None)
+    guard = reactor.callLater(seconds + 90, overdue)  # the demo never hangs
+    try:
+        reactor.run(installSignalHandlers=False)
+    finally:
+        if guard.active():
+            guard.cancel()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+    if result:
+        _print_summary(result, echo)
+    return result
+
+
+def _summary(store, dialer, t0, t1):
+    import datetime as _dt
+    from dialer.agents import occupancy
+    from dialer.cdr import campaign_stats
+    since = _dt.datetime.fromtimestamp(t0, _dt.timezone.utc)
+    until = _dt.datetime.fromtimestamp(t1, _dt.timezone.utc)
+    occ = occupancy(store, dialer.cid, since, until)
+    vals = [v["occupancy"] for v in occ.values() if v.get("occupancy") is not None] if isinstance(occ, dict) else []
+    blocked = {r["disposition"]: r["n"] for r in store.query(
+        "SELECT disposition, COUNT(*) AS n FROM leads WHERE campaign_id = ? AND status = 'blocked' "
+        "GROUP BY disposition ORDER BY disposition", (dialer.cid,))}
+    return {"stats": dialer.stats.as_dict(), "cdr": campaign_stats(store, "demo-live", since - _dt.timedelta(minutes=1)),
+            "blocked_by_rule": blocked, "occupancy": (sum(vals) / len(vals)) if vals else None,
+            "cdrs": store.query_one("SELECT COUNT(*) AS n FROM cdrs WHERE campaign_id = ?", (dialer.cid,))["n"]}
+
+
+def _print_summary(r, echo):
+    st = r["stats"]
+    echo("== summary")
+    echo(f"  dials {st['dials']}, live answers {st['answers']}, connected to agents {st['connects']}, "
+         f"abandoned {st['abandons']} ({100 * st['abandon_rate']:.1f} % of live answers), opt-outs {st['opt_outs']}")
+    echo("  dispositions: " + ", ".join(f"{k} {v}" for k, v in sorted(st["dispositions"].items())))
+    occ = r["occupancy"]
+    echo(f"  agent occupancy {100 * occ:.0f} %" if occ is not None else "  agent occupancy: n/a")
+    echo(f"  CDRs written {r['cdrs']}; billable minutes {st['billable_minutes']}; answer-to-agent connect "
+         f"p50 {st['connect_ms_p50']} ms, max {st['connect_ms_max']} ms")
+    echo("  blocked by rule (never dialled): " + (", ".join(f"{k} {v}" for k, v in r["blocked_by_rule"].items()) or "none"))

@@ -134,10 +134,14 @@ class Dialer:
                            talking=c.talking, dialing=dialing, waiting=len(self.waiting), lines=self.lines,
                            lines_in_use=dialing + len(self.waiting) + talking + harbor)
 
+    def tick_floor(self):
+        """End the wrap-ups past their limit."""
+        for ev in self.floor.tick(self.now()):
+            self._wrap_ended(ev)
+
     def tick(self):
         now = self.now()
-        for ev in self.floor.tick(now):  # wrap-ups past their limit end now
-            self._wrap_ended(ev)
+        self.tick_floor()
         t = self.reactor.seconds()
         if self.last_refill is not None:
             self.tokens = min(self.cps, self.tokens + (t - self.last_refill) * self.cps)

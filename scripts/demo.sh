@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+. scripts/ensure-sipp.sh
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

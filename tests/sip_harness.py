@@ -17,7 +17,7 @@ import wave
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SCENARIOS = ROOT / "tests" / "sipp"
+SCENARIOS = ROOT / "dialer" / "sip" / "scenarios"
 PCAP = pathlib.Path("/usr/share/sip-tester/g711a.pcap")
 IP = "127.0.0.1"
 
