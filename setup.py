@@ -35,6 +35,7 @@ setup(
         "pyyaml>=6.0",
         "openpyxl>=3.1",
     ],
-    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90"]},
+    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90"],
+                    "bench": ["scipy>=1.11", "matplotlib>=3.7"]},
     entry_points={"console_scripts": ["dialer=cli:main"]},
 )

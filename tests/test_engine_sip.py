@@ -152,3 +152,44 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
     assert d.stats.abandons == 2 and d.stats.connects == 1
     # the CDRs fed the leads and the frequency-cap history
     assert store.query_one("SELECT COUNT(*) AS n FROM call_attempts")["n"] == 4
+
+
+def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    numbers = [f"{area}5550{n}" for n in (142, 367)]
+    store = setup_campaign(tmp_path, now, numbers, ratio="2")
+    carrier = peers("uas_answer_press9.xml")
+
+    async def body(reactor):
+        ports = [free_udp_port() for _ in range(2)]
+        holder = {}
+        seen = holder.setdefault("seen", [])
+        pool = WorkerPool(reactor, lambda ev: (seen.append(ev), holder["d"].on_event(ev)), ports, max_workers=2)
+        d = holder["d"] = Dialer(reactor, store, "c", pool,
+                                 route=lambda number: f"sip:{number[1:]}@{carrier.uri.split('@')[1]}",
+                                 tick=0.2, wrap_limit_s=1.0, message_s=10.0)
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        peers("uac_agent.xml", f"127.0.0.1:{next(iter(pool.workers))}", echo=True, service="agent-alice-7391",
+              calls=1)
+        await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
+        d.start()
+        try:
+            await until(reactor, lambda: d.stats.opt_outs == 1 and d.stats.dispositions.get("abandoned"), 30,
+                        "the opt-out on the safe-harbor call")
+        except AssertionError:
+            print([{k: v for k, v in e.items() if k not in ("t",)} for e in seen if e.get("ev") not in ("stats",)])
+            raise
+        d.stop()
+        await until(reactor, lambda: not d.legs, 20, "the calls to end")
+        await pool.stop()
+        return d
+
+    run(body)
+    rows = list_cdrs(store, campaign="c")
+    out = next(r for r in rows if r["disposition"] == "abandoned")
+    assert out["opted_out"] and out["lead_outcome"] == "dnc-requested"
+    # the number is on the company list at once: the rules engine blocks it now
+    v = service.check_numbers(store, [out["destination"]], _dt.datetime.now(_dt.timezone.utc))[0]
+    assert not v.allowed and any(r.category == "dnc" for r in v.reasons)
