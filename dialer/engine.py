@@ -87,7 +87,9 @@ class Dialer:
         self.policy = policy or policy_for(self.campaign)
         self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
         self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
-        self.greeting = greeting or self.campaign["greeting"]
+        # the campaign's message is kept under the store's files directory (relative path)
+        stored = self.campaign["greeting"]
+        self.greeting = greeting or (str((store.files_dir / stored).resolve()) if stored else None)
         self.message_s = message_s
         self.consumer = consumer
         self.legs = {}  # call key -> CallLeg (live)

@@ -155,22 +155,31 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
 
 
 def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
+    """The callee is a pjsua2 worker of its own (it answers, and presses 9 over RFC 2833
+    2.5 s later): the safe-harbor message plays, the key puts the number on the company
+    DNC list at once, and the CDR says so."""
     now = _dt.datetime.now(_dt.timezone.utc)
     area = callable_area(now)
     numbers = [f"{area}5550{n}" for n in (142, 367)]
     store = setup_campaign(tmp_path, now, numbers, ratio="2")
-    carrier = peers("uas_answer_press9.xml")
 
     async def body(reactor):
-        ports = [free_udp_port() for _ in range(2)]
         holder = {}
-        seen = holder.setdefault("seen", [])
+        seen = []
+        callee_port = free_udp_port()
+
+        def callee_event(ev):
+            if ev.get("ev") == "incoming":  # a person answers, listens, presses 9
+                reactor.callLater(2.5, lambda k=ev["key"]: callee.command("dtmf", k, digits="9"))
+        callee = WorkerPool(reactor, callee_event, [callee_port], max_workers=1)
+        callee.start(1)
+        ports = [free_udp_port() for _ in range(2)]
         pool = WorkerPool(reactor, lambda ev: (seen.append(ev), holder["d"].on_event(ev)), ports, max_workers=2)
-        d = holder["d"] = Dialer(reactor, store, "c", pool,
-                                 route=lambda number: f"sip:{number[1:]}@{carrier.uri.split('@')[1]}",
+        d = holder["d"] = Dialer(reactor, store, "c", pool, route=lambda number: f"sip:{number[1:]}@127.0.0.1:{callee_port}",
                                  tick=0.2, wrap_limit_s=1.0, message_s=10.0)
         pool.start(1)
-        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        await until(reactor, lambda: all(any(w.ready for w in p.workers.values()) for p in (pool, callee)), 20,
+                    "ready workers")
         peers("uac_agent.xml", f"127.0.0.1:{next(iter(pool.workers))}", echo=True, service="agent-alice-7391",
               calls=1)
         await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
@@ -179,17 +188,20 @@ def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
             await until(reactor, lambda: d.stats.opt_outs == 1 and d.stats.dispositions.get("abandoned"), 30,
                         "the opt-out on the safe-harbor call")
         except AssertionError:
-            print([{k: v for k, v in e.items() if k not in ("t",)} for e in seen if e.get("ev") not in ("stats",)])
+            print([{k: v for k, v in e.items() if k != "t"} for e in seen if e.get("ev") != "stats"])
             raise
         d.stop()
         await until(reactor, lambda: not d.legs, 20, "the calls to end")
         await pool.stop()
-        return d
+        await callee.stop()
+        return seen
 
-    run(body)
+    seen = run(body)
     rows = list_cdrs(store, campaign="c")
     out = next(r for r in rows if r["disposition"] == "abandoned")
     assert out["opted_out"] and out["lead_outcome"] == "dnc-requested"
+    # the message was played to the caller (no "no such file" from the worker)
+    assert not [e for e in seen if e.get("ev") == "error"]
     # the number is on the company list at once: the rules engine blocks it now
     v = service.check_numbers(store, [out["destination"]], _dt.datetime.now(_dt.timezone.utc))[0]
     assert not v.allowed and any(r.category == "dnc" for r in v.reasons)
