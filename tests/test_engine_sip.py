@@ -15,6 +15,7 @@ from dialer.cdr import list_cdrs
 from dialer.engine import Dialer
 from dialer.sip.pool import WorkerPool
 from dialer.store import Store
+from dialer.timeutil import to_iso
 from rules import service
 from sip_harness import Sipp, free_udp_port, needs_sip, write_tone
 
@@ -205,3 +206,48 @@ def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
     # the number is on the company list at once: the rules engine blocks it now
     v = service.check_numbers(store, [out["destination"]], _dt.datetime.now(_dt.timezone.utc))[0]
     assert not v.allowed and any(r.category == "dnc" for r in v.reasons)
+
+
+def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, peers):
+    """SIGKILL the worker holding two ringing calls: both become failed CDRs ("worker
+    died"), their leads wait for their retry time (never redialled at once), a new
+    worker comes up and the loop keeps running."""
+    import os
+    import signal
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    numbers = [f"{area}5550{n}" for n in (142, 367)]
+    store = setup_campaign(tmp_path, now, numbers, ratio="2")
+    carrier = peers("uas_ring_forever.xml")
+
+    async def body(reactor):
+        holder, seen = {}, []
+        ports = [free_udp_port() for _ in range(2)]
+        pool = WorkerPool(reactor, lambda ev: (seen.append(ev), holder["d"].on_event(ev)), ports, max_workers=2)
+        d = holder["d"] = Dialer(reactor, store, "c", pool,
+                                 route=lambda number: f"sip:{number[1:]}@{carrier.uri.split('@')[1]}", tick=0.2)
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        first = next(iter(pool.workers.values()))
+        peers("uac_agent.xml", f"127.0.0.1:{first.port}", echo=True, service="agent-alice-7391", calls=1)
+        await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
+        d.start()
+        await until(reactor, lambda: sum(1 for e in seen if e.get("ev") == "ringing") >= 2, 20, "two ringing calls")
+        os.kill(first.pid, signal.SIGKILL)
+        await until(reactor, lambda: sum(d.stats.dispositions.values()) == 2, 20, "both calls recorded")
+        await until(reactor, lambda: any(w.ready and w is not first for w in pool.workers.values()), 20,
+                    "a replacement worker")
+        assert d.loop.running  # the campaign keeps running
+        d.stop()
+        await pool.stop()
+        return seen
+
+    seen = run(body)
+    assert [e for e in seen if e.get("ev") == "worker_died"]
+    rows = list_cdrs(store, campaign="c")
+    assert len(rows) == 2
+    for r in rows:
+        assert r["disposition"] == "failed" and r["sip_code"] == 0 and "worker died" in r["sip_reason"]
+    later = _dt.datetime.now(_dt.timezone.utc)
+    for lead in store.query("SELECT status, next_attempt_at FROM leads"):
+        assert lead["status"] == "retry" and lead["next_attempt_at"] > to_iso(later)
