@@ -265,7 +265,7 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
         done(None)
     guard = reactor.callLater(seconds + 90, overdue)  # the demo never hangs
     try:
-        reactor.run(installSignalHandlers=False)
+        reactor.run()  # signal handlers: SIGCHLD tells Twisted a worker process ended
     finally:
         if guard.active():
             guard.cancel()

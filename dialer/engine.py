@@ -21,6 +21,7 @@ Time: the reactor's clock (``IReactorTime.seconds()``, epoch seconds) is the onl
 clock; nothing here reads the wall clock.
 """
 
+import collections
 import datetime as _dt
 import itertools
 
@@ -102,8 +103,7 @@ class Dialer:
         self.tie_of = {}  # customer key -> tie key
         self.timers = {}  # key -> IDelayedCall (connect window, message end)
         self.seq = itertools.count(1)
-        self.tokens = self.cps  # calls-per-second bucket
-        self.last_refill = None
+        self.recent = collections.deque()  # instants of the dials of the last second (CPS cap)
         self.stats = Stats()
         self.loop = None
         self.blocked_reason = None
@@ -144,28 +144,33 @@ class Dialer:
     def tick(self):
         now = self.now()
         self.tick_floor()
+        # the trunk's calls-per-second cap, over any sliding second
         t = self.reactor.seconds()
-        if self.last_refill is not None:
-            self.tokens = min(self.cps, self.tokens + (t - self.last_refill) * self.cps)
-        self.last_refill = t
-        want = min(self.policy.decide(self.state()), int(self.tokens))
+        while self.recent and self.recent[0] <= t - 1.0:
+            self.recent.popleft()
+        room = max(0, int(self.cps) - len(self.recent))
+        asked = self.policy.decide(self.state())
+        want = min(asked, room)
+        if want < asked:
+            self.policy.not_placed(asked - want)
         if want <= 0:
             return
         live_numbers = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
         try:
             picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=live_numbers)
         except HopperBlocked as e:
+            self.policy.not_placed(want)
             if str(e) != self.blocked_reason:
                 log.warn("campaign blocked: {why}", why=str(e))
                 self.blocked_reason = str(e)
             return
         except DialerError as e:
+            self.policy.not_placed(want)
             log.warn("no leads: {why}", why=str(e))
             return
         self.blocked_reason = None
-        if len(picked) < want:
-            # the policy counted on these dials: tell it they did not happen
-            self.policy.inflight = max(0, getattr(self.policy, "inflight", 0) - (want - len(picked)))
+        if len(picked) < want:  # the policy counted on these dials: they did not happen
+            self.policy.not_placed(want - len(picked))
         if not picked:
             return
         self.hopper.mark_dialing([row["id"] for row, _ in picked], now)
@@ -179,7 +184,7 @@ class Dialer:
                       verdict=verdict, ring_timeout_s=self.ring_timeout_s)
         self.legs[key] = leg
         self.leads[key] = row
-        self.tokens -= 1
+        self.recent.append(self.reactor.seconds())
         self.stats.dials += 1
         port = self.pool.dial(key, self.route(row["phone"]), timeout_s=leg.ring_timeout_ms / 1000.0,
                               caller_id=self.campaign["caller_id"])

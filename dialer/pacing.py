@@ -53,6 +53,10 @@ class Policy:
     def on_handle_end(self, now, seconds):
         """An agent finished a call (talk + wrap) that took ``seconds``."""
 
+    def not_placed(self, n):
+        """``n`` of the dials the last decision asked for were not placed (no lead, the
+        trunk's calls-per-second cap): the driver says so."""
+
     @staticmethod
     def clamp(n, s):
         return max(0, min(int(n), s.free_lines))
@@ -408,6 +412,12 @@ class Predictive(Policy):
 
     def on_abandon(self, now):
         self._live_outcome(now, True)
+
+    def not_placed(self, n):
+        n = min(int(n), self.inflight)
+        if n > 0:
+            self.expected_inflight -= self.expected_inflight * n / self.inflight
+            self.inflight -= n
 
     def on_handle_end(self, now, seconds):
         self._observe_busy(now, None)

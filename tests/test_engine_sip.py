@@ -49,7 +49,7 @@ def run(test, timeout=90):
         d.addBoth(lambda _: reactor.stop())
     reactor.callWhenRunning(go)
     deadline = reactor.callLater(timeout, lambda: (outcome.setdefault("timeout", True), reactor.stop()))
-    reactor.run(installSignalHandlers=False)
+    reactor.run()  # signal handlers: SIGCHLD tells Twisted a worker process ended
     if deadline.active():
         deadline.cancel()
     if "fail" in outcome:
