@@ -210,7 +210,7 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     holder = {}
     pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=4)
     dialer = holder["d"] = Dialer(reactor, store, "demo-live", pool, route_by_odds(carriers, CARRIER_ODDS),
-                                  tick=0.5, cps=5, wrap_limit_s=8.0)
+                                  tick=0.5, cps=5, wrap_limit_s=8.0, record_dir=store.files_dir / "recordings")
     result = {}
 
     def line(t0):

@@ -78,7 +78,8 @@ class Dialer:
     dial a number through the campaign's trunk."""
 
     def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
-                 wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0):
+                 wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
+                 record_dir=None):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
         self.hopper = Hopper(store, campaign)
         self.campaign = self.hopper.campaign
@@ -92,6 +93,8 @@ class Dialer:
         stored = self.campaign["greeting"]
         self.greeting = greeting or (str((store.files_dir / stored).resolve()) if stored else None)
         self.message_s = message_s
+        self.record_dir = record_dir  # connected calls are recorded there (WAV), referenced by the CDR
+        self.finished = {}  # key -> leg: ended, CDR not written yet (a recording may still report)
         self.consumer = consumer
         self.legs = {}  # call key -> CallLeg (live)
         self.leads = {}  # call key -> lead row
@@ -201,6 +204,8 @@ class Dialer:
                     self._agent_gone(key, ev)
             elif key in self.legs:
                 self._customer(key, ev)
+            elif name == "recording_done" and key in self.finished:
+                self.finished[key].handle(ev, now=self.ms())
             elif name == "worker_died":
                 log.warn("SIP worker {w} died ({why}): its {n} call(s) recorded as failed", w=ev.get("worker"),
                          why=ev.get("why"), n=len(ev.get("calls") or ()))
@@ -276,6 +281,8 @@ class Dialer:
                 leg.handle(ev, now=self.ms())
                 if leg.opted_out:
                     self._opt_out(key, leg)
+        elif name == "recording_done":
+            leg.handle(ev, now=self.ms())
         elif name == "play_done":
             if leg.state == "safe_harbor":
                 self._hangup(key, "dialer")
@@ -303,6 +310,11 @@ class Dialer:
             if how == "tie":
                 self.tie_of[key] = tie
             leg.agent_assigned(uid, now=self.ms())
+            if self.record_dir is not None:
+                import pathlib
+                path = pathlib.Path(self.record_dir)
+                path.mkdir(parents=True, exist_ok=True)
+                self.pool.record(key, str((path / f"{key}.wav").resolve()))
             self.handles[uid] = self.reactor.seconds()
             self.stats.connects += 1
             self.stats.connect_ms.append(leg.connect_delay_ms)
@@ -366,6 +378,7 @@ class Dialer:
             if self.floor.state_of(uid) == "on_call":
                 record_agent_events(self.store, [self.floor.call_ended(uid, self.now(), call_id=key)])
             self.pending_cdr[uid] = (leg, row)
+            self.finished[key] = leg
             return
         self._write(leg)
 
@@ -396,6 +409,7 @@ class Dialer:
             self.policy.on_handle_end(self.reactor.seconds(), self.reactor.seconds() - start)
         if pending is not None:
             leg, _ = pending
+            self.finished.pop(leg.call_id, None)
             self._write(leg, disposition if disposition not in (None, "wrap-timeout") else None)
 
 

@@ -125,7 +125,7 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
         pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=2)
         d = holder["d"] = Dialer(reactor, store, "c", pool,
                                  route=lambda number: f"sip:{number[1:]}@{routes[number].uri.split('@')[1]}",
-                                 tick=0.2, wrap_limit_s=1.0, message_s=3.0)
+                                 tick=0.2, wrap_limit_s=1.0, message_s=3.0, record_dir=tmp_path / "rec")
         pool.start(1)
         await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
         agent_port = next(iter(pool.workers))
@@ -147,6 +147,11 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
     assert sorted(r["disposition"] for r in answered) == ["abandoned", "abandoned", "connected"]
     conn = next(r for r in answered if r["disposition"] == "connected")
     assert conn["agent_id"] is not None and conn["billsec"] >= 3 and conn["connect_delay_ms"] < 2000
+    # the connected call was recorded, and its CDR points at the WAV
+    import wave
+    assert conn["recording_path"] and conn["recording_ms"] > 2000
+    with wave.open(conn["recording_path"]) as w:
+        assert w.getnframes() / w.getframerate() > 2.0
     for r in answered:
         assert r["ruleset"] == "US@1" and r["sip_code"] == 200
     assert all(r["abandoned"] for r in answered if r["disposition"] == "abandoned")
