@@ -31,6 +31,10 @@ from scipy.optimize import linprog
 from scipy.sparse import coo_matrix
 
 
+class LPFailed(RuntimeError):
+    pass
+
+
 def dmax_for(n, p, b):
     """Truncation of dials in flight (the same at every b, so a live answer from
     (b, d) always lands inside the grid): well above any useful threshold, the optimal
@@ -38,7 +42,7 @@ def dmax_for(n, p, b):
     return int(np.ceil(1.3 * n / p + 12))
 
 
-def solve(n, p, alpha, dial=20.0, handle=210.0, truncation=dmax_for):
+def solve(n, p, alpha, dial=20.0, handle=210.0, truncation=dmax_for, time_limit=None):
     """Optimal occupancy at mean abandon rate <= alpha. Returns a dict with occupancy,
     abandon rate, talk minutes per agent-hour (talk = handle - 30 s wrap in the reference),
     the share of time spent at the truncation edge, the LP size and the solve time."""
@@ -83,10 +87,10 @@ def solve(n, p, alpha, dial=20.0, handle=210.0, truncation=dmax_for):
     b_eq[-1] = 1.0
     t0 = time.perf_counter()
     res = linprog(obj, A_ub=csr_matrix(abandon_row), b_ub=[0.0], A_eq=a_eq, b_eq=b_eq, bounds=(0, None),
-                  method="highs")
+                  method="highs", options={"time_limit": time_limit} if time_limit else None)
     secs = time.perf_counter() - t0
     if res.status != 0:
-        raise RuntimeError(f"LP failed at N={n} p={p} alpha={alpha}: {res.message}")
+        raise LPFailed(f"LP not solved at N={n} p={p} alpha={alpha} ({ns} states): {res.message}")
     x = res.x
     xw = x[:nw]
     tw = xw * time_row[:nw]  # time fraction in each state
