@@ -56,3 +56,19 @@ def store(db_path):
     s = Store(db_path)
     yield s
     s.close()
+
+
+@pytest.fixture
+def sipp(tmp_path):
+    """Start SIPp peers (``sipp(scenario, *args, **kw)``: see tests/sip_harness.Sipp);
+    all are stopped after the test."""
+    from sip_harness import Sipp
+    peers = []
+
+    def start(scenario, *extra, **kw):
+        s = Sipp(scenario, *extra, tmp=tmp_path, **kw)
+        peers.append(s)
+        return s
+    yield start
+    for s in peers:
+        s.stop()

@@ -17,7 +17,7 @@ from dialer.sip.pool import WorkerPool
 from dialer.store import Store
 from dialer.timeutil import to_iso
 from rules import service
-from sip_harness import Sipp, free_udp_port, needs_sip, write_tone
+from sip_harness import free_udp_port, needs_sip, write_tone
 
 pytestmark = needs_sip
 
@@ -75,19 +75,6 @@ def until(reactor, pred, timeout, what):
     return d
 
 
-@pytest.fixture
-def peers(tmp_path):
-    started = []
-
-    def start(scenario, *extra, **kw):
-        s = Sipp(scenario, *extra, tmp=tmp_path, **kw)
-        started.append(s)
-        return s
-    yield start
-    for s in started:
-        s.stop()
-
-
 def setup_campaign(tmp_path, now, numbers, mode="power", ratio="3"):
     store = Store(tmp_path / "d.db")
     service.ensure_defaults(store, now)
@@ -108,14 +95,14 @@ def setup_campaign(tmp_path, now, numbers, mode="power", ratio="3"):
     return store
 
 
-def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
+def test_connect_safe_harbor_busy_and_cdrs(tmp_path, sipp):
     now = _dt.datetime.now(_dt.timezone.utc)
     area = callable_area(now)
     answer_numbers = [f"{area}5550{n}" for n in (142, 367, 581)]
     busy_number = f"{area}5550{724}"
     store = setup_campaign(tmp_path, now, answer_numbers + [busy_number])
-    answer = peers("uas_answer_hold.xml", "-d", "3000")
-    busy = peers("uas_busy.xml")
+    answer = sipp("uas_answer_hold.xml", "-d", "3000")
+    busy = sipp("uas_busy.xml")
     routes = {"+1" + n: answer for n in answer_numbers}
     routes["+1" + busy_number] = busy
 
@@ -129,7 +116,7 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
         pool.start(1)
         await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
         agent_port = next(iter(pool.workers))
-        peers("uac_agent.xml", f"127.0.0.1:{agent_port}", echo=True, service="agent-alice-7391", calls=1)
+        sipp("uac_agent.xml", f"127.0.0.1:{agent_port}", echo=True, service="agent-alice-7391", calls=1)
         await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
         d.start()
         await until(reactor, lambda: sum(d.stats.dispositions.values()) >= 4 and not d.pending_cdr, 60,
@@ -160,7 +147,7 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, peers):
     assert store.query_one("SELECT COUNT(*) AS n FROM call_attempts")["n"] == 4
 
 
-def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
+def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, sipp):
     """The callee is a pjsua2 worker of its own (it answers, and presses 9 over RFC 2833
     2.5 s later): the safe-harbor message plays, the key puts the number on the company
     DNC list at once, and the CDR says so."""
@@ -186,7 +173,7 @@ def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
         pool.start(1)
         await until(reactor, lambda: all(any(w.ready for w in p.workers.values()) for p in (pool, callee)), 20,
                     "ready workers")
-        peers("uac_agent.xml", f"127.0.0.1:{next(iter(pool.workers))}", echo=True, service="agent-alice-7391",
+        sipp("uac_agent.xml", f"127.0.0.1:{next(iter(pool.workers))}", echo=True, service="agent-alice-7391",
               calls=1)
         await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
         d.start()
@@ -213,7 +200,7 @@ def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, peers):
     assert not v.allowed and any(r.category == "dnc" for r in v.reasons)
 
 
-def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, peers):
+def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, sipp):
     """SIGKILL the worker holding two ringing calls: both become failed CDRs ("worker
     died"), their leads wait for their retry time (never redialled at once), a new
     worker comes up and the loop keeps running."""
@@ -223,7 +210,7 @@ def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, peers):
     area = callable_area(now)
     numbers = [f"{area}5550{n}" for n in (142, 367)]
     store = setup_campaign(tmp_path, now, numbers, ratio="2")
-    carrier = peers("uas_ring_forever.xml")
+    carrier = sipp("uas_ring_forever.xml")
 
     async def body(reactor):
         holder, seen = {}, []
@@ -234,7 +221,7 @@ def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, peers):
         pool.start(1)
         await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
         first = next(iter(pool.workers.values()))
-        peers("uac_agent.xml", f"127.0.0.1:{first.port}", echo=True, service="agent-alice-7391", calls=1)
+        sipp("uac_agent.xml", f"127.0.0.1:{first.port}", echo=True, service="agent-alice-7391", calls=1)
         await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
         d.start()
         await until(reactor, lambda: sum(1 for e in seen if e.get("ev") == "ringing") >= 2, 20, "two ringing calls")

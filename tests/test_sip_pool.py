@@ -14,7 +14,7 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.logger import globalLogPublisher
 
 from dialer.sip.pool import WorkerPool
-from sip_harness import PCAP, Sipp, free_udp_port, needs_sip
+from sip_harness import PCAP, free_udp_port, needs_sip
 
 pytestmark = needs_sip
 
@@ -82,19 +82,6 @@ def run(test, timeout=60):
         outcome["fail"].raiseException()
     assert "timeout" not in outcome, "the reactor test ran past its deadline"
     return outcome.get("ok")
-
-
-@pytest.fixture
-def sipp(tmp_path):
-    peers = []
-
-    def start(scenario, *extra, **kw):
-        s = Sipp(scenario, *extra, tmp=tmp_path, **kw)
-        peers.append(s)
-        return s
-    yield start
-    for s in peers:
-        s.stop()
 
 
 @pytest.fixture

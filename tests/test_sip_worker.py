@@ -5,7 +5,7 @@ import time
 import pytest
 
 from dialer.sip import protocol
-from sip_harness import PCAP, Sipp, Worker, needs_sip, write_tone
+from sip_harness import PCAP, Worker, needs_sip, write_tone
 
 pytestmark = needs_sip
 
@@ -15,19 +15,6 @@ def worker():
     w = Worker()
     yield w
     assert w.shutdown() == 0
-
-
-@pytest.fixture
-def sipp(tmp_path):
-    peers = []
-
-    def start(scenario, *extra, **kw):
-        s = Sipp(scenario, *extra, tmp=tmp_path, **kw)
-        peers.append(s)
-        return s
-    yield start
-    for s in peers:
-        s.stop()
 
 
 def dial_and_end(w, uri, key, **kw):
