@@ -285,7 +285,7 @@ def _summary(store, dialer, t0, t1):
     since = _dt.datetime.fromtimestamp(t0, _dt.timezone.utc)
     until = _dt.datetime.fromtimestamp(t1, _dt.timezone.utc)
     occ = occupancy(store, dialer.cid, since, until)
-    vals = [v["occupancy"] for v in occ.values() if v.get("occupancy") is not None] if isinstance(occ, dict) else []
+    vals = [v["occupancy"] for v in occ.values() if v["occupancy"] is not None]
     blocked = {r["disposition"]: r["n"] for r in store.query(
         "SELECT disposition, COUNT(*) AS n FROM leads WHERE campaign_id = ? AND status = 'blocked' "
         "GROUP BY disposition ORDER BY disposition", (dialer.cid,))}

@@ -24,6 +24,7 @@ clock; nothing here reads the wall clock.
 import collections
 import datetime as _dt
 import itertools
+import pathlib
 
 from twisted.internet import task
 from twisted.logger import Logger
@@ -57,7 +58,6 @@ class Stats:
 
     def __init__(self):
         self.dials = self.answers = self.connects = self.abandons = self.opt_outs = 0
-        self.blocked = {}  # category -> count (from the hopper's refusals)
         self.dispositions = {}
         self.billable_ms = 0
         self.connect_ms = []  # answer -> agent bridged
@@ -97,11 +97,10 @@ class Dialer:
         self.finished = {}  # key -> leg: ended, CDR not written yet (a recording may still report)
         self.consumer = consumer
         self.legs = {}  # call key -> CallLeg (live)
-        self.leads = {}  # call key -> lead row
         self.waiting = []  # answered keys waiting for an agent, oldest first
         self.agent_legs = {}  # agent SIP leg key -> user id
         self.agent_of_user = {}  # user id -> agent leg key
-        self.pending_cdr = {}  # user id -> (leg, lead) written when the wrap-up ends
+        self.pending_cdr = {}  # user id -> leg whose CDR is written when the wrap-up ends
         self.handles = {}  # user id -> bridged instant (s), for the policy's handle time
         self.tie_of = {}  # customer key -> tie key
         self.timers = {}  # key -> IDelayedCall (connect window, message end)
@@ -154,26 +153,20 @@ class Dialer:
         room = max(0, int(self.cps) - len(self.recent))
         asked = self.policy.decide(self.state())
         want = min(asked, room)
-        if want < asked:
-            self.policy.not_placed(asked - want)
-        if want <= 0:
-            return
-        live_numbers = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
-        try:
-            picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=live_numbers)
-        except HopperBlocked as e:
-            self.policy.not_placed(want)
-            if str(e) != self.blocked_reason:
-                log.warn("campaign blocked: {why}", why=str(e))
-                self.blocked_reason = str(e)
-            return
-        except DialerError as e:
-            self.policy.not_placed(want)
-            log.warn("no leads: {why}", why=str(e))
-            return
-        self.blocked_reason = None
-        if len(picked) < want:  # the policy counted on these dials: they did not happen
-            self.policy.not_placed(want - len(picked))
+        picked = []
+        if want > 0:
+            live_numbers = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
+            try:
+                picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=live_numbers)
+                self.blocked_reason = None
+            except HopperBlocked as e:
+                if str(e) != self.blocked_reason:
+                    log.warn("campaign blocked: {why}", why=str(e))
+                    self.blocked_reason = str(e)
+            except DialerError as e:
+                log.warn("no leads: {why}", why=str(e))
+        if len(picked) < asked:  # the policy counted on these dials (CPS cap, no lead): they did not happen
+            self.policy.not_placed(asked - len(picked))
         if not picked:
             return
         self.hopper.mark_dialing([row["id"] for row, _ in picked], now)
@@ -186,7 +179,6 @@ class Dialer:
                       lead_id=row["id"], caller_id=self.campaign["caller_id"], trunk="default",
                       verdict=verdict, ring_timeout_s=self.ring_timeout_s)
         self.legs[key] = leg
-        self.leads[key] = row
         self.recent.append(self.reactor.seconds())
         self.stats.dials += 1
         port = self.pool.dial(key, self.route(row["phone"]), timeout_s=leg.ring_timeout_ms / 1000.0,
@@ -311,7 +303,6 @@ class Dialer:
                 self.tie_of[key] = tie
             leg.agent_assigned(uid, now=self.ms())
             if self.record_dir is not None:
-                import pathlib
                 path = pathlib.Path(self.record_dir)
                 path.mkdir(parents=True, exist_ok=True)
                 self.pool.record(key, str((path / f"{key}.wav").resolve()))
@@ -354,11 +345,9 @@ class Dialer:
 
     def _ended(self, key, ev):
         leg = self.legs.pop(key)
-        row = self.leads.pop(key, None)
-        for k in (key,):
-            timer = self.timers.pop(k, None)
-            if timer and timer.active():
-                timer.cancel()
+        timer = self.timers.pop(key, None)
+        if timer and timer.active():
+            timer.cancel()
         if key in self.waiting:
             self.waiting.remove(key)
         tie = self.tie_of.pop(key, None)
@@ -377,7 +366,7 @@ class Dialer:
             uid = leg.agent
             if self.floor.state_of(uid) == "on_call":
                 record_agent_events(self.store, [self.floor.call_ended(uid, self.now(), call_id=key)])
-            self.pending_cdr[uid] = (leg, row)
+            self.pending_cdr[uid] = leg
             self.finished[key] = leg
             return
         self._write(leg)
@@ -403,12 +392,11 @@ class Dialer:
         self._serve_waiting()
 
     def _finish_wrap(self, uid, disposition, now):
-        pending = self.pending_cdr.pop(uid, None)
+        leg = self.pending_cdr.pop(uid, None)
         start = self.handles.pop(uid, None)
         if start is not None:
             self.policy.on_handle_end(self.reactor.seconds(), self.reactor.seconds() - start)
-        if pending is not None:
-            leg, _ = pending
+        if leg is not None:
             self.finished.pop(leg.call_id, None)
             self._write(leg, disposition if disposition not in (None, "wrap-timeout") else None)
 

@@ -352,7 +352,6 @@ class Predictive(Policy):
         self.p = _Ewma(2000, prior_p)
         self.ring = _Ewma(1000, prior_ring)
         self.dial = _Ewma(2000, prior_dial)
-        self.handle = _Ewma(500, prior_handle)
         self.prior_handle = float(prior_handle)
         # handle time = busy time / completed handles, both decayed per completed handle
         self.busy_time, self.handles_done, self.last_now, self.last_busy = 0.0, 0.0, None, 0
@@ -421,7 +420,6 @@ class Predictive(Policy):
 
     def on_handle_end(self, now, seconds):
         self._observe_busy(now, None)
-        self.handle.add(seconds)
         keep = 1.0 - 1.0 / max(400.0, 20.0 * self.last_agents)
         self.busy_time *= keep
         self.handles_done = self.handles_done * keep + 1.0
