@@ -256,6 +256,11 @@ class AgentFloor:
         disposition_outcome(disposition, extra)
         return self._set(a, at, prev, to, call_id=a.call_id, disposition=disposition, reason=reason)
 
+    def end_wrap(self, user_id, now, reason):
+        """End a wrap-up now without the agent's disposition (the dialer is stopping)."""
+        at, a, prev, to = self._move(user_id, "wrap_timeout", now)
+        return self._set(a, at, prev, to, call_id=a.call_id, disposition="wrap-timeout", reason=reason)
+
     def tick(self, now):
         """End every wrap-up that has passed its limit (at the limit's instant)."""
         at = _instant(now)
@@ -352,16 +357,27 @@ def authenticate(store, account, user, pin, now):
 # agent events (store)
 # ---------------------------------------------------------------------------------
 
-def record_agent_events(store, events):
-    """Keep agent state changes (in one transaction); returns how many."""
-    events = list(events)
+def agent_event_row(e):
+    """An agent event as a plain dict (what the dialer's journal keeps)."""
+    return {"user_id": e.user_id, "campaign_id": e.campaign_id, "at": to_iso(e.at), "state": e.state,
+            "prev_state": e.prev_state, "call_id": e.call_id, "disposition": e.disposition, "reason": e.reason}
+
+
+def record_agent_rows(store, rows):
+    """Keep agent state changes given as dicts (``agent_event_row``), in one transaction."""
+    rows = list(rows)
     with store.transaction():
-        for e in events:
+        for r in rows:
             store.execute("INSERT INTO agent_events (user_id, campaign_id, at, state, prev_state, call_id, disposition, "
                           "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                          (e.user_id, e.campaign_id, to_iso(e.at), e.state, e.prev_state, e.call_id, e.disposition,
-                           e.reason))
-    return len(events)
+                          (r["user_id"], r["campaign_id"], r["at"], r["state"], r["prev_state"], r["call_id"],
+                           r["disposition"], r["reason"]))
+    return len(rows)
+
+
+def record_agent_events(store, events):
+    """Keep agent state changes (in one transaction); returns how many."""
+    return record_agent_rows(store, [agent_event_row(e) for e in events])
 
 
 def agent_events(store, campaign_id=None, user_id=None, since=None, until=None):

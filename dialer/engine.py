@@ -31,10 +31,12 @@ from twisted.logger import Logger
 
 from campaigns.hopper import Hopper, HopperBlocked
 
-from .agents import AgentFloor, authenticate, record_agent_events
+from .agents import AgentFloor, agent_event_row, authenticate
 from .calls import CallLeg
-from .cdr import Cdr, write_cdr
-from .errors import DialerError
+from .cdr import Cdr
+from .errors import DialerError, StoreError
+from .journal import APPLIERS
+from .timeutil import to_iso
 from .pacing import PacingState, Power, Predictive, Preview, Progressive
 
 log = Logger(namespace="dialer.engine")
@@ -72,6 +74,21 @@ class Stats:
                 "connect_ms_max": cms[-1] if cms else None}
 
 
+class DirectWrites:
+    """The journal's interface, applied at once on the caller's thread (unit tests
+    and one-shot tools). The live dialer uses ``dialer.journal.Journal``, which never
+    loses a write when the database is locked."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def put(self, kind, payload):
+        with self.store.transaction():
+            APPLIERS[kind](self.store, payload)
+
+    backlog = 0
+
+
 class Dialer:
     """One campaign's dialer loop. ``pool`` is a ``dialer.sip.pool.WorkerPool`` whose
     ``on_event`` is this object's ``on_event``; ``route(number)`` gives the SIP URI to
@@ -79,8 +96,11 @@ class Dialer:
 
     def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
-                 record_dir=None):
+                 record_dir=None, journal=None, trunk=None):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
+        # every write of the loop goes through the journal (never lost, never blocking)
+        self.journal = journal if journal is not None else DirectWrites(store)
+        self.trunk = trunk  # dialer.trunks.Trunk, or None: ``route`` decides
         self.hopper = Hopper(store, campaign)
         self.campaign = self.hopper.campaign
         self.cid = self.campaign["id"]
@@ -109,6 +129,9 @@ class Dialer:
         self.stats = Stats()
         self.loop = None
         self.blocked_reason = None
+        self.opted_out = set()  # numbers opted out on this run's calls: never dialled again, even
+        #                         before the journal has put them on the DNC list
+        self.next_poll = 0.0  # agent commands (CLI, web console) are read once a second
 
     # -- time -------------------------------------------------------------------------
     def now(self):
@@ -151,38 +174,59 @@ class Dialer:
         while self.recent and self.recent[0] <= t - 1.0:
             self.recent.popleft()
         room = max(0, int(self.cps) - len(self.recent))
+        if self.trunk is not None:  # no line of the trunk is up (not registered): nothing is placed
+            room = min(room, self.pool.room(self.trunk.name))
+        if t >= self.next_poll:
+            self.next_poll = t + 1.0
+            self.poll_commands()
         asked = self.policy.decide(self.state())
         want = min(asked, room)
         picked = []
         if want > 0:
             live_numbers = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
+            live_numbers |= self.opted_out
             try:
                 picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=live_numbers)
-                self.blocked_reason = None
+                self._blocked(None)
             except HopperBlocked as e:
-                if str(e) != self.blocked_reason:
-                    log.warn("campaign blocked: {why}", why=str(e))
-                    self.blocked_reason = str(e)
+                self._blocked(str(e))
+            except StoreError as e:  # store unreachable: nothing can be checked, so nothing is dialled
+                self._blocked(f"dialing paused, the database is unavailable ({e})")
             except DialerError as e:
-                log.warn("no leads: {why}", why=str(e))
+                self._blocked(f"no leads: {e}")
         if len(picked) < asked:  # the policy counted on these dials (CPS cap, no lead): they did not happen
             self.policy.not_placed(asked - len(picked))
         if not picked:
             return
-        self.hopper.mark_dialing([row["id"] for row, _ in picked], now)
+        try:
+            self.hopper.mark_dialing([row["id"] for row, _ in picked], now)
+        except StoreError as e:  # the leads stay reserved (no other dialer takes them); the call goes on
+            log.warn("leads {ids} not marked dialling ({err})", ids=[row["id"] for row, _ in picked], err=str(e))
         for row, verdict in picked:
             self._dial(row, verdict, now)
 
+    def _blocked(self, why):
+        """One log line when the reason the campaign cannot dial changes (not one per tick)."""
+        if why != self.blocked_reason:
+            if why is not None:
+                log.warn("campaign {name}: {why}", name=self.campaign["name"], why=why)
+            elif self.blocked_reason is not None:
+                log.info("campaign {name}: dialing again", name=self.campaign["name"])
+            self.blocked_reason = why
+
     def _dial(self, row, verdict, now):
         key = f"c{self.cid}-{row['id']}-{next(self.seq)}"
+        caller_id = self.campaign["caller_id"] or (self.trunk.caller_id if self.trunk is not None else None)
         leg = CallLeg(key, row["phone"], now, account_id=self.campaign["account_id"], campaign_id=self.cid,
-                      lead_id=row["id"], caller_id=self.campaign["caller_id"], trunk="default",
+                      lead_id=row["id"], caller_id=caller_id,
+                      trunk=self.trunk.name if self.trunk is not None else "default",
                       verdict=verdict, ring_timeout_s=self.ring_timeout_s)
         self.legs[key] = leg
         self.recent.append(self.reactor.seconds())
         self.stats.dials += 1
-        port = self.pool.dial(key, self.route(row["phone"]), timeout_s=leg.ring_timeout_ms / 1000.0,
-                              caller_id=self.campaign["caller_id"])
+        via = {"account": self.trunk.name} if self.trunk is not None and self.trunk.register else {}
+        uri = self.trunk.uri(row["phone"]) if self.trunk is not None else self.route(row["phone"])
+        port = self.pool.dial(key, uri, timeout_s=leg.ring_timeout_ms / 1000.0, caller_id=caller_id, **via)
         leg.worker_id = port
 
     # -- worker events ----------------------------------------------------------------
@@ -216,6 +260,10 @@ class Dialer:
         now = self.now()
         try:
             u = authenticate(self.store, self.account["name"], user, pin, now)
+        except StoreError as e:
+            log.warn("agent login of {user} not checked, the database is unavailable ({err})", user=user, err=str(e))
+            self.pool.hangup(ev["key"], code=503)
+            return
         except DialerError as e:
             log.warn("agent login refused: {why}", why=str(e))
             self.pool.hangup(ev["key"], code=403)
@@ -226,7 +274,7 @@ class Dialer:
             self.pool.hangup(old)
             self.agent_legs.pop(old, None)
         else:
-            record_agent_events(self.store, [self.floor.login(uid, self.cid, now, name=user)])
+            self._agent_events([self.floor.login(uid, self.cid, now, name=user)])
         self.agent_legs[ev["key"]] = uid
         self.agent_of_user[uid] = ev["key"]
         self._serve_waiting()
@@ -249,7 +297,7 @@ class Dialer:
             self._finish_wrap(uid, "other", now)
         if self.floor.state_of(uid) != "logged_out":
             events.append(self.floor.logout(uid, now, reason="phone hung up"))
-        record_agent_events(self.store, events)
+        self._agent_events(events)
 
     def _customer(self, key, ev):
         leg = self.legs[key]
@@ -296,7 +344,7 @@ class Dialer:
             timer = self.timers.pop(key, None)
             if timer and timer.active():
                 timer.cancel()
-            record_agent_events(self.store, [self.floor.assign(self.cid, key, now, user_id=uid)])
+            self._agent_events([self.floor.assign(self.cid, key, now, user_id=uid)])
             tie = f"tie-{key}"
             how = self.pool.connect(key, self.agent_of_user[uid], tie_key=tie)
             if how == "tie":
@@ -327,8 +375,11 @@ class Dialer:
         self.timers[key] = self.reactor.callLater(self.message_s, self._hangup, key, "dialer")
 
     def _opt_out(self, key, leg):
-        from rules.service import add_dnc
-        add_dnc(self.store, [leg.destination], self.now(), "dialer", reason=f"opted out with a key on call {key}")
+        # on the company DNC list through the journal (kept even with the database
+        # locked); until then this run's own set keeps the number from being dialled
+        self.opted_out.add(int(leg.destination[1:]))
+        self.journal.put("dnc", {"at": to_iso(self.now()), "numbers": [leg.destination], "actor": "dialer",
+                                 "reason": f"opted out with a key on call {key}"})
         self.stats.opt_outs += 1
         self._hangup(key, "dialer")
 
@@ -365,7 +416,7 @@ class Dialer:
         if leg.agent is not None:
             uid = leg.agent
             if self.floor.state_of(uid) == "on_call":
-                record_agent_events(self.store, [self.floor.call_ended(uid, self.now(), call_id=key)])
+                self._agent_events([self.floor.call_ended(uid, self.now(), call_id=key)])
             self.pending_cdr[uid] = leg
             self.finished[key] = leg
             return
@@ -373,21 +424,82 @@ class Dialer:
 
     def _write(self, leg, disposition=None):
         try:
-            write_cdr(self.store, Cdr.from_leg(leg, agent_disposition=disposition), self.now())
+            cdr = Cdr.from_leg(leg, agent_disposition=disposition)
+        except DialerError as e:  # a bad disposition: the call's record is kept without it
+            log.error("call {key}: {err}; its record is written without the disposition", key=leg.call_id, err=str(e))
+            cdr = Cdr.from_leg(leg)
+        self.journal.put("cdr", {"at": to_iso(self.now()), "cdr": cdr_payload(cdr)})
+
+    def _agent_events(self, events):
+        events = [e for e in events if e is not None]
+        if events:
+            self.journal.put("agent_events", {"at": to_iso(self.now()), "events": [agent_event_row(e) for e in events]})
+
+    # -- commands (CLI, web console) -------------------------------------------------
+    def poll_commands(self):
+        """Carry out the agent commands queued for this dialer's agents (one dialer
+        claims each); the result goes back through the journal."""
+        from .commands import claim, open_commands
+        if not self.agent_of_user:
+            return
+        now = self.now()
+        try:
+            rows = open_commands(self.store, self.agent_of_user)
+            for row in rows:
+                if not claim(self.store, row["id"], now):
+                    continue
+                result = self.command(row["user_id"], row["command"], row["disposition"], row["reason"])
+                self.journal.put("command_done", {"at": to_iso(self.now()), "id": row["id"], "result": result})
+        except StoreError as e:  # the next poll tries again
+            log.debug("agent commands not read: {err}", err=str(e))
+
+    def command(self, uid, command, disposition=None, reason=None):
+        """One agent command; returns its result text ("done: ..." or "refused: ...")."""
+        now = self.now()
+        try:
+            if command in ("dispose", "dispose-pause"):
+                self.dispose(uid, disposition, pause=command == "dispose-pause")
+                return f"done: wrap-up ended with {disposition}"
+            if command == "pause":
+                self._agent_events([self.floor.pause(uid, now, reason=reason)])
+                return "done: paused"
+            if command == "ready":
+                self._agent_events([self.floor.resume(uid, now)])
+                self._serve_waiting()
+                return "done: ready"
+            if command == "logout":
+                state = self.floor.state_of(uid)
+                if state not in ("ready", "paused"):
+                    return f"refused: agent is {state.replace('_', ' ')}; log out when ready or paused"
+                key = self.agent_of_user.get(uid)
+                if key is not None:
+                    self.pool.hangup(key)  # the phone's leg ends: _agent_gone logs the agent out
+                return "done: logged out"
         except DialerError as e:
-            log.error("CDR {key} not written: {err}", key=leg.call_id, err=str(e))
+            return f"refused: {e}"
+        return f"refused: unknown command {command!r}"
 
     # -- wrap-up ----------------------------------------------------------------------
-    def dispose(self, uid, disposition):
+    def dispose(self, uid, disposition, pause=False):
         """An agent ends wrap-up with a disposition (CLI / web console)."""
         now = self.now()
-        ev = self.floor.dispose(uid, disposition, now)
-        record_agent_events(self.store, [ev])
+        ev = self.floor.dispose(uid, disposition, now, pause=pause)
+        self._agent_events([ev])
         self._finish_wrap(uid, disposition, now)
         self._serve_waiting()
 
+    def close_wrapups(self, reason="dialer stopped"):
+        """End every wrap-up now (the dialer is stopping): the calls' records are
+        written without a disposition."""
+        now = self.now()
+        for uid in list(self.pending_cdr):
+            if self.floor.state_of(uid) == "wrap_up":
+                self._wrap_ended(self.floor.end_wrap(uid, now, reason))
+            else:
+                self._finish_wrap(uid, None, now)
+
     def _wrap_ended(self, ev):
-        record_agent_events(self.store, [ev])
+        self._agent_events([ev])
         self._finish_wrap(ev.user_id, None, self.now())
         self._serve_waiting()
 
@@ -399,6 +511,15 @@ class Dialer:
         if leg is not None:
             self.finished.pop(leg.call_id, None)
             self._write(leg, disposition if disposition not in (None, "wrap-timeout") else None)
+
+
+def cdr_payload(cdr):
+    """A CDR as the journal keeps it (JSON-ready)."""
+    import dataclasses
+    out = dataclasses.asdict(cdr)
+    if out.get("callback_at") is not None:
+        out["callback_at"] = to_iso(out["callback_at"])
+    return out
 
 
 def route_by_odds(carriers, odds):

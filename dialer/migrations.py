@@ -315,3 +315,57 @@ def m003_cdrs_and_agents(conn):
         CREATE INDEX agent_events_by_campaign ON agent_events (campaign_id, at);
         CREATE INDEX agent_events_by_user ON agent_events (user_id, at);
     """)
+
+
+@migration
+def m004_trunks_commands_journal(conn):
+    """SIP trunks per account (the password is kept because digest authentication
+    needs it; it is never printed), their measured registrations, the campaign's
+    trunk, commands for running dialers (an agent's wrap-up disposition from the CLI
+    or the web console), and the high-water mark of the dialer's write journal (so a
+    replay after a crash applies each journalled write exactly once)."""
+    run_script(conn, """
+        CREATE TABLE trunks (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            proxy TEXT NOT NULL,
+            username TEXT,
+            password TEXT,
+            realm TEXT,
+            register INTEGER NOT NULL DEFAULT 0,
+            cps TEXT NOT NULL DEFAULT '10',
+            caller_id TEXT,
+            created_at TEXT NOT NULL,
+            updated_at TEXT,
+            UNIQUE (account_id, name)
+        );
+        CREATE TABLE trunk_registrations (
+            id INTEGER PRIMARY KEY,
+            trunk_id INTEGER NOT NULL REFERENCES trunks(id),
+            at TEXT NOT NULL,
+            worker TEXT,
+            code INTEGER NOT NULL,
+            reason TEXT NOT NULL,
+            ms INTEGER,
+            alert INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX trunk_registrations_by_trunk ON trunk_registrations (trunk_id, at);
+        ALTER TABLE campaigns ADD COLUMN trunk TEXT;
+        CREATE TABLE agent_commands (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            command TEXT NOT NULL,
+            disposition TEXT,
+            reason TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT,
+            taken_at TEXT,
+            result TEXT
+        );
+        CREATE INDEX agent_commands_open ON agent_commands (taken_at, id);
+        CREATE TABLE journal_state (
+            name TEXT PRIMARY KEY,
+            applied_seq INTEGER NOT NULL
+        );
+    """)

@@ -83,3 +83,132 @@ def test_rules_change_between_screening_and_dial_time(dialer):
     d.start()
     clock.advance(1.0)
     assert pool.dials and not [u for _, _, u in pool.dials if first[1:] in u]
+
+
+# -- agent commands from the CLI, and a locked database ---------------------------------
+
+class ConnectingPool(FakePool):
+    def connect(self, customer, agent, tie_key=None):
+        return "bridge"
+
+    def record(self, key, path):
+        pass
+
+
+def _one_agent(tmp_path, store_timeout=5.0):
+    from campaigns.store import add_user
+    store = Store(tmp_path / "d.db", timeout=store_timeout)
+    service.ensure_defaults(store, T0)
+    service.import_dnc(store, _reg(tmp_path), T0, "t", source="national", as_of="2026-11-20")
+    create_account(store, "acme", T0, "t", connection="gshdsl", lines=10)
+    add_number(store, "acme", "212 555 9999", T0, "t")
+    add_user(store, "acme", "bob", "agent", T0, "t")
+    uid = store.query_one("SELECT id FROM users WHERE name = 'bob'")["id"]
+    create_campaign(store, "c", "acme", T0, "t", caller_id="212-555-9999", greeting=write_tone(tmp_path / "g.wav"),
+                    dial_mode="progressive")
+    f = tmp_path / "list.csv"
+    f.write_text("phone\n" + "\n".join(f"212555{1000 + 29 * i:04d}" for i in range(20)) + "\n")
+    import_list(store, f, "c", T0, "t")
+    change_state(store, "c", "start", T0, "t")
+    clock = task.Clock()
+    clock.advance(T0.timestamp())
+    pool = ConnectingPool()
+    pool.clock = clock
+    d = Dialer(clock, store, "c", pool, route=lambda n: f"sip:{n[1:]}@carrier", tick=0.1, cps=4, wrap_limit_s=60)
+    d.floor.login(uid, d.cid, d.now(), name="bob")
+    d.agent_legs["leg-bob"] = uid
+    d.agent_of_user[uid] = "leg-bob"
+    return d, clock, pool, store, uid
+
+
+def _reg(tmp_path):
+    reg = tmp_path / "reg.txt"
+    reg.write_text("2125550199\n")
+    return reg
+
+
+def _talk_and_hang_up(d, clock, pool):
+    """The first dial answers, reaches bob, and the customer hangs up 30 s later."""
+    _, key, _ = pool.dials[0]
+    t = int(clock.seconds() * 1000)
+    d.on_event({"ev": "answered", "key": key, "code": 200})
+    assert d.legs[key].state == "bridged"
+    clock.advance(30)
+    d.on_event({"ev": "ended", "key": key, "code": 200, "reason": "BYE", "answered": True, "started_ms": t - 4000,
+                "answered_ms": t, "ended_ms": t + 30000, "cause": "remote"})
+    return key
+
+
+def test_a_disposition_from_the_cli_ends_the_wrap_up(tmp_path):
+    from dialer.commands import get, submit
+    d, clock, pool, store, uid = _one_agent(tmp_path)
+    d.start()
+    clock.advance(0.2)
+    key = _talk_and_hang_up(d, clock, pool)
+    assert d.floor.state_of(uid) == "wrap_up" and not store.query("SELECT 1 FROM cdrs WHERE call_id = ?", (key,))
+    cmd = submit(store, "acme", "bob", "dispose", d.now(), "sup", disposition="sale")
+    clock.advance(1.1)  # the loop reads commands once a second
+    assert d.floor.state_of(uid) == "ready"  # the next calls ring; nobody answers them here
+    row = get(store, cmd["id"])
+    assert row["result"] == "done: wrap-up ended with sale" and row["taken_at"]
+    cdr = store.query_one("SELECT agent_disposition, lead_outcome, agent_id FROM cdrs WHERE call_id = ?", (key,))
+    assert (cdr["agent_disposition"], cdr["lead_outcome"], cdr["agent_id"]) == ("sale", "answered-human", uid)
+    pause = submit(store, "acme", "bob", "pause", d.now(), "sup", reason="coffee")
+    clock.advance(1.1)
+    assert get(store, pause["id"])["result"] == "done: paused" and d.floor.state_of(uid) == "paused"
+    # a second disposition finds no wrap-up: refused, with the reason, and nothing changes
+    late = submit(store, "acme", "bob", "dispose", d.now(), "sup", disposition="sale")
+    clock.advance(1.1)
+    assert get(store, late["id"])["result"].startswith("refused: ") and "paused" in get(store, late["id"])["result"]
+    assert d.floor.state_of(uid) == "paused"
+    ready = submit(store, "acme", "bob", "ready", d.now(), "sup")
+    clock.advance(1.1)
+    assert get(store, ready["id"])["result"] == "done: ready" and d.floor.state_of(uid) == "ready"
+    states = [r["state"] for r in store.query("SELECT state FROM agent_events WHERE user_id = ? ORDER BY id", (uid,))]
+    assert states[-4:] == ["wrap_up", "ready", "paused", "ready"]
+
+
+def test_commands_are_checked_before_they_are_queued(tmp_path):
+    from dialer.commands import submit
+    from dialer.errors import InputError, NotFound
+    d, clock, pool, store, uid = _one_agent(tmp_path)
+    for kw, err in [(dict(user="nobody", command="pause"), NotFound),
+                    (dict(user="bob", command="dispose"), InputError),
+                    (dict(user="bob", command="dispose", disposition="bought-a-boat"), InputError),
+                    (dict(user="bob", command="dispose", disposition="callback"), InputError),
+                    (dict(user="bob", command="explode"), InputError),
+                    (dict(user="bob", command="pause", disposition="sale"), InputError)]:
+        with pytest.raises(err):
+            submit(store, "acme", now=T0, actor="sup", **kw)
+    assert store.query_one("SELECT COUNT(*) AS n FROM agent_commands")["n"] == 0
+
+
+def test_a_command_nobody_takes_is_withdrawn(tmp_path):
+    """No dialer has the agent: the CLI's wait ends with "expired", and a dialer that
+    starts later never carries the stale command out."""
+    from dialer.commands import submit, wait_result
+    d, clock, pool, store, uid = _one_agent(tmp_path)
+    cmd = submit(store, "acme", "bob", "pause", T0, "sup")
+    fake = {"t": 0.0}
+    out = wait_result(store, cmd["id"], 2.0, lambda: T0, sleep=lambda s: fake.__setitem__("t", fake["t"] + s),
+                      clock=lambda: fake["t"])
+    assert out == {"id": cmd["id"], "done": False, "result": "expired: no running dialer has this agent logged in"}
+    d.start()
+    clock.advance(1.1)
+    assert d.floor.state_of(uid) == "ready"
+
+
+def test_a_locked_database_pauses_dialing_with_one_reason(tmp_path):
+    import sqlite3
+    d, clock, pool, store, uid = _one_agent(tmp_path, store_timeout=0.02)
+    other = sqlite3.connect(str(tmp_path / "d.db"), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    d.start()
+    for _ in range(20):
+        clock.advance(0.1)
+    assert pool.dials == []  # nothing can be checked by the rules engine: nothing is dialled
+    assert "database is unavailable" in d.blocked_reason
+    other.execute("ROLLBACK")
+    other.close()
+    clock.advance(0.1)
+    assert len(pool.dials) == 1 and d.blocked_reason is None

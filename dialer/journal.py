@@ -1,0 +1,303 @@
+"""The dialer's write journal: nothing it must keep is lost, and the reactor never
+waits for the database.
+
+Every write the live dialer makes (call records, agent state changes, opt-outs,
+trunk registrations) is first appended to a spool file beside the database (one
+JSON line, numbered) and handed to one writer thread, which applies it in a
+transaction together with the journal's high-water mark (``journal_state``).
+When the database is locked or unreachable, writes wait in the spool and in
+memory, the writer retries with a growing delay, and one log line says so (and
+one more when it is back). After a crash, the next start replays the spool: the
+high-water mark, committed with the writes themselves, makes each write apply
+exactly once. A write that fails for another reason (a bug, bad data) is moved
+to ``<spool>.failed`` with its error and the journal goes on: it is kept, never
+dropped.
+
+``apply_pending`` is the synchronous core (tests drive it directly);
+``start``/``stop`` run it on a writer thread under a reactor.
+"""
+
+import collections
+import json
+import os
+import pathlib
+import sqlite3
+import threading
+
+from twisted.logger import Logger
+
+from .errors import DialerError, StoreError
+
+log = Logger(namespace="dialer.journal")
+
+APPLIERS = {}
+
+
+def applier(kind):
+    def deco(fn):
+        APPLIERS[kind] = fn
+        return fn
+    return deco
+
+
+def _now(payload):
+    from .timeutil import from_iso
+    return from_iso(payload["at"])
+
+
+@applier("cdr")
+def _apply_cdr(store, payload):
+    from .cdr import Cdr, write_cdr
+    fields = dict(payload["cdr"])
+    if fields.get("callback_at"):
+        from .timeutil import from_iso
+        fields["callback_at"] = from_iso(fields["callback_at"])
+    write_cdr(store, Cdr(**fields), _now(payload))
+
+
+@applier("agent_events")
+def _apply_agent_events(store, payload):
+    from .agents import record_agent_rows
+    record_agent_rows(store, payload["events"])
+
+
+@applier("dnc")
+def _apply_dnc(store, payload):
+    from rules.service import add_dnc
+    add_dnc(store, payload["numbers"], _now(payload), payload.get("actor", "dialer"), reason=payload.get("reason", ""))
+
+
+@applier("registration")
+def _apply_registration(store, payload):
+    from .trunks import record_registration
+    r = payload["registration"]
+    record_registration(store, r["trunk_id"], _now(payload), r.get("worker"), r["code"], r["reason"], r.get("ms"),
+                        r.get("alert", False))
+
+
+@applier("command_done")
+def _apply_command_done(store, payload):
+    store.execute("UPDATE agent_commands SET taken_at = ?, result = ? WHERE id = ?",
+                  (payload["at"], payload["result"], payload["id"]))
+
+
+class Journal:
+    """An outbox of writes for one database. ``put`` is called on the reactor thread."""
+
+    def __init__(self, store_path, spool_path=None, name="dialer", batch=200, open_store=None):
+        self.store_path = pathlib.Path(store_path)
+        self.spool_path = pathlib.Path(spool_path) if spool_path else self.store_path.with_name(
+            self.store_path.name + f".{name}.journal")
+        self.failed_path = self.spool_path.with_name(self.spool_path.name + ".failed")
+        self.name = name
+        self.batch = batch
+        self._open_store = open_store
+        self._store = None
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._pending = collections.deque()  # (seq, kind, payload), not yet committed
+        self._seq = 0
+        self._applied = 0
+        self._spool = None
+        self._thread = None
+        self._stopping = False
+        self.failing = None  # the error text while the store refuses writes
+        self.applied_total = 0
+        self.failed_total = 0
+        self._recover()
+
+    # -- the spool --------------------------------------------------------------------
+    def _store_conn(self):
+        if self._store is None:
+            if self._open_store is not None:
+                self._store = self._open_store()
+            else:
+                from .store import Store
+                self._store = Store(self.store_path, timeout=1.0, migrate=False)
+        return self._store
+
+    def _read_applied(self, store):
+        row = store.query_one("SELECT applied_seq FROM journal_state WHERE name = ?", (self.name,))
+        return row["applied_seq"] if row else 0
+
+    def _recover(self):
+        """Load what the spool holds beyond the high-water mark (a crash, or a database
+        that was locked when the last run stopped)."""
+        items = []
+        if self.spool_path.exists():
+            with open(self.spool_path, encoding="utf-8") as f:
+                for n, line in enumerate(f, 1):
+                    line = line.strip()
+                    if not line:
+                        continue
+                    try:
+                        seq, kind, payload = json.loads(line)
+                    except ValueError:  # a line cut short by a crash: nothing after it was acknowledged
+                        log.warn("journal {path}: line {n} is cut short; ignored", path=str(self.spool_path), n=n)
+                        continue
+                    items.append((int(seq), kind, payload))
+        try:
+            self._applied = self._read_applied(self._store_conn())
+        except (DialerError, OSError) as e:
+            self._applied = 0
+            self.failing = str(e)
+        self._seq = max([self._applied] + [s for s, _, _ in items])
+        self._pending.extend(i for i in items if i[0] > self._applied)
+        if self._pending:
+            log.info("journal {path}: {n} write(s) from an earlier run to apply", path=str(self.spool_path),
+                     n=len(self._pending))
+        self._spool = open(self.spool_path, "a", encoding="utf-8")
+
+    def put(self, kind, payload):
+        """Keep a write: appended to the spool now, applied by the writer soon."""
+        if kind not in APPLIERS:
+            raise ValueError(f"unknown journal kind {kind!r}")
+        with self._lock:
+            self._seq += 1
+            item = (self._seq, kind, payload)
+            self._spool.write(json.dumps(item, separators=(",", ":"), default=str) + "\n")
+            self._spool.flush()  # in the OS's hands: survives this process dying
+            self._pending.append(item)
+            self._wake.notify()
+        return self._seq
+
+    @property
+    def backlog(self):
+        with self._lock:
+            return len(self._pending)
+
+    # -- applying ---------------------------------------------------------------------
+    def apply_pending(self):
+        """Apply what is pending, in order, in batches. Returns how many were applied;
+        raises nothing: a locked store leaves the writes pending (``failing`` says why)."""
+        done = 0
+        while True:
+            with self._lock:
+                batch = list(itertools_islice(self._pending, self.batch))
+            if not batch:
+                break
+            try:
+                store = self._store_conn()
+                os.fsync(self._spool.fileno())  # on disk before the database says applied
+                applied = self._apply_batch(store, batch)
+            except StoreError as e:
+                if self.failing is None:
+                    log.warn("database unavailable ({err}): {n} write(s) kept in the journal {path}, retrying",
+                             err=str(e), n=self.backlog, path=str(self.spool_path))
+                self.failing = str(e)
+                return done
+            if self.failing is not None:
+                log.info("database available again: the journal is catching up ({n} write(s) waiting)",
+                         n=self.backlog)
+                self.failing = None
+            with self._lock:
+                for _ in range(applied):
+                    self._pending.popleft()
+                self._applied = batch[applied - 1][0]
+                empty = not self._pending
+                if empty:  # everything is in the database: the spool starts afresh
+                    self._spool.seek(0)
+                    self._spool.truncate()
+            done += applied
+            self.applied_total += applied
+        return done
+
+    def _apply_batch(self, store, batch):
+        """One transaction: the writes and the new high-water mark. A write that fails
+        for a reason other than the store is set aside (``.failed``) and the batch is
+        retried without it. Returns how many items of ``batch`` were consumed."""
+        bad = None
+        try:
+            with store.transaction():
+                for i, (seq, kind, payload) in enumerate(batch):
+                    try:
+                        APPLIERS[kind](store, payload)
+                    except StoreError:
+                        raise
+                    except sqlite3.OperationalError as e:  # locked, busy, I/O: the store, not the write
+                        raise StoreError(f"database {self.store_path}: {e}") from None
+                    except Exception as e:  # noqa: BLE001 - kept aside, never dropped
+                        bad = (i, e)
+                        raise
+                store.execute("INSERT INTO journal_state (name, applied_seq) VALUES (?, ?) "
+                              "ON CONFLICT (name) DO UPDATE SET applied_seq = excluded.applied_seq",
+                              (self.name, batch[-1][0]))
+            return len(batch)
+        except StoreError:
+            raise
+        except Exception:  # noqa: BLE001
+            if bad is None:
+                raise
+        i, err = bad
+        if i > 0:  # the writes before the bad one go in on their own
+            return self._apply_batch(store, batch[:i])
+        seq, kind, payload = batch[0]
+        with open(self.failed_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"seq": seq, "kind": kind, "payload": payload, "error": f"{type(err).__name__}: {err}"},
+                               default=str) + "\n")
+        log.error("journal write {seq} ({kind}) failed ({err}); kept in {path}", seq=seq, kind=kind, err=str(err),
+                  path=str(self.failed_path))
+        self.failed_total += 1
+        with store.transaction():
+            store.execute("INSERT INTO journal_state (name, applied_seq) VALUES (?, ?) "
+                          "ON CONFLICT (name) DO UPDATE SET applied_seq = excluded.applied_seq", (self.name, seq))
+        return 1
+
+    # -- the writer thread ------------------------------------------------------------
+    def start(self, retry_min=0.25, retry_max=5.0):
+        self._thread = threading.Thread(target=self._run, args=(retry_min, retry_max), name=f"journal-{self.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, retry_min, retry_max):
+        delay = retry_min
+        while True:
+            with self._lock:
+                while not self._pending and not self._stopping:
+                    self._wake.wait()
+                if self._stopping and not self._pending:
+                    return
+            self.apply_pending()
+            if self.failing is None:
+                delay = retry_min
+                continue
+            with self._lock:  # the store refused: wait, then try again (a stop ends the wait)
+                if self._stopping:
+                    return
+                self._wake.wait(delay)
+            delay = min(retry_max, delay * 2)
+
+    def stop(self, timeout=10.0):
+        """Let the writer finish what it can within ``timeout`` s; what is left stays in
+        the spool for the next start."""
+        with self._lock:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                self._spool.close()
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+        left = self.backlog
+        if left:
+            log.warn("journal: {n} write(s) not yet in the database are kept in {path} for the next start", n=left,
+                     path=str(self.spool_path))
+        return left
+
+    def wait_idle(self, timeout):
+        """Block (threads only, not the reactor) until nothing is pending; True if so."""
+        import time
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not self.backlog:
+                return True
+            time.sleep(0.01)
+        return not self.backlog
+
+
+def itertools_islice(dq, n):
+    import itertools
+    return itertools.islice(dq, n)

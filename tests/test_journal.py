@@ -1,0 +1,159 @@
+"""The dialer's write journal on a real SQLite file: writes kept while the database
+is locked, applied once it is free, replayed exactly once after a crash, a bad write
+set aside (never dropped), the writer thread drained on stop."""
+
+import datetime as dt
+import json
+import sqlite3
+
+import pytest
+
+from campaigns.store import create_account
+from dialer.cdr import Cdr
+from dialer.engine import cdr_payload
+from dialer.journal import Journal
+from dialer.timeutil import to_iso, to_ms
+
+NOW = dt.datetime(2026, 11, 27, 17, 0, tzinfo=dt.timezone.utc)
+
+
+@pytest.fixture
+def account(store):
+    return create_account(store, "acme", NOW, "t")["id"]
+
+
+def cdr_item(account_id, n):
+    t0 = to_ms(NOW) + 1000 * n
+    cdr = Cdr(call_id=f"call-{n}", account_id=account_id, destination="+12125550100", started_ms=t0,
+              ended_ms=t0 + 5000, disposition="busy", sip_code=486, sip_reason="Busy Here", hangup_cause="busy",
+              hangup_by="callee", lead_outcome="busy", duration_ms=5000)
+    return {"at": to_iso(NOW), "cdr": cdr_payload(cdr)}
+
+
+def cdr_ids(store):
+    return [r["call_id"] for r in store.query("SELECT call_id FROM cdrs ORDER BY call_id")]
+
+
+def lock(db_path):
+    """Another process's connection holding the write lock."""
+    other = sqlite3.connect(str(db_path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    return other
+
+
+def journal(db_path, **kw):
+    # a short busy timeout so a locked database answers in a fraction of a second
+    from dialer.store import Store
+    return Journal(db_path, open_store=lambda: Store(db_path, timeout=0.05, migrate=False), **kw)
+
+
+def test_applied_in_order_and_the_spool_starts_afresh(store, db_path, account):
+    j = journal(db_path)
+    for n in range(3):
+        j.put("cdr", cdr_item(account, n))
+    assert j.spool_path.read_text().count("\n") == 3
+    assert j.apply_pending() == 3
+    assert cdr_ids(store) == ["call-0", "call-1", "call-2"]
+    assert j.spool_path.read_text() == ""
+    assert store.query_one("SELECT applied_seq FROM journal_state WHERE name = 'dialer'")["applied_seq"] == 3
+    # the attempt went in with the record (frequency caps read it)
+    assert store.query_one("SELECT COUNT(*) AS n FROM call_attempts")["n"] == 3
+
+
+def test_a_locked_database_keeps_the_writes_until_it_is_free(store, db_path, account):
+    j = journal(db_path)
+    other = lock(db_path)
+    j.put("cdr", cdr_item(account, 1))
+    j.put("agent_events", {"at": to_iso(NOW), "events": []})
+    assert j.apply_pending() == 0
+    assert j.failing and "locked" in j.failing
+    assert j.backlog == 2 and cdr_ids(store) == []
+    j.put("cdr", cdr_item(account, 2))
+    assert j.apply_pending() == 0
+    other.execute("ROLLBACK")
+    other.close()
+    assert j.apply_pending() == 3
+    assert j.failing is None and j.backlog == 0
+    assert cdr_ids(store) == ["call-1", "call-2"]
+
+
+def test_after_a_crash_the_spool_is_replayed_exactly_once(store, db_path, account):
+    j = journal(db_path)
+    j.put("cdr", cdr_item(account, 1))
+    j.put("cdr", cdr_item(account, 2))
+    assert j.apply_pending() == 2
+    other = lock(db_path)
+    j.put("cdr", cdr_item(account, 3))
+    j.put("dnc", {"at": to_iso(NOW), "numbers": ["+12125550177"], "reason": "opted out with a key"})
+    assert j.apply_pending() == 0
+    j._spool.close()  # the process dies here: two writes only in the spool
+    other.execute("ROLLBACK")
+    other.close()
+
+    again = journal(db_path)
+    assert again.backlog == 2  # the two applied before are skipped by the high-water mark
+    assert again.apply_pending() == 2
+    assert cdr_ids(store) == ["call-1", "call-2", "call-3"]
+    assert store.query_one("SELECT COUNT(*) AS n FROM dnc_entries WHERE pattern = '12125550177'")["n"] == 1
+    assert journal(db_path).backlog == 0
+    # numbering goes on after the replay: a new write is not mistaken for an applied one
+    again.put("cdr", cdr_item(account, 4))
+    assert again.apply_pending() == 1
+    assert cdr_ids(store)[-1] == "call-4"
+
+
+def test_a_line_cut_short_by_a_crash_is_skipped(store, db_path, account):
+    j = journal(db_path)
+    other = lock(db_path)
+    j.put("cdr", cdr_item(account, 1))
+    j._spool.write('[2,"cdr",{"at":')  # half a line
+    j._spool.close()
+    other.execute("ROLLBACK")
+    other.close()
+    again = journal(db_path)
+    assert again.backlog == 1
+    assert again.apply_pending() == 1
+    assert cdr_ids(store) == ["call-1"]
+
+
+def test_a_bad_write_is_set_aside_and_the_rest_goes_in(store, db_path, account):
+    j = journal(db_path)
+    j.put("cdr", cdr_item(account, 1))
+    bad = cdr_item(account + 99, 2)  # no such account: the foreign key refuses it
+    j.put("cdr", bad)
+    j.put("cdr", cdr_item(account, 3))
+    assert j.apply_pending() == 3
+    assert cdr_ids(store) == ["call-1", "call-3"]
+    kept = [json.loads(line) for line in j.failed_path.read_text().splitlines()]
+    assert [k["payload"]["cdr"]["call_id"] for k in kept] == ["call-2"]
+    assert "FOREIGN KEY" in kept[0]["error"]
+    assert j.failed_total == 1
+
+
+def test_unknown_kind_is_refused_at_put(db_path, store):
+    j = journal(db_path)
+    with pytest.raises(ValueError):
+        j.put("nonsense", {})
+    assert j.backlog == 0
+
+
+def test_the_writer_thread_drains_on_stop(store, db_path, account):
+    j = journal(db_path)
+    j.start(retry_min=0.01, retry_max=0.05)
+    for n in range(50):
+        j.put("cdr", cdr_item(account, n))
+    assert j.stop(timeout=20) == 0
+    assert len(cdr_ids(store)) == 50
+
+
+def test_stop_while_locked_leaves_the_writes_for_the_next_start(store, db_path, account):
+    j = journal(db_path)
+    other = lock(db_path)
+    j.start(retry_min=0.01, retry_max=0.05)
+    j.put("cdr", cdr_item(account, 1))
+    assert j.stop(timeout=0.5) == 1
+    other.execute("ROLLBACK")
+    other.close()
+    again = journal(db_path)
+    assert again.apply_pending() == 1
+    assert cdr_ids(store) == ["call-1"]
