@@ -185,6 +185,7 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     from twisted.internet import defer, task
 
     from dialer.engine import Dialer, route_by_odds
+    from dialer.journal import Journal
     from dialer.sip.pool import WorkerPool
 
     why = sip_missing()
@@ -208,9 +209,12 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     echo("== carrier simulator (SIPp on loopback): " + ", ".join(f"{o} {w}%" for o, w in CARRIER_ODDS))
     ports = [_free_port() for _ in range(4)]
     holder = {}
+    journal = Journal(store.path)  # the dialer's writes: one writer thread, never lost
+    journal.start()
     pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=4)
     dialer = holder["d"] = Dialer(reactor, store, "demo-live", pool, route_by_odds(carriers, CARRIER_ODDS),
-                                  tick=0.5, cps=5, wrap_limit_s=8.0, record_dir=store.files_dir / "recordings")
+                                  tick=0.5, cps=5, wrap_limit_s=8.0, record_dir=store.files_dir / "recordings",
+                                  journal=journal)
     result = {}
 
     def line(t0):
@@ -246,6 +250,10 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
         while (dialer.legs or dialer.pending_cdr) and reactor.seconds() - t_end < 30:
             dialer.tick_floor()
             await task.deferLater(reactor, 0.2, lambda: None)
+        dialer.close_wrapups()
+        t_end = reactor.seconds()
+        while journal.backlog and reactor.seconds() - t_end < 15:  # every record in the database
+            await task.deferLater(reactor, 0.1, lambda: None)
         line(t0)
         result.update(_summary(store, dialer, t0, reactor.seconds()))
         await pool.stop()
@@ -267,6 +275,7 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     try:
         reactor.run()  # signal handlers: SIGCHLD tells Twisted a worker process ended
     finally:
+        journal.stop()
         if guard.active():
             guard.cancel()
         for p in procs:

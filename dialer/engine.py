@@ -55,6 +55,35 @@ def policy_for(campaign):
     return Preview()
 
 
+class CongestionBrake:
+    """A carrier answering 5xx to call after call (a 503 storm) gets a rest instead of
+    the campaign's leads: after ``threshold`` congestion failures in a row the trunk
+    is paused ``pause_s``, then probed; another failure doubles the pause (up to
+    ``max_pause_s``); any other final answer resets it. Pure: the caller gives ``now``."""
+
+    def __init__(self, threshold=10, pause_s=5.0, max_pause_s=60.0):
+        self.threshold, self.pause_s, self.max_pause_s = threshold, pause_s, max_pause_s
+        self.in_a_row = 0
+        self.next_pause = pause_s
+        self.until = None
+
+    def record(self, now, congested):
+        """A call's end; returns the pause (s) when this one engages the brake."""
+        if not congested:
+            self.in_a_row, self.next_pause, self.until = 0, self.pause_s, None
+            return None
+        self.in_a_row += 1
+        if self.in_a_row < self.threshold or self.paused(now):
+            return None
+        pause = self.next_pause
+        self.until = now + pause
+        self.next_pause = min(self.max_pause_s, pause * 2)
+        return pause
+
+    def paused(self, now):
+        return self.until is not None and now < self.until
+
+
 class Stats:
     """What the demo's live summary shows."""
 
@@ -96,11 +125,12 @@ class Dialer:
 
     def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
-                 record_dir=None, journal=None, trunk=None):
+                 record_dir=None, journal=None, trunk=None, brake=None):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
         # every write of the loop goes through the journal (never lost, never blocking)
         self.journal = journal if journal is not None else DirectWrites(store)
         self.trunk = trunk  # dialer.trunks.Trunk, or None: ``route`` decides
+        self.brake = brake or CongestionBrake()
         self.hopper = Hopper(store, campaign)
         self.campaign = self.hopper.campaign
         self.cid = self.campaign["id"]
@@ -175,7 +205,9 @@ class Dialer:
             self.recent.popleft()
         room = max(0, int(self.cps) - len(self.recent))
         if self.trunk is not None:  # no line of the trunk is up (not registered): nothing is placed
-            room = min(room, self.pool.room(self.trunk.name))
+            room = min(room, self.pool.room(self.trunk.name if self.trunk.register else None))
+        if self.brake.paused(t):
+            room = 0
         if t >= self.next_poll:
             self.next_poll = t + 1.0
             self.poll_commands()
@@ -411,14 +443,24 @@ class Dialer:
         leg.handle(ev, now=self.ms())
         if not was_answered:
             self.policy.on_dial_end(self.reactor.seconds(), False, (leg.duration_ms or 0) / 1000.0)
+        if leg.end_code:  # the carrier's final answer (0: no answer from it at all, e.g. a worker died)
+            pause = self.brake.record(self.reactor.seconds(), leg.disposition == "congestion")
+            if pause is not None:
+                log.warn("campaign {name}: carrier congestion ({n} calls in a row ended {code} {reason}): "
+                         "no dials on this trunk for {pause:g} s", name=self.campaign["name"],
+                         n=self.brake.in_a_row, code=leg.end_code, reason=leg.end_reason or "", pause=pause)
         self.stats.dispositions[leg.disposition] = self.stats.dispositions.get(leg.disposition, 0) + 1
         self.stats.billable_ms += leg.billable_ms or 0
         if leg.agent is not None:
             uid = leg.agent
             if self.floor.state_of(uid) == "on_call":
                 self._agent_events([self.floor.call_ended(uid, self.now(), call_id=key)])
-            self.pending_cdr[uid] = leg
-            self.finished[key] = leg
+            if self.floor.state_of(uid) == "wrap_up":
+                self.pending_cdr[uid] = leg
+                self.finished[key] = leg
+                return
+            # the agent's phone hung up first: their wrap-up is already closed ("other")
+            self._write(leg, "other")
             return
         self._write(leg)
 

@@ -233,3 +233,63 @@ def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, sipp):
     later = _dt.datetime.now(_dt.timezone.utc)
     for lead in store.query("SELECT status, next_attempt_at FROM leads"):
         assert lead["status"] == "retry" and lead["next_attempt_at"] > to_iso(later)
+
+
+def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
+    """Another process holds the database's write lock while calls ring, answer and end:
+    the loop keeps running (it dials nothing it cannot check), the records wait in the
+    journal, and all of them are in the database once the lock is gone."""
+    import sqlite3
+    from dialer.journal import Journal
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    answer_numbers = [f"{area}5550{n}" for n in (142, 367)]
+    busy_number = f"{area}5550{724}"
+    setup_campaign(tmp_path, now, answer_numbers + [busy_number]).close()
+    store = Store(tmp_path / "d.db", timeout=0.1)  # the reactor's connection: a lock answers at once
+    answer = sipp("uas_answer_hold.xml", "-d", "2000")
+    busy = sipp("uas_busy.xml")
+    routes = {"+1" + n: answer for n in answer_numbers}
+    routes["+1" + busy_number] = busy
+    journal = Journal(tmp_path / "d.db")
+    journal.start(retry_min=0.05, retry_max=0.2)
+    lock = {}
+
+    async def body(reactor):
+        ports = [free_udp_port() for _ in range(2)]
+        holder = {}
+        pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=2)
+        d = holder["d"] = Dialer(reactor, store, "c", pool,
+                                 route=lambda number: f"sip:{number[1:]}@{routes[number].uri.split('@')[1]}",
+                                 tick=0.2, wrap_limit_s=0.5, message_s=2.0, journal=journal)
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        sipp("uac_agent.xml", f"127.0.0.1:{next(iter(pool.workers))}", echo=True, service="agent-alice-7391",
+             calls=1)
+        await until(reactor, lambda: d.floor.counts(d.cid).agents == 1, 20, "the agent's login")
+        await until(reactor, lambda: not journal.backlog, 10, "the login in the database")
+        d.start()
+        await until(reactor, lambda: d.stats.dials == 3, 20, "three dials")
+        other = lock["conn"] = sqlite3.connect(str(tmp_path / "d.db"), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        await until(reactor, lambda: sum(d.stats.dispositions.values()) == 3 and not d.pending_cdr, 30,
+                    "the three calls to end and their wrap-up")
+        held = journal.backlog
+        in_db = len(list_cdrs(store, campaign="c"))
+        assert d.loop.running and journal.failing
+        other.execute("ROLLBACK")
+        other.close()
+        await until(reactor, lambda: not journal.backlog, 20, "the journal to catch up")
+        d.stop()
+        await pool.stop()
+        return held, in_db
+
+    held, in_db = run(body)
+    journal.stop()
+    assert in_db == 0 and held >= 3  # nothing reached the file while it was locked ...
+    rows = list_cdrs(store, campaign="c")
+    assert len(rows) == 3  # ... and nothing was lost
+    assert sorted(r["disposition"] for r in rows) == ["abandoned", "busy", "connected"]
+    assert store.query_one("SELECT COUNT(*) AS n FROM call_attempts")["n"] == 3
+    states = [r["state"] for r in store.query("SELECT state FROM agent_events ORDER BY id")]
+    assert "on_call" in states and "wrap_up" in states
