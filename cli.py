@@ -641,6 +641,117 @@ def lead_callback(app, lead_id, when, agent, zone, as_json):
     _emit(out, as_json, f"lead {lead_id}: callback at {out['callback_local']} ({out['callback_at']})")
 
 
+# --------------------------------------------------------------------------------- trunks
+
+@main.group(cls=_Group)
+def trunk():
+    """SIP trunks per account: proxy, credentials, caller ID; registration checked and measured."""
+
+
+def _trunk_text(t):
+    auth = f"user {t['username']}" + (" (password set)" if t["password_set"] else "") if t["username"] else "no credentials"
+    text = (f"{t['name']:<16} {t['proxy']:<28} {'registers' if t['register'] else 'no REGISTER':<12} "
+            f"{auth}, {t['cps']:g} calls/s, caller ID {t['caller_id'] or '-'}")
+    last = t.get("last_registration")
+    if last:
+        text += (f"\n    last registration {last['at']}: {last['code']} {last['reason']}"
+                 + (f", {last['ms']} ms" if last["ms"] is not None else "") + (" ALERT" if last["alert"] else ""))
+    return text
+
+
+@trunk.command("add")
+@click.argument("name")
+@click.option("--account", required=True)
+@click.option("--proxy", required=True, help="HOST[:PORT] (or sip:HOST[:PORT]) of the carrier's proxy.")
+@click.option("--user", "username", help="User name for digest authentication.")
+@click.option("--password", help="Password (prefer --password-env: a command line is visible to others).")
+@click.option("--password-env", help="Name of an environment variable holding the password.")
+@click.option("--realm", help="Digest realm (default: any).")
+@click.option("--register", is_flag=True, help="The carrier requires REGISTER (needs --user and a password).")
+@click.option("--cps", default="10", show_default=True, help="Calls per second the carrier accepts (at most 1000).")
+@click.option("--caller-id", help="Caller ID on this trunk: one of the account's numbers.")
+@click.option("--region", default="US", show_default=True, help="Region of a caller ID without a country code.")
+@json_option
+@pass_app
+def trunk_add(app, name, account, proxy, username, password, password_env, realm, register, cps, caller_id, region,
+              as_json):
+    """Add a SIP trunk to an account. The password is stored, never shown."""
+    from dialer.trunks import add_trunk
+    if password is not None and password_env:
+        raise DialerError("give --password or --password-env, not both")
+    if password_env:
+        import os
+        password = os.environ.get(password_env)
+        if not password:
+            raise DialerError(f"--password-env {password_env}: that environment variable is not set or empty")
+    out = add_trunk(app.store, account, name, proxy, app.now(), app.user, username=username, password=password,
+                    realm=realm, register=register, cps=cps, caller_id=caller_id, region=region)
+    _emit(out, as_json, f"trunk {out['name']} added to account {account}: {out['proxy']}"
+                        f"{', registers' if out['register'] else ''}")
+
+
+@trunk.command("list")
+@click.option("--account", required=True)
+@json_option
+@pass_app
+def trunk_list(app, account, as_json):
+    """An account's trunks, with their last registration."""
+    from dialer.trunks import list_trunks
+    for t in list_trunks(app.store, account):
+        _emit(t, as_json, _trunk_text(t))
+
+
+@trunk.command("show")
+@click.argument("name")
+@click.option("--account", required=True)
+@json_option
+@pass_app
+def trunk_show(app, name, account, as_json):
+    """One trunk, the campaigns using it and its last registrations (measured times)."""
+    from dialer.trunks import show_trunk
+    t = show_trunk(app.store, account, name)
+    text = _trunk_text(t) + f"\n    campaigns: {', '.join(t['campaigns']) or '-'}"
+    for r in t["registrations"]:
+        text += (f"\n    {r['at']}  worker {r['worker'] or '-'}  {r['code']} {r['reason']}"
+                 + (f"  {r['ms']} ms" if r["ms"] is not None else "") + ("  ALERT" if r["alert"] else ""))
+    _emit(t, as_json, text)
+
+
+@trunk.command("use")
+@click.argument("name")
+@click.option("--campaign", required=True)
+@json_option
+@pass_app
+def trunk_use(app, name, campaign, as_json):
+    """Make a campaign dial through this trunk of its account."""
+    from dialer.trunks import use_trunk
+    out = use_trunk(app.store, campaign, name, app.now(), app.user)
+    _emit(out, as_json, f"campaign {campaign} dials through trunk {name}" +
+          (f" (was {out['was']})" if out["was"] and out["was"] != name else ""))
+
+
+@trunk.command("check")
+@click.argument("name")
+@click.option("--account", required=True)
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 60),
+              help="Seconds to wait for the registrar's answer.")
+@json_option
+@pass_app
+def trunk_check(app, name, account, timeout, as_json):
+    """Register once from a SIP worker of its own (loopback, a free port): print the
+    measured registration time and whether it is above the 100 ms the terms of service
+    require; record it. Exit 1 with the cause when the registration fails."""
+    from dialer.trunks import check_trunk
+    out = check_trunk(app.store, account, name, app.now(), app.user, timeout=timeout)
+    if out.get("registered") is None:
+        text = f"trunk {name}: {out['reason']}"
+    else:
+        text = (f"trunk {name}: registered at {out['proxy']} in {out['ms']} ms "
+                + (f"\u2014 ALERT: above the {out['alert_ms']:g} ms the terms of service require for good voice quality"
+                   if out["alert"] else f"(within {out['alert_ms']:g} ms)"))
+    _emit(out, as_json, text)
+
+
 @main.command()
 @click.argument("scenario", type=click.Path(dir_okay=False), required=False)
 @click.option("--policy", default="progressive", show_default=True,
@@ -708,6 +819,65 @@ def demo(app, fresh, seconds, agents, sip):
     run(store, app.now(), click.echo)
     if sip:
         run_live(store, click.echo, seconds=seconds, agents=agents)
+
+
+
+# --------------------------------------------------------------------------------- the service
+
+@main.command()
+@click.option("--campaign", "campaigns", multiple=True, help="Run only this campaign (repeatable). Default: every running one.")
+@click.option("--ip", default="127.0.0.1", show_default=True, help="Address the SIP workers listen on.")
+@click.option("--sip-port", default=5070, show_default=True, type=click.IntRange(1024, 65000),
+              help="First SIP port; agents' phones call this one.")
+@click.option("--workers", default=4, show_default=True, type=click.IntRange(1, 16),
+              help="SIP worker processes at most (30 calls each), on consecutive ports.")
+@click.option("--seconds", type=click.IntRange(1, None), default=None, help="Stop after this long (default: at SIGINT/SIGTERM).")
+@click.option("--drain", default=30, show_default=True, type=click.IntRange(0, 3600),
+              help="At stop, seconds calls in progress may take to finish before they are hung up.")
+@click.option("--record-dir", type=click.Path(file_okay=False), default=None,
+              help="Record connected calls (WAV) here; the CDR references each file.")
+@json_option
+@pass_app
+def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, as_json):
+    """Run the dialer: every running campaign over its SIP trunk, agents logging in
+    from their SIP phones, until SIGINT/SIGTERM (or --seconds)."""
+    from dialer.service import run_service
+    out = run_service(app.db_path, (lambda _t: None) if as_json else click.echo, campaigns=list(campaigns) or None,
+                      ip=ip, port=sip_port, workers=workers, seconds=seconds, record_dir=record_dir, drain_s=drain)
+    if as_json:
+        _emit(out, True)
+
+
+@main.group(cls=_Group)
+def agent():
+    """Agents on a running dialer: wrap-up dispositions, pause, ready, logout."""
+
+
+def _agent_command(name, doc):
+    @agent.command(name, help=doc)
+    @click.argument("user")
+    @click.option("--account", required=True)
+    @click.option("--reason", default=None)
+    @click.option("--wait", default=5.0, show_default=True, type=click.FloatRange(0, 120),
+                  help="Seconds to wait for the running dialer to carry it out.")
+    @json_option
+    @pass_app
+    def cmd(app, user, account, reason, wait, as_json, **kw):
+        from dialer.commands import submit_and_wait
+        out = submit_and_wait(app.store, account, user, name, app.now, app.user, wait, reason=reason, **kw)
+        _emit(out, as_json, f"agent {user}: {out['result']}")
+        if not out["done"]:
+            sys.exit(1)
+    return cmd
+
+
+_dispose = _agent_command("dispose", "End the agent's wrap-up with a disposition (sale, not-interested, wrong-number, "
+                                     "other, dnc-requested, answering-machine, dead-air).")
+click.option("--disposition", required=True)(_dispose)
+click.option("--pause", is_flag=True, help="Pause the agent after the wrap-up.")(_dispose)
+_agent_command("pause", "Pause a ready agent (no calls until ready).")
+_agent_command("ready", "Make a paused agent ready for calls.")
+_agent_command("logout", "Log a ready or paused agent out (the phone's call ends).")
 
 
 if __name__ == "__main__":

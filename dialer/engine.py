@@ -125,11 +125,14 @@ class Dialer:
 
     def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
-                 record_dir=None, journal=None, trunk=None, brake=None):
+                 record_dir=None, journal=None, registrar=None, brake=None):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
         # every write of the loop goes through the journal (never lost, never blocking)
         self.journal = journal if journal is not None else DirectWrites(store)
-        self.trunk = trunk  # dialer.trunks.Trunk, or None: ``route`` decides
+        # the campaign's SIP trunk (dialer.trunks.TrunkRegistrar: registration, room,
+        # dialing through it), or None: ``route`` gives the URI (the demo's carriers)
+        self.registrar = registrar
+        self.trunk = registrar.trunk if registrar is not None else None
         self.brake = brake or CongestionBrake()
         self.hopper = Hopper(store, campaign)
         self.campaign = self.hopper.campaign
@@ -204,8 +207,8 @@ class Dialer:
         while self.recent and self.recent[0] <= t - 1.0:
             self.recent.popleft()
         room = max(0, int(self.cps) - len(self.recent))
-        if self.trunk is not None:  # no line of the trunk is up (not registered): nothing is placed
-            room = min(room, self.pool.room(self.trunk.name if self.trunk.register else None))
+        if self.registrar is not None:  # the trunk is not registered anywhere: nothing is placed
+            room = min(room, self.registrar.room())
         if self.brake.paused(t):
             room = 0
         if t >= self.next_poll:
@@ -256,9 +259,11 @@ class Dialer:
         self.legs[key] = leg
         self.recent.append(self.reactor.seconds())
         self.stats.dials += 1
-        via = {"account": self.trunk.name} if self.trunk is not None and self.trunk.register else {}
-        uri = self.trunk.uri(row["phone"]) if self.trunk is not None else self.route(row["phone"])
-        port = self.pool.dial(key, uri, timeout_s=leg.ring_timeout_ms / 1000.0, caller_id=caller_id, **via)
+        if self.registrar is not None:
+            port = self.registrar.dial(key, row["phone"], timeout_s=leg.ring_timeout_ms / 1000.0, caller_id=caller_id)
+        else:
+            port = self.pool.dial(key, self.route(row["phone"]), timeout_s=leg.ring_timeout_ms / 1000.0,
+                                  caller_id=caller_id)
         leg.worker_id = port
 
     # -- worker events ----------------------------------------------------------------

@@ -347,7 +347,7 @@ def m004_trunks_commands_journal(conn):
             worker TEXT,
             code INTEGER NOT NULL,
             reason TEXT NOT NULL,
-            ms INTEGER,
+            ms REAL,
             alert INTEGER NOT NULL DEFAULT 0
         );
         CREATE INDEX trunk_registrations_by_trunk ON trunk_registrations (trunk_id, at);

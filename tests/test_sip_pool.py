@@ -180,3 +180,15 @@ def test_connect_ties_a_customer_to_an_agent_in_another_worker(sipp):
     run(scenario)
     print(f"pool tie connect time: {figures['connect_ms']:.1f} ms")
     assert figures["connect_ms"] < 1000
+
+
+def test_dials_through_an_unknown_or_unregistered_account_are_refused():
+    from dialer.sip.pool import NotRegistered
+    pool = WorkerPool(EPollReactor(), lambda ev: None, [free_udp_port()])
+    assert pool.room() == 0 and pool.room(account="t") == 0
+    with pytest.raises(NotRegistered, match="not known to the SIP pool"):
+        pool.dial("k", "sip:+12125550100@127.0.0.1", account="t")
+    pool.registrations["t"] = {"cmd": "register", "account": "t"}     # known, registered nowhere
+    with pytest.raises(NotRegistered, match="registered in no SIP worker yet"):
+        pool.dial("k", "sip:+12125550100@127.0.0.1", account="t")
+    assert pool.where == {} and pool.workers == {}

@@ -262,6 +262,33 @@ def test_register_with_digest_auth(worker, sipp):
     assert worker.stats()["accounts"] == 1
 
 
+def test_register_again_replaces_the_account_and_measures_again(worker, sipp):
+    """A new attempt after a failure (pjsua does not retry): ``replace`` shuts the old
+    account down and the new one is timed afresh, digest challenge included."""
+    s = sipp("uas_registrar_401.xml", "-key", "user", "trunk1", "-key", "password", "s3cret")
+    reg = dict(account="r1", registrar=f"sip:127.0.0.1:{s.port}", user="trunk1")
+    worker.send("register", password="wrong", **reg)
+    bad = worker.wait_for("registered", account="r1")
+    assert (bad["code"], bad["reason"]) == (401, "Unauthorized") and bad["ms"] is not None
+    worker.send("register", password="s3cret", **reg)
+    assert "exists" in worker.wait_for("error")["message"]
+    worker.send("register", password="s3cret", replace=True, **reg)
+    good = worker.wait_for("registered", account="r1")
+    assert good["code"] == 200 and good["ms"] is not None and good["expires"] == 300
+    # an account that only answers INVITE challenges: no REGISTER, usable at once
+    worker.send("register", account="r2", registrar="sip:127.0.0.1:9", user="u", password="p",
+                register=False)
+    r2 = worker.wait_for("registered", account="r2")
+    assert (r2["code"], r2["ms"]) == (200, None)
+    # an account pjsua cannot create is reported on the same event, code 0
+    worker.send("register", account="r3", registrar="not a uri", user="u", password="p")
+    r3 = worker.wait_for("registered", account="r3")
+    assert r3["code"] == 0 and r3["reason"].startswith("cannot create the account")
+    for name in ("r1", "r2"):
+        worker.send("unregister", account=name)
+    assert worker.stats()["accounts"] == 1
+
+
 def test_admission_queues_beyond_the_socket_budget(sipp):
     """36 dials at once: 32 start (the 32nd: 2*31 + 2 = 64 sockets), 4 wait; no abort."""
     w = Worker()

@@ -8,6 +8,12 @@
     pool.hangup("call-42")
     d = pool.stop()                                # Deferred: every worker has exited
 
+Trunk accounts: ``pool.add_registration(name, registrar, user, password)`` is remembered
+and sent to every worker once it is ready (workers spawned later and replacements
+too). The pool follows each worker's ``registered`` events; ``pool.dial(key, uri,
+account=name)`` goes only to a worker where that account is registered (code 200), and
+``pool.room(account=name)`` says how many calls can be placed through it now.
+
 Every event a worker sends reaches ``on_event`` as a dict with ``worker`` (its SIP port)
 added. A worker's death is a normal event: each call it held gets a synthetic
 ``ended`` event (code 0, reason "worker died"), ``on_event`` gets
@@ -46,6 +52,8 @@ class WorkerProcess(tprotocol.ProcessProtocol):
         self.ready = False
         self.exited = False
         self.keys = {}                 # key -> {"answered": bool, "started_ms": int|None}
+        self.accounts = {}             # trunk account -> {"code", "reason", "ms", "expires"}
+                                       # (code None: REGISTER sent, no answer yet)
         self.queued = 0                # dials sent, not yet admitted (part of keys)
         self._events = b""
         self._stderr = b""
@@ -116,6 +124,8 @@ class WorkerPool:
         self.failures = {}             # port -> consecutive deaths before ready
         self.stopping = False
         self._respawns = {}            # port -> IDelayedCall
+        self.registrations = {}        # account -> register command (sent to every ready worker)
+        self.listeners = {}            # account -> callable(event) (registering/registered/lost)
 
     # -- workers --------------------------------------------------------------
 
@@ -143,8 +153,14 @@ class WorkerPool:
                                   childFDs={0: "w", 1: "r", 2: "r", 3: "r"})
         return w
 
-    def _pick(self):
-        """The least loaded worker with room; a new one if all are full; else the least loaded."""
+    def _pick(self, account=None):
+        """The least loaded worker with room; a new one if all are full; else the least loaded.
+
+        With ``account``: only workers where it is registered; when they are all full,
+        the least loaded of them (it queues the dial) and a new worker is started for
+        the next dials (it registers once ready)."""
+        if account is not None:
+            return self._pick_registered(account)
         live = [w for w in self.workers.values() if not w.exited]
         roomy = [w for w in live if w.load < self.calls_per_worker]
         if roomy:
@@ -156,13 +172,56 @@ class WorkerPool:
             return min(live, key=lambda w: w.load)     # the worker queues beyond its budget
         raise RuntimeError("no SIP worker is running")
 
+    def _registered_workers(self, account):
+        return [w for w in self.workers.values()
+                if w.ready and not w.exited and (w.accounts.get(account) or {}).get("code") == 200]
+
+    def _pick_registered(self, account):
+        regs = self._registered_workers(account)
+        if not regs:
+            if account not in self.registrations:
+                raise NotRegistered(f"trunk account {account!r} is not known to the SIP pool")
+            raise NotRegistered(f"trunk account {account!r} is registered in no SIP worker yet")
+        roomy = [w for w in regs if w.load < self.calls_per_worker]
+        if not roomy:
+            self._grow_for(account)
+            return min(regs, key=lambda w: (w.load, w.port))
+        return min(roomy, key=lambda w: (w.load, w.port))
+
+    def _grow_for(self, account):
+        """Start one more worker for ``account`` when every live worker has it registered
+        and none is on its way (a worker whose registration failed would not help)."""
+        live = [w for w in self.workers.values() if not w.exited]
+        if any(not w.ready or (w.accounts.get(account) or {}).get("code") != 200 for w in live):
+            return None
+        port = self._free_port()
+        if port is None or len(self.workers) >= self.max_workers:
+            return None
+        return self._spawn(port)
+
+    def room(self, account=None):
+        """Calls that can be placed now: free call slots over the ready workers (with
+        ``account``: those where it is registered). When ``account``'s workers are all
+        full and another worker may be started, one is started (it registers once ready)."""
+        if account is None:
+            ws = [w for w in self.workers.values() if w.ready and not w.exited]
+        else:
+            ws = self._registered_workers(account)
+        free = sum(max(0, self.calls_per_worker - w.load) for w in ws)
+        if account is not None and free == 0 and account in self.registrations:
+            self._grow_for(account)
+        return free
+
     # -- commands -------------------------------------------------------------
 
     def dial(self, key, uri, **fields):
-        """Place a call; returns the SIP port of the worker that took it."""
+        """Place a call; returns the SIP port of the worker that took it.
+
+        ``account=NAME`` dials through a trunk account (added with ``add_registration``):
+        only a worker where it is registered takes the call; ``NotRegistered`` if none."""
         if key in self.where:
             raise ValueError(f"call key {key!r} is already in use")
-        w = self._pick()
+        w = self._pick(fields.get("account"))
         self.where[key] = w
         w.keys[key] = {"answered": False, "started_ms": None}
         w.send(dict(fields, cmd="dial", key=key, uri=uri))
@@ -212,10 +271,80 @@ class WorkerPool:
         return protocol.agent_uri(user, pin, self.ip, self._pick().port)
 
     def register(self, account, registrar, user, password, **fields):
-        """Register a trunk account in every running worker (each has its own contact)."""
+        """Register a trunk account in every running worker (each has its own contact).
+        Once only: prefer ``add_registration``, which workers started later get too."""
         for w in self.workers.values():
             w.send(dict(fields, cmd="register", account=account, registrar=registrar,
                         user=user, password=password))
+
+    def add_registration(self, name, registrar, user, password, realm=None, expires=300,
+                         register=True, listener=None):
+        """Remember a trunk account and register it in every ready worker now, and in
+        every worker that becomes ready later (new ones, replacements after a death).
+
+        ``register=False``: the account only authenticates its INVITEs (no REGISTER).
+        ``listener(ev)`` gets, for this account: ``{"ev": "registering", "account",
+        "worker"}`` when a worker is asked to register, every ``registered`` event of
+        the workers, and ``{"ev": "registration_lost", "account", "worker", "why"}``
+        when a worker holding it dies. Adding a name again replaces the account."""
+        cmd = {"cmd": "register", "account": name, "registrar": registrar, "user": user,
+               "password": password or "", "expires": int(expires), "register": bool(register)}
+        if realm:
+            cmd["realm"] = realm
+        self.registrations[name] = cmd
+        if listener is not None:
+            self.listeners[name] = listener
+        for w in list(self.workers.values()):
+            if w.ready and not w.exited:
+                self._send_registration(w, name, replace=name in w.accounts)
+
+    def reregister(self, name, all_workers=False):
+        """Register ``name`` again (a new account, measured again) in the ready workers
+        where it is not registered (or in all of them). Returns the ports asked."""
+        if name not in self.registrations:
+            raise KeyError(f"no registration {name!r}")
+        asked = []
+        for w in list(self.workers.values()):
+            if not w.ready or w.exited:
+                continue
+            if all_workers or (w.accounts.get(name) or {}).get("code") != 200:
+                self._send_registration(w, name, replace=True)
+                asked.append(w.port)
+        return asked
+
+    def remove_registration(self, name):
+        """Forget a trunk account and unregister it from every worker."""
+        self.registrations.pop(name, None)
+        self.listeners.pop(name, None)
+        for w in list(self.workers.values()):
+            if w.accounts.pop(name, None) is not None and not w.exited:
+                w.send({"cmd": "unregister", "account": name})
+
+    def registered_in(self, name):
+        """Ports of the ready workers where ``name`` is registered (code 200)."""
+        return sorted(w.port for w in self._registered_workers(name))
+
+    def account_states(self, name):
+        """port -> the last registration state of ``name`` in that worker."""
+        return {w.port: dict(w.accounts[name]) for w in self.workers.values() if name in w.accounts}
+
+    def _send_registration(self, w, name, replace=False):
+        cmd = dict(self.registrations[name])
+        if replace:
+            cmd["replace"] = True
+        w.accounts[name] = {"code": None, "reason": "registering", "ms": None, "expires": None}
+        w.send(cmd)
+        self._tell(name, {"ev": "registering", "account": name, "worker": w.port,
+                          "t": round(time.monotonic(), 4), "ts": int(time.time() * 1000)})
+
+    def _tell(self, name, ev):
+        listener = self.listeners.get(name)
+        if listener is None:
+            return
+        try:
+            listener(ev)
+        except Exception:                      # a consumer bug must not kill the pool
+            log.failure("registration listener raised for {ev}", ev=ev.get("ev"))
 
     def stats(self):
         for w in self.workers.values():
@@ -237,6 +366,14 @@ class WorkerPool:
         if name == "ready":
             w.ready = True
             self.failures.pop(w.port, None)
+            for account in list(self.registrations):
+                self._send_registration(w, account)
+        elif name == "registered" and ev.get("account") in self.registrations:
+            account = ev["account"]
+            w.accounts[account] = {k: ev.get(k) for k in ("code", "reason", "ms", "expires")}
+            self._deliver(ev)
+            self._tell(account, ev)
+            return
         elif name == "incoming" and key:
             self.where[key] = w
             w.keys[key] = {"answered": True, "started_ms": ev.get("ts")}
@@ -281,6 +418,11 @@ class WorkerPool:
                            "t": round(time.monotonic(), 4)})
         if self.stopping:
             return
+        for account in list(w.accounts):
+            if account in self.registrations:
+                self._tell(account, {"ev": "registration_lost", "account": account, "worker": w.port,
+                                     "why": what, "ts": now, "t": round(time.monotonic(), 4)})
+        w.accounts.clear()
         # The far ends of its tie calls live on in other workers, bridged to nothing
         # (the dead worker sent no BYE): hang them up.
         for tie_key, (wc, wa) in list(self.ties.items()):
@@ -333,6 +475,10 @@ class WorkerPool:
             w.ended_d.addBoth(_cancel_timer, killer)
             waits.append(w.ended_d)
         return defer.DeferredList(waits)
+
+
+class NotRegistered(RuntimeError):
+    """A dial through a trunk account that no worker has registered."""
 
 
 def _kill(w):

@@ -424,16 +424,27 @@ class Worker:
         self.emit("recording_done", key=key, path=path, duration_s=round(wav_seconds(path), 3))
 
     def cmd_register(self, cmd):
+        """A trunk account. ``replace``: an account of that name is shut down first (a new
+        attempt after a failure: pjsua does not retry, and the new account measures again).
+        ``register`` false: the account only answers digest challenges to its INVITEs
+        (no REGISTER); it is reported ``registered`` at once with code 200, ms null.
+        A failure to create the account is reported as ``registered`` with code 0."""
         name = _need(cmd, "account")
         registrar, user = _need(cmd, "registrar"), _need(cmd, "user")
         if name in self.trunks:
-            raise ValueError(f"account {name!r} exists")
+            if not cmd.get("replace"):
+                raise ValueError(f"account {name!r} exists")
+            self.trunks.pop(name).shutdown()
         if len(self.trunks) + 1 >= 8:          # pjsua: 8 accounts per process, 1 is local
-            raise ValueError("too many accounts in this worker (7 trunks at most)")
+            self.emit("registered", account=name, code=0, ms=None, expires=0,
+                      reason="too many accounts in this worker (7 trunks at most)")
+            return
+        do_register = cmd.get("register", True) is not False
         domain = cmd.get("domain") or registrar.split("sip:", 1)[-1].split(";")[0]
         acfg = pj.AccountConfig()
         acfg.idUri = f"sip:{user}@{domain}"
-        acfg.regConfig.registrarUri = registrar
+        if do_register:
+            acfg.regConfig.registrarUri = registrar
         acfg.regConfig.timeoutSec = int(cmd.get("expires") or 300)
         acfg.regConfig.retryIntervalSec = 0   # report failures; the parent decides
         cred = pj.AuthCredInfo("digest", cmd.get("realm") or "*", user, 0,
@@ -441,13 +452,19 @@ class Worker:
         acfg.sipConfig.authCreds.append(cred)
         self._media_config(acfg)
         acfg.sipConfig.contactForced = ""
-        acc = TrunkAccount(self, name)
+        acc = TrunkAccount(self, name)        # t0: the measure starts here, REGISTER next
         self.trunks[name] = acc
         try:
             acc.create(acfg)
-        except pj.Error:
+        except pj.Error as e:
             del self.trunks[name]
-            raise
+            self.emit("registered", account=name, code=0, ms=None, expires=0,
+                      reason=f"cannot create the account: {e.info().strip().splitlines()[0]}")
+            return
+        if not do_register:
+            acc.t0 = None
+            self.emit("registered", account=name, code=200, reason="no registration (digest on INVITE only)",
+                      ms=None, expires=0)
 
     def cmd_unregister(self, cmd):
         name = _need(cmd, "account")

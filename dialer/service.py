@@ -1,0 +1,270 @@
+"""``dialer run``: the real service, from the configured database.
+
+One process: the Twisted reactor owns every campaign that is running (a
+``dialer.engine.Dialer`` each), one pool of SIP workers on consecutive UDP ports
+(agents' phones call the first: ``sip:agent-<user>-<pin>@<ip>:<port>``, or
+``agent-<user>-<pin>-<campaign>`` to choose among their account's campaigns),
+each campaign's SIP trunk (registered when the trunk requires it, the time
+measured, an alert above 100 ms), and the write journal (every CDR, agent event,
+opt-out and registration goes through it: nothing is lost while the database is
+locked, and the reactor never waits on it).
+
+It stops after ``seconds`` or at SIGINT/SIGTERM: no new dials, calls in progress
+may finish for ``drain_s``, then the rest are hung up, wrap-ups close, every CDR
+is written (or kept in the journal for the next start).
+"""
+
+import datetime as _dt
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from .errors import DialerError, InputError
+
+log = Logger(namespace="dialer.service")
+
+
+class Service:
+    """The running dialer: campaigns, their trunks, the worker pool, the journal."""
+
+    def __init__(self, reactor, store, journal, campaigns=None, ip="127.0.0.1", port=5070, workers=4,
+                 record_dir=None, tick=0.5, registrar_options=None):
+        from .engine import Dialer
+        from .sip.pool import WorkerPool
+        from .trunks import TrunkRegistrar, campaign_trunk
+        self.reactor, self.store, self.journal = reactor, store, journal
+        rows = self._campaigns(campaigns)
+        self.pool = WorkerPool(reactor, self.on_event, range(port, port + workers), max_workers=workers, ip=ip)
+        self.ip, self.port = ip, port
+        self.dialers = {}  # campaign id -> Dialer
+        self.registrars = {}  # trunk id -> TrunkRegistrar
+        self.owner = {}  # agent leg key -> Dialer
+        for row in rows:
+            trunk = campaign_trunk(store, row)
+            if trunk is None:
+                raise InputError(f"campaign {row['name']!r} has no SIP trunk: add one to its account with "
+                                 f"'dialer trunk add NAME --account ACCOUNT --proxy HOST:PORT'")
+            if trunk.id not in self.registrars:
+                self.registrars[trunk.id] = TrunkRegistrar(reactor, self.pool, trunk, on_result=self._registration,
+                                                           **(registrar_options or {}))
+            self.dialers[row["id"]] = Dialer(reactor, store, row["name"], self.pool, route=trunk.uri, tick=tick,
+                                             cps=trunk.cps, record_dir=record_dir, journal=journal,
+                                             registrar=self.registrars[trunk.id], consumer=f"dialer-{row['id']}")
+        self.stopping = False
+
+    def _campaigns(self, names):
+        if names:
+            rows = []
+            for name in names:
+                row = self.store.query_one("SELECT * FROM campaigns WHERE name = ?", (name,))
+                if row is None:
+                    raise InputError(f"no campaign named {name!r}")
+                if row["state"] != "running":
+                    raise InputError(f"campaign {name!r} is {row['state']}: start it first "
+                                     f"('dialer campaign start {name}')")
+                rows.append(row)
+            return rows
+        rows = self.store.query("SELECT * FROM campaigns WHERE state = 'running' ORDER BY id")
+        if not rows:
+            raise InputError("no campaign is running: start one with 'dialer campaign start NAME'")
+        return rows
+
+    # -- events -----------------------------------------------------------------------
+    def on_event(self, ev):
+        name, key = ev.get("ev"), ev.get("key")
+        if name == "worker_died":
+            for d in self.dialers.values():
+                d.on_event(ev)
+            return
+        if name == "incoming":
+            if ev.get("tie"):
+                return
+            d = self._dialer_for_login(ev.get("to_user") or "")
+            if d is None:
+                self.pool.hangup(key, code=404)
+                return
+            d.on_event(ev)
+            if key in d.agent_legs:
+                self.owner[key] = d
+            return
+        d = self.owner.get(key) or self._dialer_for_key(key)
+        if d is not None:
+            d.on_event(ev)
+            if name == "ended":
+                self.owner.pop(key, None)
+
+    def _dialer_for_key(self, key):
+        if not key:
+            return None
+        k = key[4:] if key.startswith("tie-") else key
+        if k.startswith("c"):
+            try:
+                return self.dialers.get(int(k[1:].split("-", 1)[0]))
+            except ValueError:
+                return None
+        return None
+
+    def _dialer_for_login(self, to_user):
+        """The campaign an agent's phone logs in to: ``agent-<user>-<pin>`` joins the
+        running campaign of the user's account (the only one, else the one named by a
+        fourth part ``-<campaign>``)."""
+        parts = to_user.split("-", 3)
+        if len(parts) < 3 or parts[0] != "agent":
+            log.warn("a call to {who!r} is not an agent login (agent-<user>-<pin>): refused", who=to_user)
+            return None
+        user = parts[1]
+        accounts = {r["account_id"] for r in self.store.query("SELECT account_id FROM users WHERE name = ?", (user,))}
+        mine = [d for d in self.dialers.values() if d.campaign["account_id"] in accounts]
+        if len(parts) == 4:
+            mine = [d for d in mine if d.campaign["name"] == parts[3]]
+        if len(mine) == 1:
+            return mine[0]
+        if not mine:
+            log.warn("agent login of {user!r}: no running campaign of the user's account here", user=user)
+        else:
+            log.warn("agent login of {user!r}: the account runs {n} campaigns here; dial agent-<user>-<pin>-<campaign>",
+                     user=user, n=len(mine))
+        return None
+
+    # -- running ----------------------------------------------------------------------
+    async def start(self):
+        self.pool.start(1)
+        t0 = self.reactor.seconds()
+        while not any(w.ready for w in self.pool.workers.values()):
+            if self.reactor.seconds() - t0 > 30:
+                raise DialerError(f"the SIP worker on {self.ip}:{self.port} did not start (port in use?)")
+            await task.deferLater(self.reactor, 0.05, lambda: None)
+        for reg in self.registrars.values():
+            reg.start()
+        for d in self.dialers.values():
+            d.start()
+        log.info("dialer running: {n} campaign(s); agents log in at sip:agent-<user>-<pin>@{ip}:{port}",
+                 n=len(self.dialers), ip=self.ip, port=self.port)
+
+    def _registration(self, result):
+        r = {k: result[k] for k in ("trunk_id", "worker", "code", "reason", "ms", "alert")}
+        self.journal.put("registration", {"at": _iso(self.reactor.seconds()), "registration": r})
+
+    async def stop(self, drain_s=30.0):
+        """No new dials; calls in progress get ``drain_s`` to finish, then are hung up;
+        wrap-ups close; the workers exit."""
+        self.stopping = True
+        for d in self.dialers.values():
+            if d.loop is not None and d.loop.running:
+                d.loop.stop()
+        t0 = self.reactor.seconds()
+        while any(d.legs for d in self.dialers.values()) and self.reactor.seconds() - t0 < drain_s:
+            for d in self.dialers.values():
+                d.tick_floor()
+            await task.deferLater(self.reactor, 0.2, lambda: None)
+        for d in self.dialers.values():
+            for key in list(d.legs):
+                d._hangup(key, "operator")
+        t1 = self.reactor.seconds()
+        while any(d.legs or d.pending_cdr for d in self.dialers.values()) and self.reactor.seconds() - t1 < 20:
+            for d in self.dialers.values():
+                d.close_wrapups()
+            await task.deferLater(self.reactor, 0.2, lambda: None)
+        for d in self.dialers.values():  # the agents' phones: the shift is over
+            for key in list(d.agent_legs):
+                self.pool.hangup(key)
+        t2 = self.reactor.seconds()
+        while any(d.agent_legs for d in self.dialers.values()) and self.reactor.seconds() - t2 < 10:
+            await task.deferLater(self.reactor, 0.1, lambda: None)
+        for reg in self.registrars.values():
+            reg.stop()
+        await self.pool.stop()
+
+    def status(self):
+        return {"campaigns": {d.campaign["name"]: d.stats.as_dict() for d in self.dialers.values()},
+                "trunks": {reg.trunk.name: _plain(reg.status()) for reg in self.registrars.values()},
+                "journal_backlog": self.journal.backlog}
+
+
+def _plain(obj):
+    """JSON-ready (instants as ISO text)."""
+    import json
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _iso(seconds):
+    from .timeutil import to_iso
+    return to_iso(_dt.datetime.fromtimestamp(seconds, _dt.timezone.utc))
+
+
+def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, workers=4, seconds=None,
+                record_dir=None, drain_s=30.0, status_every=30.0, reactor=None):
+    """``dialer run``: run the running campaigns until ``seconds`` pass or SIGINT/SIGTERM.
+    Returns the final status (dict)."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+    import sys
+
+    from .journal import Journal
+    from .store import Store
+    if reactor is None:
+        from twisted.internet import reactor
+    store = Store(db_path, timeout=0.2)  # the reactor's reads: a locked file answers at once
+    journal = Journal(store.path)
+    svc = Service(reactor, store, journal, campaigns=campaigns, ip=ip, port=port, workers=workers,
+                  record_dir=record_dir)
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    journal.start()
+    result = {}
+
+    def line():
+        st = svc.status()
+        for name, c in st["campaigns"].items():
+            echo(f"  {name}: dials {c['dials']}, answers {c['answers']}, connects {c['connects']}, abandons "
+                 f"{c['abandons']} ({100 * c['abandon_rate']:.1f} %), billable {c['billable_minutes']} min")
+        if st["journal_backlog"]:
+            echo(f"  {st['journal_backlog']} write(s) waiting for the database")
+
+    async def main():
+        await svc.start()
+        echo(f"== dialer running: {', '.join(d.campaign['name'] for d in svc.dialers.values())}; agents log in at "
+             f"sip:agent-<user>-<pin>@{ip}:{port}")
+        ticker = task.LoopingCall(line)
+        ticker.clock = reactor
+        ticker.start(status_every, now=False)
+        done = defer.Deferred()
+        svc.stop_requested = done
+        if seconds is not None:
+            reactor.callLater(seconds, lambda: done.called or done.callback("time"))
+        why = await done
+        echo(f"== stopping ({why}): no new dials, calls in progress may finish for {drain_s:g} s")
+        ticker.stop()
+        await svc.stop(drain_s)
+        result.update(svc.status())
+
+    def request_stop(*_):
+        d = getattr(svc, "stop_requested", None)
+        if d is not None and not d.called:
+            d.callback("signal")
+        elif d is None:
+            reactor.callLater(0, reactor.stop)
+
+    def finished(_):
+        if reactor.running:
+            reactor.stop()
+
+    def failed(f):
+        result["error"] = f.getErrorMessage()
+        finished(None)
+
+    import signal
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(main()).addCallbacks(finished, failed))
+    reactor.callWhenRunning(lambda: (signal.signal(signal.SIGINT, lambda *a: reactor.callFromThread(request_stop)),
+                                     signal.signal(signal.SIGTERM, lambda *a: reactor.callFromThread(request_stop))))
+    reactor.run()
+    left = journal.stop(timeout=30)
+    store.close()
+    if "error" in result:
+        raise DialerError(result["error"])
+    result["journal_left"] = left
+    line_out = result.get("campaigns", {})
+    for name, c in line_out.items():
+        echo(f"== {name}: dials {c['dials']}, live answers {c['answers']}, connected {c['connects']}, abandoned "
+             f"{c['abandons']}, dispositions {c['dispositions']}, billable {c['billable_minutes']} min")
+    if left:
+        echo(f"== {left} write(s) kept in the journal for the next start (the database was unavailable)")
+    return result
