@@ -22,7 +22,11 @@ Commands (``{"cmd": NAME, ...}``), keys are the parent's own strings:
               ``agent`` (that worker's key of an agent leg) in the X-Dialer-Agent
               header; that worker answers and bridges it to the agent leg. With
               ``bridge``, this worker bridges the answered tie leg to that local call.
-  register    {account, registrar, user, password, domain?, realm?, expires?}
+  register    {account, registrar, user, password, domain?, realm?, expires?, register?, replace?}
+              a trunk account: REGISTERs (the round trip, digest challenge included, is
+              measured: ``registered.ms``); ``register: false`` only authenticates its
+              INVITEs (reported registered, code 200, at once); ``replace: true`` shuts an
+              account of that name down first (a retry, measured again).
   unregister  {account}
   stats       {}
   shutdown    {}
@@ -44,7 +48,7 @@ Events (``{"ev": NAME, "t": monotonic s, "ts": UTC epoch ms, ...}``):
   ended       {key, code, reason, answered, started_ms, answered_ms, ended_ms,
                cause: "remote" | "hangup" | "ring timeout" | "no answer to BYE" |
                       "shutdown" | "dial failed" | "cancelled" | "worker died"}
-  registered  {account, code, reason, ms, expires}
+  registered  {account, code, reason, ms, expires}   code 0: the account could not be created
   stats       {active, queued, recent_ended, accounts, calls: {key: {state, answered,
                rtp_rx, rtp_tx, rx_loss}}}
   error       {key?, message}
