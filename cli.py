@@ -878,6 +878,7 @@ click.option("--pause", is_flag=True, help="Pause the agent after the wrap-up.")
 _agent_command("pause", "Pause a ready agent (no calls until ready).")
 _agent_command("ready", "Make a paused agent ready for calls.")
 _agent_command("logout", "Log a ready or paused agent out (the phone's call ends).")
+_agent_command("dial", "Preview campaigns: dial the next lead for this ready agent (checked by the rules now).")
 
 
 if __name__ == "__main__":

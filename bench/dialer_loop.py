@@ -115,12 +115,9 @@ def main(argv=None):
         if name == "answered":
             answered_t[ev["key"]] = ev["t"]
         elif name == "bridged":
-            a_, b_ = ev.get("a", ""), ev.get("b", "")
-            key = b_ if a_.startswith("tie-") else a_
-            if key.startswith("tie-"):
-                key = key[4:]
-            if key in answered_t and key not in bridged_t and not key.startswith("tie-"):
-                bridged_t[key] = ev["t"]
+            for key in (ev.get("a", ""), ev.get("b", "")):  # the customer's leg, whichever side
+                if key in answered_t and key not in bridged_t and not key.startswith("tie-"):
+                    bridged_t[key] = ev["t"]
         holder["d"].on_event(ev)
 
     ports = [free_udp_port() for _ in range(a.workers)]

@@ -14,7 +14,7 @@ from .agents import DISPOSITIONS, disposition_outcome
 from .errors import InputError, NotFound
 from .timeutil import to_iso
 
-COMMANDS = ("dispose", "pause", "ready", "logout")
+COMMANDS = ("dispose", "pause", "ready", "logout", "dial")
 
 
 def _agent(store, account, user):

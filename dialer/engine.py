@@ -165,6 +165,7 @@ class Dialer:
         self.opted_out = set()  # numbers opted out on this run's calls: never dialled again, even
         #                         before the journal has put them on the DNC list
         self.next_poll = 0.0  # agent commands (CLI, web console) are read once a second
+        self.reserved = {}  # call key -> user id: a preview call, for the agent who asked for it
 
     # -- time -------------------------------------------------------------------------
     def now(self):
@@ -249,6 +250,38 @@ class Dialer:
                 log.info("campaign {name}: dialing again", name=self.campaign["name"])
             self.blocked_reason = why
 
+    def preview_dial(self, uid):
+        """Preview mode: the agent asks for the next lead; it is checked by the rules
+        engine now and dialled for that agent. Returns the result text."""
+        if self.campaign["dial_mode"] != "preview":
+            return f"refused: campaign {self.campaign['name']} dials by itself ({self.campaign['dial_mode']})"
+        state = self.floor.state_of(uid)
+        if state != "ready":
+            return f"refused: agent is {state.replace('_', ' ')}; a preview dial needs a ready agent"
+        if uid in self.reserved.values():
+            return "refused: the agent's previous preview call is still in progress"
+        t = self.reactor.seconds()
+        busy = sum(1 for lg in self.legs.values() if lg.state != "ended")
+        if busy >= self.lines:
+            return f"refused: all {self.lines} lines of the account are in use"
+        while self.recent and self.recent[0] <= t - 1.0:
+            self.recent.popleft()
+        if len(self.recent) >= int(self.cps) or (self.registrar is not None and self.registrar.room() < 1):
+            return "refused: the trunk has no room this second; try again"
+        now = self.now()
+        live = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
+        try:
+            picked = self.hopper.next_leads(1, now, self.consumer, live_numbers=live | self.opted_out)
+        except DialerError as e:
+            return f"refused: {e}"
+        if not picked:
+            return "refused: no lead of the campaign may be called now"
+        row, verdict = picked[0]
+        self.hopper.mark_dialing([row["id"]], now)
+        key = self._dial(row, verdict, now)
+        self.reserved[key] = uid
+        return f"done: dialling {row['phone']} (lead {row['id']})"
+
     def _dial(self, row, verdict, now):
         key = f"c{self.cid}-{row['id']}-{next(self.seq)}"
         caller_id = self.campaign["caller_id"] or (self.trunk.caller_id if self.trunk is not None else None)
@@ -265,6 +298,7 @@ class Dialer:
             port = self.pool.dial(key, self.route(row["phone"]), timeout_s=leg.ring_timeout_ms / 1000.0,
                                   caller_id=caller_id)
         leg.worker_id = port
+        return key
 
     # -- worker events ----------------------------------------------------------------
     def on_event(self, ev):
@@ -374,7 +408,13 @@ class Dialer:
             if leg is None or leg.state != "answered":
                 self.waiting.pop(0)
                 continue
-            uid = self.floor.pick(self.cid)
+            mine = self.reserved.get(key)  # a preview call goes to the agent who asked for it
+            if mine is not None:
+                uid = mine if self.floor.state_of(mine) == "ready" and mine in self.agent_of_user else None
+            else:
+                uid = self.floor.pick(self.cid)
+                while uid is not None and uid in self.reserved.values():
+                    uid = None  # (preview: every ready agent waits for their own call)
             if uid is None or uid not in self.agent_of_user:
                 return
             self.waiting.pop(0)
@@ -433,6 +473,7 @@ class Dialer:
 
     def _ended(self, key, ev):
         leg = self.legs.pop(key)
+        self.reserved.pop(key, None)
         timer = self.timers.pop(key, None)
         if timer and timer.active():
             timer.cancel()
@@ -514,6 +555,8 @@ class Dialer:
                 self._agent_events([self.floor.resume(uid, now)])
                 self._serve_waiting()
                 return "done: ready"
+            if command == "dial":
+                return self.preview_dial(uid)
             if command == "logout":
                 state = self.floor.state_of(uid)
                 if state not in ("ready", "paused"):

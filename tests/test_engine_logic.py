@@ -212,3 +212,39 @@ def test_a_locked_database_pauses_dialing_with_one_reason(tmp_path):
     other.close()
     clock.advance(0.1)
     assert len(pool.dials) == 1 and d.blocked_reason is None
+
+
+def test_preview_dials_only_when_the_agent_asks_and_connects_that_agent(tmp_path):
+    from campaigns.store import add_user
+    from dialer.commands import get, submit
+    d, clock, pool, store, uid = _one_agent(tmp_path)
+    store.execute("UPDATE campaigns SET dial_mode = 'preview'")
+    add_user(store, "acme", "carol", "agent", T0, "t")
+    carol = store.query_one("SELECT id FROM users WHERE name = 'carol'")["id"]
+    d = Dialer(clock, store, "c", pool, route=lambda n: f"sip:{n[1:]}@carrier", tick=0.1, cps=4, wrap_limit_s=60)
+    d.floor.login(carol, d.cid, d.now(), name="carol")  # carol is idle longest
+    clock.advance(5)
+    d.floor.login(uid, d.cid, d.now(), name="bob")
+    for who, key in ((carol, "leg-carol"), (uid, "leg-bob")):
+        d.agent_legs[key] = who
+        d.agent_of_user[who] = key
+    d.start()
+    for _ in range(30):
+        clock.advance(0.1)
+    assert pool.dials == []  # preview: nothing is dialled by itself
+    cmd = submit(store, "acme", "bob", "dial", d.now(), "bob")
+    clock.advance(1.1)
+    res = get(store, cmd["id"])["result"]
+    assert res.startswith("done: dialling +1212555") and len(pool.dials) == 1
+    again = submit(store, "acme", "bob", "dial", d.now(), "bob")
+    clock.advance(1.1)
+    assert get(store, again["id"])["result"] == "refused: the agent's previous preview call is still in progress"
+    assert len(pool.dials) == 1
+    _, key, _ = pool.dials[0]
+    d.on_event({"ev": "answered", "key": key, "code": 200})
+    assert d.legs[key].agent == uid and d.floor.state_of(carol) == "ready"  # bob's call, though carol waited longer
+
+
+def test_preview_dial_is_refused_on_a_campaign_that_dials_by_itself(tmp_path):
+    d, clock, pool, store, uid = _one_agent(tmp_path)
+    assert d.command(uid, "dial") == "refused: campaign c dials by itself (progressive)"
