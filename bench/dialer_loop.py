@@ -22,7 +22,6 @@ import pathlib
 import statistics
 import sys
 import tempfile
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -128,13 +127,12 @@ def main(argv=None):
     result = {}
 
     async def run():
-        pool.start(2)
-        while sum(1 for w in pool.workers.values() if w.ready) < 2:
+        pool.start(a.workers)
+        while sum(1 for w in pool.workers.values() if w.ready) < a.workers:
             await task.deferLater(reactor, 0.1, lambda: None)
-        port = next(iter(pool.workers))
-        for name, pin in users:
-            phones.append(Sipp("uac_agent.xml", f"127.0.0.1:{port}", echo=True, service=f"agent-{name}-{pin}",
-                               calls=1, tmp=tmp, timeout=life))
+        for i, (name, pin) in enumerate(users):  # phones spread over the workers' ports (12 at most each)
+            phones.append(Sipp("uac_agent.xml", f"127.0.0.1:{ports[i % a.workers]}", echo=True,
+                               service=f"agent-{name}-{pin}", calls=1, tmp=tmp, timeout=life))
         t_login = reactor.seconds()
         while d.floor.counts(d.cid).agents < len(users) and reactor.seconds() - t_login < 60:
             await task.deferLater(reactor, 0.1, lambda: None)

@@ -152,6 +152,7 @@ class Dialer:
         self.legs = {}  # call key -> CallLeg (live)
         self.waiting = []  # answered keys waiting for an agent, oldest first
         self.agent_legs = {}  # agent SIP leg key -> user id
+        self.pending_login = {}  # agent SIP leg key -> (user id, name): PIN checked, waiting for the ACK
         self.agent_of_user = {}  # user id -> agent leg key
         self.pending_cdr = {}  # user id -> leg whose CDR is written when the wrap-up ends
         self.handles = {}  # user id -> bridged instant (s), for the policy's handle time
@@ -306,6 +307,13 @@ class Dialer:
         try:
             if name == "incoming":
                 self._incoming(ev)
+            elif key in self.pending_login:
+                if name == "confirmed":
+                    self._login(key)
+                elif name == "ended":
+                    uid, user = self.pending_login.pop(key)
+                    log.warn("agent {user}: the phone never confirmed its call (no ACK: a NAT or firewall in the "
+                             "way?); not logged in", user=user)
             elif key in self.agent_legs:
                 if name == "ended":
                     self._agent_gone(key, ev)
@@ -315,7 +323,10 @@ class Dialer:
                 self.finished[key].handle(ev, now=self.ms())
             elif name == "worker_died":
                 log.warn("SIP worker {w} died ({why}): its {n} call(s) recorded as failed", w=ev.get("worker"),
-                         why=ev.get("why"), n=len(ev.get("calls") or ()))
+                         why=ev.get("why"), n=ev.get("calls") or 0)
+            elif name == "refused":
+                log.warn("agent phone {who} refused on port {w}: {why}", who=ev.get("to_user"), w=ev.get("worker"),
+                         why=ev.get("reason"))
         except DialerError as e:  # one clear line per fault; the loop goes on
             log.warn("call {key}: {err}", key=key, err=str(e))
 
@@ -323,8 +334,8 @@ class Dialer:
         to = ev.get("to_user") or ""
         if ev.get("tie"):
             return
-        parts = to.split("-")
-        if len(parts) != 3 or parts[0] != "agent":
+        parts = to.split("-", 3)  # agent-<user>-<pin>[-<campaign>] (the service picks the campaign)
+        if len(parts) < 3 or parts[0] != "agent":
             self.pool.hangup(ev["key"], code=404)
             return
         user, pin = parts[1], parts[2]
@@ -339,15 +350,21 @@ class Dialer:
             log.warn("agent login refused: {why}", why=str(e))
             self.pool.hangup(ev["key"], code=403)
             return
-        uid = u["user_id"]
+        # logged in once the phone's ACK confirms the call: a phone that cannot hear us
+        # (no ACK) must never be given a customer
+        self.pending_login[ev["key"]] = (u["user_id"], user)
+
+    def _login(self, key):
+        uid, user = self.pending_login.pop(key)
+        now = self.now()
         old = self.agent_of_user.get(uid)
         if old is not None:  # a second login replaces the first phone
             self.pool.hangup(old)
             self.agent_legs.pop(old, None)
         else:
             self._agent_events([self.floor.login(uid, self.cid, now, name=user)])
-        self.agent_legs[ev["key"]] = uid
-        self.agent_of_user[uid] = ev["key"]
+        self.agent_legs[key] = uid
+        self.agent_of_user[uid] = key
         self._serve_waiting()
 
     def _agent_gone(self, key, ev):

@@ -72,6 +72,11 @@ class Service:
     # -- events -----------------------------------------------------------------------
     def on_event(self, ev):
         name, key = ev.get("ev"), ev.get("key")
+        if name == "refused":
+            log.warn("agent phone {who} refused on port {w}: {why}; give it another worker's port "
+                     "({ip}:{first}-{last})", who=ev.get("to_user"), w=ev.get("worker"), why=ev.get("reason"),
+                     ip=self.ip, first=self.port, last=self.port + len(self.pool.ports) - 1)
+            return
         if name == "worker_died":
             for d in self.dialers.values():
                 d.on_event(ev)
@@ -84,7 +89,7 @@ class Service:
                 self.pool.hangup(key, code=404)
                 return
             d.on_event(ev)
-            if key in d.agent_legs:
+            if key in d.agent_legs or key in d.pending_login:
                 self.owner[key] = d
             return
         d = self.owner.get(key) or self._dialer_for_key(key)
@@ -128,18 +133,22 @@ class Service:
 
     # -- running ----------------------------------------------------------------------
     async def start(self):
-        self.pool.start(1)
+        # every worker now: agents' phones log in on any of their ports (12 phones each)
+        self.pool.start(len(self.pool.ports))
         t0 = self.reactor.seconds()
-        while not any(w.ready for w in self.pool.workers.values()):
+        while not all(w.ready for w in self.pool.workers.values()) or not self.pool.workers:
             if self.reactor.seconds() - t0 > 30:
-                raise DialerError(f"the SIP worker on {self.ip}:{self.port} did not start (port in use?)")
+                down = sorted(set(self.pool.ports) - {w.port for w in self.pool.workers.values() if w.ready})
+                raise DialerError(f"the SIP workers on {self.ip} port(s) {', '.join(map(str, down))} did not start "
+                                  f"(port in use?)")
             await task.deferLater(self.reactor, 0.05, lambda: None)
         for reg in self.registrars.values():
             reg.start()
         for d in self.dialers.values():
             d.start()
-        log.info("dialer running: {n} campaign(s); agents log in at sip:agent-<user>-<pin>@{ip}:{port}",
-                 n=len(self.dialers), ip=self.ip, port=self.port)
+        log.info("dialer running: {n} campaign(s); agents log in at sip:agent-<user>-<pin>@{ip}:{port} "
+                 "(or ports up to {last}, 12 phones each)", n=len(self.dialers), ip=self.ip, port=self.port,
+                 last=self.port + len(self.pool.ports) - 1)
 
     def _registration(self, result):
         r = {k: result[k] for k in ("trunk_id", "worker", "code", "reason", "ms", "alert")}
@@ -222,7 +231,8 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
     async def main():
         await svc.start()
         echo(f"== dialer running: {', '.join(d.campaign['name'] for d in svc.dialers.values())}; agents log in at "
-             f"sip:agent-<user>-<pin>@{ip}:{port}")
+             f"sip:agent-<user>-<pin>@{ip}:{port}" + (f" (or ports up to {port + workers - 1}; 12 phones per port)"
+                                                       if workers > 1 else " (12 phones at most)"))
         ticker = task.LoopingCall(line)
         ticker.clock = reactor
         ticker.start(status_every, now=False)

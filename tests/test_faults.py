@@ -199,3 +199,79 @@ def test_an_agent_hanging_up_mid_call(tmp_path, sipp):
     events = store.query("SELECT state, reason FROM agent_events WHERE user_id = ? ORDER BY id", (alice,))
     assert events[-1] == {"state": "logged_out", "reason": "phone hung up"}
     assert len(rows) == 2
+
+
+def test_a_phone_that_never_acks_is_never_given_a_customer(tmp_path, sipp):
+    """An agent's phone sends its INVITE (right PIN) but never the ACK of our 200 OK
+    (a NAT in the way): it is not logged in; pjsua gives up after its ACK timer (~32 s)
+    and one line says why. Customers go to the phone that works."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    store = setup_campaign(tmp_path, now, [f"{area}5550142"], mode="progressive")
+    add_user(store, "acme", "bob", "agent", now, "t")
+    set_pin(store, "acme", "bob", "8264", now, "t")
+    answer = sipp("uas_answer_hold.xml", "-d", "1000")
+
+    async def body(reactor):
+        port = free_udp_port()
+        holder = {}
+        pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), [port], max_workers=1)
+        d = holder["d"] = Dialer(reactor, store, "c", pool,
+                                 route=lambda number: f"sip:{number[1:]}@{answer.uri.split('@')[1]}", tick=0.2,
+                                 wrap_limit_s=0.5)
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        d.start()
+        sipp("uac_agent_no_ack.xml", f"127.0.0.1:{port}", service="agent-alice-7391", calls=1, timeout=90)
+        await until(reactor, lambda: d.pending_login, 20, "alice's INVITE")
+        assert d.floor.counts(d.cid).agents == 0 and d.stats.dials == 0  # not logged in: nothing dialled
+        await until(reactor, lambda: not d.pending_login, 60, "pjsua to give up on the ACK")
+        assert d.floor.counts(d.cid).agents == 0 and d.stats.dials == 0
+        sipp("uac_agent.xml", f"127.0.0.1:{port}", echo=True, service="agent-bob-8264", calls=1)
+        await until(reactor, lambda: d.stats.connects == 1, 20, "a call for bob")
+        d.stop()
+        await until(reactor, lambda: not d.legs, 20, "the calls to end")
+        d.close_wrapups()
+        await pool.stop()
+        return d
+
+    with LogLines() as log:
+        run(body, timeout=150)
+    assert len(log.matching("never confirmed its call (no ACK")) == 1
+    bob = store.query_one("SELECT id FROM users WHERE name = 'bob'")["id"]
+    assert [r["agent_id"] for r in list_cdrs(store, campaign="c")] == [bob]
+
+
+def test_a_full_worker_refuses_more_agent_phones_instead_of_breaking(tmp_path, sipp):
+    """Each agent phone may bring a tie call into its worker; a worker takes a bounded
+    number of phones (here 2) and answers the next with 503, so the RTP socket budget
+    that would abort the process is never reached. One log line names the phone."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    store = setup_campaign(tmp_path, now, ["2025550199"], mode="progressive")  # on the national DNC list
+    for name, pin in (("bob", "8264"), ("carol", "5173")):
+        add_user(store, "acme", name, "agent", now, "t")
+        set_pin(store, "acme", name, pin, now, "t")
+
+    async def body(reactor):
+        port = free_udp_port()
+        holder, seen = {}, []
+        pool = WorkerPool(reactor, lambda ev: (seen.append(ev), holder["d"].on_event(ev)), [port], max_workers=1,
+                          worker_args=["--max-agents", "2"])
+        d = holder["d"] = Dialer(reactor, store, "c", pool, route=lambda n: "sip:nobody@127.0.0.1:9", tick=0.2)
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        for who in ("agent-alice-7391", "agent-bob-8264"):
+            sipp("uac_agent.xml", f"127.0.0.1:{port}", echo=True, service=who, calls=1)
+        await until(reactor, lambda: d.floor.counts(d.cid).agents == 2, 20, "two logins")
+        third = sipp("uac_agent.xml", f"127.0.0.1:{port}", echo=True, service="agent-carol-5173", calls=1)
+        await until(reactor, lambda: [e for e in seen if e.get("ev") == "refused"], 20, "the third phone refused")
+        assert d.floor.counts(d.cid).agents == 2 and not pool.workers[port].exited
+        await pool.stop()
+        return seen, third
+
+    with LogLines() as log:
+        seen, third = run(body)
+    refused = [e for e in seen if e.get("ev") == "refused"]
+    assert len(refused) == 1 and refused[0]["to_user"] == "agent-carol-5173"
+    assert len(log.matching("agent phone agent-carol-5173 refused")) == 1
+    assert "worker full" in log.matching("agent phone agent-carol-5173 refused")[0]

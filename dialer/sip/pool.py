@@ -64,6 +64,16 @@ class WorkerProcess(tprotocol.ProcessProtocol):
     def load(self):
         return len(self.keys)
 
+    @property
+    def dial_load(self):
+        """Calls held plus one slot kept for each agent phone here without its tie call
+        yet: a customer answered in another worker reaches that agent through a tie call
+        *into* this worker, and incoming calls cannot be refused once pjsua has their
+        sockets (the budget would break)."""
+        agents = sum(1 for info in self.keys.values() if info.get("agent"))
+        ties_in = sum(1 for info in self.keys.values() if info.get("tie_in"))
+        return len(self.keys) + max(0, agents - ties_in)
+
     def connectionMade(self):
         self.pid = self.transport.pid
 
@@ -162,9 +172,9 @@ class WorkerPool:
         if account is not None:
             return self._pick_registered(account)
         live = [w for w in self.workers.values() if not w.exited]
-        roomy = [w for w in live if w.load < self.calls_per_worker]
+        roomy = [w for w in live if w.dial_load < self.calls_per_worker]
         if roomy:
-            return min(roomy, key=lambda w: (w.load, not w.ready, w.port))
+            return min(roomy, key=lambda w: (w.dial_load, not w.ready, w.port))
         port = self._free_port()
         if port is not None and len(self.workers) < self.max_workers:
             return self._spawn(port)
@@ -182,11 +192,11 @@ class WorkerPool:
             if account not in self.registrations:
                 raise NotRegistered(f"trunk account {account!r} is not known to the SIP pool")
             raise NotRegistered(f"trunk account {account!r} is registered in no SIP worker yet")
-        roomy = [w for w in regs if w.load < self.calls_per_worker]
+        roomy = [w for w in regs if w.dial_load < self.calls_per_worker]
         if not roomy:
             self._grow_for(account)
-            return min(regs, key=lambda w: (w.load, w.port))
-        return min(roomy, key=lambda w: (w.load, w.port))
+            return min(regs, key=lambda w: (w.dial_load, w.port))
+        return min(roomy, key=lambda w: (w.dial_load, w.port))
 
     def _grow_for(self, account):
         """Start one more worker for ``account`` when every live worker has it registered
@@ -207,7 +217,7 @@ class WorkerPool:
             ws = [w for w in self.workers.values() if w.ready and not w.exited]
         else:
             ws = self._registered_workers(account)
-        free = sum(max(0, self.calls_per_worker - w.load) for w in ws)
+        free = sum(max(0, self.calls_per_worker - w.dial_load) for w in ws)
         if account is not None and free == 0 and account in self.registrations:
             self._grow_for(account)
         return free
@@ -376,7 +386,8 @@ class WorkerPool:
             return
         elif name == "incoming" and key:
             self.where[key] = w
-            w.keys[key] = {"answered": True, "started_ms": ev.get("ts")}
+            w.keys[key] = {"answered": True, "started_ms": ev.get("ts"), "agent": not ev.get("tie"),
+                           "tie_in": bool(ev.get("tie"))}
             origin = (ev.get("headers") or {}).get(FROM_WORKER_HEADER.lower())
             if ev.get("tie") and origin:
                 w.keys[key]["tie_from"] = int(origin)

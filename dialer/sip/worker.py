@@ -33,6 +33,9 @@ except ImportError:  # pragma: no cover - exercised only where the wheel is miss
     pj = None
 
 MEDIA_DIRS = {0: "inactive", 1: "sendonly", 2: "recvonly", 3: "sendrecv"}
+# Agent phones per worker: each takes a call slot and may bring a tie call (one more);
+# 12 agents and their ties leave 8 of the 32 slots for customer calls placed here.
+MAX_AGENTS = 12
 
 
 def epoch_ms():
@@ -155,7 +158,8 @@ def wav_seconds(path):
 
 
 class Worker:
-    def __init__(self, ip, port, events_fd, bye_grace_s=4.0, rtp_port=0):
+    def __init__(self, ip, port, events_fd, bye_grace_s=4.0, rtp_port=0, max_agents=MAX_AGENTS):
+        self.max_agents = max_agents          # agent phones' legs this worker takes (each needs a tie too)
         self.ip = ip
         self.port = port
         self.events_fd = events_fd
@@ -588,6 +592,8 @@ class Worker:
             leg.answered_ms = epoch_ms()
             if leg.direction != "in":
                 self.emit("answered", key=leg.key, code=ci.lastStatusCode)
+            else:  # the caller's ACK came: the call is really up (a phone behind a bad NAT never gets here)
+                self.emit("confirmed", key=leg.key)
             self._apply_links(leg.key)
         elif state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self.ended_at.append(time.monotonic())
@@ -660,6 +666,18 @@ class Worker:
             answer.reason = "No such agent leg"
             call.answer(answer)
             return
+        if tie is None:
+            agents = sum(1 for c in self.calls.values() if c.leg.direction == "in" and c.leg.tie_agent is None
+                         and c.leg.key != key)
+            if agents >= self.max_agents:  # full: a phone more, and its tie calls, would break the budget
+                self.emit("refused", key=key, to_user=uri_user(headers.get("to", "")),
+                          reason=f"worker full: {agents} agent phones on port {self.port}")
+                leg.cause = "rejected"
+                leg.reported_ended = True
+                answer.statusCode = 503
+                answer.reason = "Worker full, log in at another port"
+                call.answer(answer)
+                return
         leg.tie_agent = tie
         self.emit("incoming", key=key, **{"from": headers.get("from", "")},
                   to_user=uri_user(headers.get("to", "")), headers=extra, tie=tie)
@@ -745,13 +763,15 @@ def main(argv=None):
     ap.add_argument("--rtp-port", type=int, default=0, help="first RTP port (0: pjsua's default)")
     ap.add_argument("--bye-grace", type=float, default=4.0,
                     help="seconds to wait for a BYE/CANCEL answer before reporting the call ended")
+    ap.add_argument("--max-agents", type=int, default=MAX_AGENTS,
+                    help="agent phones this worker takes; more get 503 (each agent may need a tie call too)")
     args = ap.parse_args(argv)
     try:
         os.fstat(args.events_fd)
     except OSError:
         print(f"error: events fd {args.events_fd} is not open", file=sys.stderr)
         return 2
-    w = Worker(args.ip, args.port, args.events_fd, args.bye_grace, args.rtp_port)
+    w = Worker(args.ip, args.port, args.events_fd, args.bye_grace, args.rtp_port, args.max_agents)
     if pj is None:
         w.emit("error", message="pjsua2 is not installed (pjsua2-python==2.10.post6, "
                                 "CPython 3.9-3.12 on Linux x86_64)")
