@@ -293,3 +293,59 @@ def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
     assert store.query_one("SELECT COUNT(*) AS n FROM call_attempts")["n"] == 3
     states = [r["state"] for r in store.query("SELECT state FROM agent_events ORDER BY id")]
     assert "on_call" in states and "wrap_up" in states
+
+
+def test_line_capacity_and_cps_caps_hold_over_real_sip(tmp_path, sipp):
+    """An ADSL account (3 lines) in power mode 3 with 2 agents wants 6 calls in flight:
+    over real SIP, the calls up at once (the workers' own admitted/ended events) never
+    exceed 3, and no second sees more than 2 new calls (the trunk's cps cap)."""
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    numbers = [f"{area}555{1000 + 37 * i:04d}" for i in range(12)]
+    store = setup_campaign(tmp_path, now, numbers, ratio="3")
+    store.execute("UPDATE accounts SET connection = 'adsl', line_capacity = 3")
+    add_user(store, "acme", "bob", "agent", now, "t")
+    set_pin(store, "acme", "bob", "8264", now, "t")
+    busy = sipp("uas_busy.xml")  # ends each call quickly: the loop keeps dialing
+    ring = sipp("uas_ring_forever.xml")
+    events, sent = [], []
+
+    async def body(reactor):
+        ports = [free_udp_port() for _ in range(2)]
+        holder = {}
+        pool = WorkerPool(reactor, lambda ev: (events.append(ev), holder["d"].on_event(ev)), ports, max_workers=2)
+        carriers = [busy, ring]
+        d = holder["d"] = Dialer(reactor, store, "c", pool, ring_timeout_s=15,
+                                 route=lambda n: f"sip:{n[1:]}@{carriers[int(n[-1]) % 2].uri.split('@')[1]}",
+                                 tick=0.1, cps=2)
+        dial = d._dial
+        d._dial = lambda *a: (sent.append(reactor.seconds()), dial(*a))[1]
+        pool.start(1)
+        await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
+        port = next(iter(pool.workers))
+        for who in ("agent-alice-7391", "agent-bob-8264"):
+            sipp("uac_agent.xml", f"127.0.0.1:{port}", echo=True, service=who, calls=1)
+        await until(reactor, lambda: d.floor.counts(d.cid).agents == 2, 20, "two logins")
+        d.start()
+        await until(reactor, lambda: d.stats.dials >= 8, 40, "eight dials")
+        d.stop()
+        await until(reactor, lambda: not d.legs, 20, "the calls to end")
+        await pool.stop()
+        return d
+
+    run(body)
+    up, peak, admitted = set(), 0, 0
+    for ev in events:  # in the order the workers reported them
+        key = ev.get("key") or ""
+        if not key.startswith("c"):
+            continue
+        if ev["ev"] == "admitted":
+            up.add(key)
+            admitted += 1
+            peak = max(peak, len(up))
+        elif ev["ev"] == "ended":
+            up.discard(key)
+    assert admitted >= 8 and peak == 3  # the lines were full, never over
+    assert len(sent) == admitted
+    for t in sent:  # the INVITEs the loop sent: never more than 2 in any second
+        assert sum(1 for u in sent if t <= u < t + 1.0) <= 2
