@@ -58,6 +58,8 @@ def _point(task):
             out["gap_to_optimum_at_own_rate"] = own["occupancy"] - pred["occupancy"]
             out["gap_to_3pct_optimum"] = at_cap["occupancy"] - pred["occupancy"]
             out["power_gap_to_optimum_at_own_rate"] = power_own["occupancy"] - pol["power"]["occupancy"]
+            # time share at the LP's truncation of dials in flight (0: it never binds)
+            out["lp_edge_time"] = max(at_cap["edge_time"], own["edge_time"], power_own["edge_time"])
         out["lp_seconds"] = round(time.perf_counter() - t1, 1)
     return out
 

@@ -75,6 +75,8 @@ def main(argv=None):
             ev_log["stats"].append(ev)
         elif name == "error":
             ev_log["errors"] += 1
+            ev_log.setdefault("error_messages", {}).setdefault(ev.get("message", "?")[:120], 0)
+            ev_log["error_messages"][ev.get("message", "?")[:120]] += 1
 
     free_agents = []
     ports = [free_udp_port() for _ in range(a.workers)]
@@ -131,6 +133,7 @@ def main(argv=None):
             "connect_ms_p99": round(connect[min(len(connect) - 1, int(0.99 * len(connect)))], 1) if connect else None,
             "connect_ms_max": round(connect[-1], 1) if connect else None,
             "wall_s": round(t_end - t0, 1), "worker_errors": ev_log["errors"],
+            "worker_error_messages": ev_log.get("error_messages", {}),
         })
         await pool.stop()
         cpu1 = os.times()  # the workers have been reaped: their CPU time is counted

@@ -84,7 +84,7 @@ def _apply_command_done(store, payload):
 class Journal:
     """An outbox of writes for one database. ``put`` is called on the reactor thread."""
 
-    def __init__(self, store_path, spool_path=None, name="dialer", batch=200, open_store=None):
+    def __init__(self, store_path, spool_path=None, name="dialer", batch=50, open_store=None):
         self.store_path = pathlib.Path(store_path)
         self.spool_path = pathlib.Path(spool_path) if spool_path else self.store_path.with_name(
             self.store_path.name + f".{name}.journal")

@@ -185,3 +185,35 @@ def test_simulate_grid_cli(tmp_path):
     assert r.exit_code == 1 and "Error:" in r.output
     r = CliRunner().invoke(main, ["--db", str(tmp_path / "d.db"), "simulate"])
     assert r.exit_code == 1 and "SCENARIO" in r.output
+
+
+def test_no_burst_of_abandons_when_warm_up_ends_on_a_large_team():
+    # N=100, p=0.15: warm-up ends about a minute in, with most agents still free. The
+    # thresholds for a nearly idle floor are hundreds of dials; the guard used to sum
+    # the dials' marginal risks (each with only the dials before it in flight) and
+    # could spend the first hour's allowance at once: 50-55 abandons out of the first
+    # 300 live answers at seeds 8 and 10, then 1-2 hours progressive to repay them
+    sc = load_scenario({**VALIDATION, "agents": 100, "p_live": 0.15, "shift_hours": 0.25})
+    for seed in (8, 10):
+        r = simulate(sc, Predictive(), seed)
+        assert r.abandon_rate < 0.05
+        assert r.occupancy > 0.8
+
+
+def test_early_allowance_is_not_spent_in_one_go():
+    pol = trained(p=0.15, dials=200)
+    pol.last_agents = 100
+    lives = pol.lives
+    # an hour's worth of live answers at the target would allow many abandons over
+    # the line; only the cap's share of the live answers seen so far is allowed
+    assert pol.early_allowance(pol.target()) == pytest.approx(0.03 * lives)
+    assert Predictive(history=(5000, 0)).early_allowance(0.02) == 0.0  # the hour is in the window
+
+
+def test_theta_is_calibrated_only_with_a_connect_window():
+    plain, windowed = trained(), trained(connect_window=2.0)
+    for pol in (plain, windowed):
+        pol.run_abandons, pol.predicted_done = 60, 20.0  # twice the abandons the model predicted
+    assert plain.threshold() == plain.theta
+    assert windowed.threshold() == pytest.approx(windowed.theta / windowed.calibration())
+    assert windowed.calibration() == pytest.approx(2.0)
