@@ -29,28 +29,62 @@ class Service:
 
     def __init__(self, reactor, store, journal, campaigns=None, ip="127.0.0.1", port=5070, workers=4,
                  record_dir=None, tick=0.5, registrar_options=None):
-        from .engine import Dialer
         from .sip.pool import WorkerPool
-        from .trunks import TrunkRegistrar, campaign_trunk
         self.reactor, self.store, self.journal = reactor, store, journal
+        self.names = campaigns
         rows = self._campaigns(campaigns)
         self.pool = WorkerPool(reactor, self.on_event, range(port, port + workers), max_workers=workers, ip=ip)
         self.ip, self.port = ip, port
+        self.tick, self.record_dir, self.registrar_options = tick, record_dir, registrar_options or {}
         self.dialers = {}  # campaign id -> Dialer
         self.registrars = {}  # trunk id -> TrunkRegistrar
         self.owner = {}  # agent leg key -> Dialer
         for row in rows:
-            trunk = campaign_trunk(store, row)
-            if trunk is None:
-                raise InputError(f"campaign {row['name']!r} has no SIP trunk: add one to its account with "
-                                 f"'dialer trunk add NAME --account ACCOUNT --proxy HOST:PORT'")
-            if trunk.id not in self.registrars:
-                self.registrars[trunk.id] = TrunkRegistrar(reactor, self.pool, trunk, on_result=self._registration,
-                                                           **(registrar_options or {}))
-            self.dialers[row["id"]] = Dialer(reactor, store, row["name"], self.pool, route=trunk.uri, tick=tick,
-                                             cps=trunk.cps, record_dir=record_dir, journal=journal,
-                                             registrar=self.registrars[trunk.id], consumer=f"dialer-{row['id']}")
+            self._add(row)
         self.stopping = False
+        self.watcher = None
+        self.skipped = set()  # campaigns that could not join (logged once)
+
+    def _add(self, row):
+        """A Dialer for a running campaign, through its trunk (registered if new)."""
+        from .engine import Dialer
+        from .trunks import TrunkRegistrar, campaign_trunk
+        trunk = campaign_trunk(self.store, row)
+        if trunk is None:
+            raise InputError(f"campaign {row['name']!r} has no SIP trunk: add one to its account with "
+                             f"'dialer trunk add NAME --account ACCOUNT --proxy HOST:PORT'")
+        new_trunk = trunk.id not in self.registrars
+        if new_trunk:
+            self.registrars[trunk.id] = TrunkRegistrar(self.reactor, self.pool, trunk, on_result=self._registration,
+                                                       **self.registrar_options)
+        d = self.dialers[row["id"]] = Dialer(
+            self.reactor, self.store, row["name"], self.pool, route=trunk.uri, tick=self.tick, cps=trunk.cps,
+            record_dir=self.record_dir, journal=self.journal, registrar=self.registrars[trunk.id],
+            consumer=f"dialer-{row['id']}")
+        return d, new_trunk
+
+    def look_for_campaigns(self):
+        """Campaigns started while the service runs join it (checked every few seconds)."""
+        if self.stopping or self.names:
+            return
+        try:
+            rows = self.store.query("SELECT * FROM campaigns WHERE state = 'running' ORDER BY id")
+        except DialerError:
+            return
+        for row in rows:
+            if row["id"] in self.dialers:
+                continue
+            try:
+                d, new_trunk = self._add(row)
+            except DialerError as e:
+                if row["id"] not in self.skipped:
+                    log.warn("campaign {name} cannot join the running dialer: {err}", name=row["name"], err=str(e))
+                    self.skipped.add(row["id"])
+                continue
+            if new_trunk:
+                self.registrars[d.trunk.id].start()
+            d.start()
+            log.info("campaign {name} started: it joins the running dialer", name=row["name"])
 
     def _campaigns(self, names):
         if names:
@@ -146,6 +180,9 @@ class Service:
             reg.start()
         for d in self.dialers.values():
             d.start()
+        self.watcher = task.LoopingCall(self.look_for_campaigns)
+        self.watcher.clock = self.reactor
+        self.watcher.start(5.0, now=False)
         log.info("dialer running: {n} campaign(s); agents log in at sip:agent-<user>-<pin>@{ip}:{port} "
                  "(or ports up to {last}, 12 phones each)", n=len(self.dialers), ip=self.ip, port=self.port,
                  last=self.port + len(self.pool.ports) - 1)
@@ -158,6 +195,8 @@ class Service:
         """No new dials; calls in progress get ``drain_s`` to finish, then are hung up;
         wrap-ups close; the workers exit."""
         self.stopping = True
+        if self.watcher is not None and self.watcher.running:
+            self.watcher.stop()
         for d in self.dialers.values():
             if d.loop is not None and d.loop.running:
                 d.loop.stop()

@@ -148,3 +148,26 @@ def test_dialer_run_refuses_a_campaign_without_a_trunk(tmp_path):
     run = dialer(db, "run", "--seconds", 1)
     o, e = run.communicate(timeout=60)
     assert run.returncode == 1 and "campaign 'c' has no SIP trunk" in e.decode() and "Traceback" not in e.decode()
+
+
+def test_a_campaign_started_while_the_dialer_runs_joins_it(tmp_path, sipp):
+    now = _dt.datetime.now(_dt.timezone.utc)
+    area = callable_area(now)
+    db = tmp_path / "dialer.db"
+    carrier = sipp("uas_busy.xml")
+    store = configure(db, tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
+    create_campaign(store, "late", "acme", now, "t", caller_id="212-555-9999",
+                    greeting=write_tone(tmp_path / "g2.wav", seconds=1.0), dial_mode="progressive")
+    run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 12, "--drain", 0)
+    try:
+        first = run.stdout.readline().decode()
+        assert first.startswith("== dialer running: c;"), first
+        change_state(store, "late", "start", now, "t")
+        o, e = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 0, e.decode()[-2000:]
+    assert "campaign late started: it joins the running dialer" in e.decode()
+    assert "== late: dials 0" in o.decode()  # it joined (an empty list: nothing to dial)
