@@ -148,6 +148,7 @@ class Dialer:
         self.message_s = message_s
         self.record_dir = record_dir  # connected calls are recorded there (WAV), referenced by the CDR
         self.finished = {}  # key -> leg: ended, CDR not written yet (a recording may still report)
+        self.written = set()  # keys whose CDR was written before their recording reported
         self.consumer = consumer
         self.legs = {}  # call key -> CallLeg (live)
         self.waiting = []  # answered keys waiting for an agent, oldest first
@@ -321,6 +322,12 @@ class Dialer:
                 self._customer(key, ev)
             elif name == "recording_done" and key in self.finished:
                 self.finished[key].handle(ev, now=self.ms())
+            elif name == "recording_done" and key in self.written:
+                # the call's record went out before its recording reported: attach it there
+                self.written.discard(key)
+                ms = int(round(1000 * ev["duration_s"])) if ev.get("duration_s") is not None else None
+                self.journal.put("recording", {"at": to_iso(self.now()), "call_id": key, "path": ev.get("path"),
+                                               "duration_ms": ms})
             elif name == "worker_died":
                 log.warn("SIP worker {w} died ({why}): its {n} call(s) recorded as failed", w=ev.get("worker"),
                          why=ev.get("why"), n=ev.get("calls") or 0)
@@ -524,6 +531,8 @@ class Dialer:
                 return
             # the agent's phone hung up first: their wrap-up is already closed ("other")
             self._write(leg, "other")
+            if self.record_dir is not None and leg.recording_path is None:
+                self.written.add(key)  # its recording may still report
             return
         self._write(leg)
 

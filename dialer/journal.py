@@ -75,6 +75,12 @@ def _apply_registration(store, payload):
                         r.get("alert", False))
 
 
+@applier("recording")
+def _apply_recording(store, payload):
+    from .cdr import attach_recording
+    attach_recording(store, payload["call_id"], payload["path"], payload.get("duration_ms"))
+
+
 @applier("command_done")
 def _apply_command_done(store, payload):
     store.execute("UPDATE agent_commands SET taken_at = ?, result = ? WHERE id = ?",

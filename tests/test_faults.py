@@ -164,7 +164,7 @@ def test_an_agent_hanging_up_mid_call(tmp_path, sipp):
     store = setup_campaign(tmp_path, now, numbers, mode="progressive")
     add_user(store, "acme", "bob", "agent", now, "t")
     set_pin(store, "acme", "bob", "8264", now, "t")
-    answer = sipp("uas_answer_hold.xml", "-d", "8000")
+    answer = sipp("uas_answer_hold.xml", "-d", "8000", echo=True)
 
     async def body(reactor):
         port = free_udp_port()
@@ -172,7 +172,7 @@ def test_an_agent_hanging_up_mid_call(tmp_path, sipp):
         pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), [port], max_workers=1)
         d = holder["d"] = Dialer(reactor, store, "c", pool,
                                  route=lambda number: f"sip:{number[1:]}@{answer.uri.split('@')[1]}", tick=0.2,
-                                 wrap_limit_s=0.5)
+                                 wrap_limit_s=0.5, record_dir=tmp_path / "rec")
         pool.start(1)
         await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
         sipp("uac_agent_hangup.xml", f"127.0.0.1:{port}", "-d", "3000", echo=True, service="agent-alice-7391",
@@ -196,6 +196,7 @@ def test_an_agent_hanging_up_mid_call(tmp_path, sipp):
     cut = rows[alice]
     assert cut["hangup_by"] == "agent" and 1 <= cut["billsec"] <= 4
     assert cut["agent_disposition"] == "other"
+    assert cut["recording_path"] and cut["recording_ms"] > 500  # the talk until the agent left
     events = store.query("SELECT state, reason FROM agent_events WHERE user_id = ? ORDER BY id", (alice,))
     assert events[-1] == {"state": "logged_out", "reason": "phone hung up"}
     assert len(rows) == 2
