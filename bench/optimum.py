@@ -44,6 +44,12 @@ def dmax_for(n, p, b):
     return int(np.ceil(n / p + 12))
 
 
+def dmax_wide(n, p, b):
+    """The wider truncation used before (1.3 n / p + 12): the fallback when HiGHS fails
+    on the narrower LP (it reports a solve error at N=50, p=0.3 with n / p + 12)."""
+    return int(np.ceil(1.3 * n / p + 12))
+
+
 def solve(n, p, alpha, dial=20.0, handle=210.0, truncation=dmax_for, time_limit=None):
     """Optimal occupancy at mean abandon rate <= alpha. Returns a dict with occupancy,
     abandon rate, talk minutes per agent-hour (talk = handle - 30 s wrap in the reference),
@@ -88,11 +94,28 @@ def solve(n, p, alpha, dial=20.0, handle=210.0, truncation=dmax_for, time_limit=
     b_eq = np.zeros(ns + 1)
     b_eq[-1] = 1.0
     t0 = time.perf_counter()
-    res = linprog(obj, A_ub=csr_matrix(abandon_row), b_ub=[0.0], A_eq=a_eq, b_eq=b_eq, bounds=(0, None),
-                  method="highs", options={"time_limit": time_limit} if time_limit else None)
+    # HiGHS' default choice sometimes stops on a large instance with no status ("Not
+    # Set", seen at N=100, p=0.15); then the dual simplex and the interior point
+    # method are tried, within what is left of the time limit
+    messages = []
+    for method in ("highs", "highs-ds", "highs-ipm"):
+        left = None if not time_limit else time_limit - (time.perf_counter() - t0)
+        if left is not None and left <= 0:
+            break
+        res = linprog(obj, A_ub=csr_matrix(abandon_row), b_ub=[0.0], A_eq=a_eq, b_eq=b_eq, bounds=(0, None),
+                      method=method, options={"time_limit": left} if left else None)
+        if res.status == 0:
+            break
+        messages.append(f"{method}: {res.message}")
     secs = time.perf_counter() - t0
     if res.status != 0:
-        raise LPFailed(f"LP not solved at N={n} p={p} alpha={alpha} ({ns} states): {res.message}")
+        if truncation is dmax_for and res.status == 4:  # a numerical failure: the other truncation
+            left = None if not time_limit else time_limit - secs
+            if left is None or left > 0:
+                out = solve(n, p, alpha, dial, handle, dmax_wide, left)
+                out["note"] = f"solved with the wider truncation after: {'; '.join(messages)}"
+                return out
+        raise LPFailed(f"LP not solved at N={n} p={p} alpha={alpha} ({ns} states): {'; '.join(messages)}")
     x = res.x
     xw = x[:nw]
     tw = xw * time_row[:nw]  # time fraction in each state

@@ -44,23 +44,33 @@ def _point(task):
         out["gain_over_best_vicidial"] = pred["occupancy"] - best_vici["occupancy"]
         out["vs_vicidial_abandon_lower_or_equal"] = pred["abandon_rate"] <= best_vici["abandon_rate"]
     if case == "validation":
-        from optimum import LPFailed, solve
-        t1 = time.perf_counter()
-        try:
-            at_cap = solve(n, p, 0.03, time_limit=LP_TIME_LIMIT)
-            own = solve(n, p, pred["abandon_rate"], time_limit=LP_TIME_LIMIT)
-            power_own = solve(n, p, pol["power"]["abandon_rate"], time_limit=LP_TIME_LIMIT)
-        except LPFailed as e:
-            out["lp_error"] = str(e)
-        else:
-            out["optimum_at_3pct"] = at_cap["occupancy"]
-            out["optimum_at_predictive_rate"] = own["occupancy"]
-            out["gap_to_optimum_at_own_rate"] = own["occupancy"] - pred["occupancy"]
-            out["gap_to_3pct_optimum"] = at_cap["occupancy"] - pred["occupancy"]
-            out["power_gap_to_optimum_at_own_rate"] = power_own["occupancy"] - pol["power"]["occupancy"]
-            # time share at the LP's truncation of dials in flight (0: it never binds)
-            out["lp_edge_time"] = max(at_cap["edge_time"], own["edge_time"], power_own["edge_time"])
-        out["lp_seconds"] = round(time.perf_counter() - t1, 1)
+        _lp(out)
+    return out
+
+
+def _lp(out):
+    """The LP optimum at 3 %, at the predictive policy's and at power's own mean abandon
+    rates, added to a validation point's result (``lp_error`` if a solve fails)."""
+    from optimum import LPFailed, solve
+    n, p, pol = out["agents"], out["p"], out["policies"]
+    pred = pol["predictive"]
+    out.pop("lp_error", None)
+    t1 = time.perf_counter()
+    try:
+        at_cap = solve(n, p, 0.03, time_limit=LP_TIME_LIMIT)
+        own = solve(n, p, pred["abandon_rate"], time_limit=LP_TIME_LIMIT)
+        power_own = solve(n, p, pol["power"]["abandon_rate"], time_limit=LP_TIME_LIMIT)
+    except LPFailed as e:
+        out["lp_error"] = str(e)
+    else:
+        out["optimum_at_3pct"] = at_cap["occupancy"]
+        out["optimum_at_predictive_rate"] = own["occupancy"]
+        out["gap_to_optimum_at_own_rate"] = own["occupancy"] - pred["occupancy"]
+        out["gap_to_3pct_optimum"] = at_cap["occupancy"] - pred["occupancy"]
+        out["power_gap_to_optimum_at_own_rate"] = power_own["occupancy"] - pol["power"]["occupancy"]
+        # time share at the LP's truncation of dials in flight (0: it never binds)
+        out["lp_edge_time"] = max(at_cap["edge_time"], own["edge_time"], power_own["edge_time"])
+    out["lp_seconds"] = round(time.perf_counter() - t1, 1)
     return out
 
 
@@ -112,6 +122,85 @@ def chart(points, path):
     fig.savefig(path, dpi=110)
 
 
+def summary(points, seeds, seconds):
+    """The summary line over the grid points."""
+    val = [pt for pt in points if pt["case"] == "validation" and "gap_to_optimum_at_own_rate" in pt]
+    return {
+        "summary": True, "seeds": seeds, "points": len(points), "policies": list(GRID_POLICIES),
+        "validation_points_all_seeds_within_cap": sum(
+            1 for pt in points if pt["case"] == "validation" and pt["policies"]["predictive"]["seeds_within_cap"] == seeds),
+        "validation_points": sum(1 for pt in points if pt["case"] == "validation"),
+        "validation_points_with_lp": len(val),
+        "validation_points_within_0.01_of_optimum_at_own_rate": sum(
+            1 for pt in val if pt["gap_to_optimum_at_own_rate"] <= 0.01),
+        "max_gap_to_optimum_at_own_rate": max((pt["gap_to_optimum_at_own_rate"] for pt in val), default=None),
+        "mean_gap_to_optimum_at_own_rate": (sum(pt["gap_to_optimum_at_own_rate"] for pt in val) / len(val)) if val else None,
+        "max_gap_to_3pct_optimum": max((pt["gap_to_3pct_optimum"] for pt in val), default=None),
+        "points_beating_best_vicidial_by_0.03_at_lower_abandon": sum(
+            1 for pt in points if pt.get("gain_over_best_vicidial", 0) >= 0.03 and pt.get("vs_vicidial_abandon_lower_or_equal")),
+        "min_gain_over_best_vicidial": min((pt["gain_over_best_vicidial"] for pt in points if "gain_over_best_vicidial" in pt), default=None),
+        "all_seeds_within_cap_realistic": sum(
+            1 for pt in points if pt["case"] == "realistic" and pt["policies"]["predictive"]["seeds_within_cap"] == seeds),
+        "realistic_points": sum(1 for pt in points if pt["case"] == "realistic"),
+        "seconds": round(seconds, 1),
+    }
+
+
+def fill_lp(path, chart_path=None):
+    """Re-solve the LP for the validation points of a results file that lack it (a
+    solve that failed or hit the time limit), rewrite the file and its summary line."""
+    with open(path) as fh:
+        lines = [json.loads(x) for x in fh if x.strip()]
+    points = [x for x in lines if not x.get("summary")]
+    old = next((x for x in lines if x.get("summary")), {})
+    for pt in points:
+        if pt["case"] == "validation" and "gap_to_optimum_at_own_rate" not in pt:
+            t0 = time.perf_counter()
+            _lp(pt)
+            print(json.dumps({"refilled": [pt["agents"], pt["p"]], "lp_error": pt.get("lp_error"),
+                              "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+    seeds = old.get("seeds", points[0]["seeds"] if points else 0)
+    summ = summary(points, seeds, old.get("seconds", 0.0))
+    if chart_path:
+        chart(points, chart_path)
+        summ["chart"] = chart_path
+    with open(path, "w") as fh:
+        for pt in points + [summ]:
+            fh.write(json.dumps(pt) + "\n")
+    print(json.dumps(summ), flush=True)
+
+
+def power_equal(path, out_path, min_agents=50):
+    """Power at the predictive policy's abandon rate, for the points of a results file
+    with at least ``min_agents`` agents: power re-run on the same seeds at k x 0.95^i
+    (or x 1.05^i when the best k ran below the predictive rate) until its mean abandon
+    rate crosses the predictive policy's, then its occupancy interpolated linearly."""
+    from dialer.sim import grid_scenario, run_seeds
+    with open(path) as fh:
+        points = [json.loads(x) for x in fh if x.strip()]
+    points = [pt for pt in points if isinstance(pt.get("policies"), dict) and pt["agents"] >= min_agents]
+    with open(out_path, "w") as fh:
+        for pt in sorted(points, key=lambda q: (q["p"], q["agents"])):
+            sc = grid_scenario(pt["case"], pt["agents"], pt["p"])
+            pred, pw = pt["policies"]["predictive"], pt["policies"]["power"]
+            target = pred["abandon_rate"]
+            rows = [(pw["k"], pw["occupancy"], pw["abandon_rate"])]
+            k, down = pw["k"], pw["abandon_rate"] > target
+            while (rows[-1][2] > target) == down and 1.0 < k < 12.0:
+                k = round(max(1.0, k * (0.95 if down else 1.05)), 2)
+                r = run_seeds(sc, f"power:{k:g}", pt["seeds"])
+                rows.append((k, r["occupancy"], r["abandon_rate"]))
+            (k1, o1, a1), (k0, o0, a0) = rows[-2], rows[-1]
+            occ = o0 + (o1 - o0) * (target - a0) / (a1 - a0) if a1 != a0 else o0
+            line = {"case": pt["case"], "agents": pt["agents"], "p": pt["p"], "seeds": pt["seeds"],
+                    "predictive_abandon_rate": target, "predictive_occupancy": pred["occupancy"],
+                    "power_runs": [{"k": k, "occupancy": o, "abandon_rate": a} for k, o, a in rows],
+                    "power_occupancy_at_predictive_rate": occ,
+                    "predictive_minus_power_at_equal_abandon": pred["occupancy"] - occ}
+            print(json.dumps(line), flush=True)
+            fh.write(json.dumps(line) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=30)
@@ -121,7 +210,16 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--out", default=None, help="also write the JSON lines to this file")
     ap.add_argument("--chart", default=None, help="write the PNG chart here")
+    ap.add_argument("--fill-lp", default=None, metavar="FILE",
+                    help="no runs: re-solve the missing LP optima of a results file (rewritten in place)")
+    ap.add_argument("--power-equal", nargs=2, default=None, metavar=("RESULTS", "OUT"),
+                    help="no grid: power re-run near the predictive policy's abandon rate for the N >= 50 "
+                         "points of RESULTS, occupancy interpolated at that rate, lines to OUT")
     a = ap.parse_args(argv)
+    if a.power_equal:
+        return power_equal(*a.power_equal)
+    if a.fill_lp:
+        return fill_lp(a.fill_lp, a.chart)
     tasks = [(c, int(n), float(p), a.seeds) for c in a.cases.split(",") for n in a.agents.split(",")
              for p in a.p.split(",")]
     tasks.sort(key=lambda t: -t[1] / t[2])  # the longest first
@@ -138,30 +236,11 @@ def main(argv=None):
             if out:
                 out.write(line + "\n")
                 out.flush()
-    val = [pt for pt in points if pt["case"] == "validation" and "gap_to_optimum_at_own_rate" in pt]
-    summary = {
-        "summary": True, "seeds": a.seeds, "points": len(points), "policies": list(GRID_POLICIES),
-        "validation_points_all_seeds_within_cap": sum(
-            1 for pt in points if pt["case"] == "validation" and pt["policies"]["predictive"]["seeds_within_cap"] == a.seeds),
-        "validation_points": sum(1 for pt in points if pt["case"] == "validation"),
-        "validation_points_with_lp": len(val),
-        "validation_points_within_0.01_of_optimum_at_own_rate": sum(
-            1 for pt in val if pt["gap_to_optimum_at_own_rate"] <= 0.01),
-        "max_gap_to_optimum_at_own_rate": max((pt["gap_to_optimum_at_own_rate"] for pt in val), default=None),
-        "mean_gap_to_optimum_at_own_rate": (sum(pt["gap_to_optimum_at_own_rate"] for pt in val) / len(val)) if val else None,
-        "max_gap_to_3pct_optimum": max((pt["gap_to_3pct_optimum"] for pt in val), default=None),
-        "points_beating_best_vicidial_by_0.03_at_lower_abandon": sum(
-            1 for pt in points if pt.get("gain_over_best_vicidial", 0) >= 0.03 and pt.get("vs_vicidial_abandon_lower_or_equal")),
-        "min_gain_over_best_vicidial": min((pt["gain_over_best_vicidial"] for pt in points if "gain_over_best_vicidial" in pt), default=None),
-        "all_seeds_within_cap_realistic": sum(
-            1 for pt in points if pt["case"] == "realistic" and pt["policies"]["predictive"]["seeds_within_cap"] == a.seeds),
-        "realistic_points": sum(1 for pt in points if pt["case"] == "realistic"),
-        "seconds": round(time.perf_counter() - t0, 1),
-    }
+    summ = summary(points, a.seeds, time.perf_counter() - t0)
     if a.chart:
         chart(points, a.chart)
-        summary["chart"] = a.chart
-    line = json.dumps(summary)
+        summ["chart"] = a.chart
+    line = json.dumps(summ)
     print(line, flush=True)
     if out:
         out.write(line + "\n")
