@@ -34,7 +34,7 @@ from campaigns.leads import import_list  # noqa: E402
 from campaigns.store import add_number, add_user, change_state, create_account, create_campaign  # noqa: E402
 from dialer.agents import check_pin, occupancy, set_pin  # noqa: E402
 from dialer.demo import callable_area  # noqa: E402
-from dialer.engine import Dialer, route_by_odds  # noqa: E402
+from dialer.engine import Dialer, route_by_odds, wind_down  # noqa: E402
 from dialer.errors import InputError  # noqa: E402
 from dialer.journal import Journal  # noqa: E402
 from dialer.sip.pool import WorkerPool  # noqa: E402
@@ -147,18 +147,8 @@ def main(argv=None):
         w.clock = reactor
         w.start(0.5)
         await task.deferLater(reactor, a.seconds, lambda: None)
-        d.loop.stop()
         t1 = reactor.seconds()
-        while d.legs and reactor.seconds() - t1 < 30:
-            d.tick_floor()
-            await task.deferLater(reactor, 0.2, lambda: None)
-        for key in list(d.legs):
-            d._hangup(key, "operator")
-        while d.legs and reactor.seconds() - t1 < 45:
-            await task.deferLater(reactor, 0.2, lambda: None)
-        d.close_wrapups()
-        while journal.backlog and reactor.seconds() - t1 < 60:
-            await task.deferLater(reactor, 0.1, lambda: None)
+        await wind_down(reactor, [d], drain_s=30, settle_s=15, journal=journal)
         w.stop()
         cpu1 = os.times()
         connect = sorted(1000 * (bridged_t[k] - answered_t[k]) for k in bridged_t)

@@ -10,7 +10,7 @@ took the command, withdraws it (``expire``) so it can never fire later by surpri
 
 import time
 
-from .agents import DISPOSITIONS, disposition_outcome
+from .agents import disposition_outcome
 from .errors import InputError, NotFound
 from .timeutil import to_iso
 
@@ -105,8 +105,6 @@ def wait_result(store, command_id, timeout, now, sleep=time.sleep, clock=time.mo
                 return {"id": command_id, "done": False, "result": "taken by a dialer; no result yet"}
         sleep(0.1)
 
-
-__all__ = ["COMMANDS", "DISPOSITIONS", "submit", "open_commands", "claim", "expire", "get", "wait_result"]
 
 
 def submit_and_wait(store, account, user, command, now, actor, wait, disposition=None, pause=False, reason=None):

@@ -184,7 +184,7 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
 
     from twisted.internet import defer, task
 
-    from dialer.engine import Dialer, route_by_odds
+    from dialer.engine import Dialer, route_by_odds, wind_down
     from dialer.journal import Journal
     from dialer.sip.pool import WorkerPool
 
@@ -242,18 +242,9 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
         ticker.start(10.0, now=False)
         dialer.start()
         await task.deferLater(reactor, seconds, lambda: None)
-        dialer.loop.stop()
         ticker.stop()
-        for key in list(dialer.legs):  # the shift is over: calls in progress end now
-            dialer._hangup(key, "operator")
-        t_end = reactor.seconds()
-        while (dialer.legs or dialer.pending_cdr) and reactor.seconds() - t_end < 30:
-            dialer.tick_floor()
-            await task.deferLater(reactor, 0.2, lambda: None)
-        dialer.close_wrapups()
-        t_end = reactor.seconds()
-        while journal.backlog and reactor.seconds() - t_end < 15:  # every record in the database
-            await task.deferLater(reactor, 0.1, lambda: None)
+        # the shift is over: calls in progress end now, every record in the database
+        await wind_down(reactor, [dialer], drain_s=0, settle_s=30, journal=journal)
         line(t0)
         result.update(_summary(store, dialer, t0, reactor.seconds()))
         await pool.stop()

@@ -205,13 +205,8 @@ class Dialer:
     def tick(self):
         now = self.now()
         self.tick_floor()
-        # the trunk's calls-per-second cap, over any sliding second
         t = self.reactor.seconds()
-        while self.recent and self.recent[0] <= t - 1.0:
-            self.recent.popleft()
-        room = max(0, int(self.cps) - len(self.recent))
-        if self.registrar is not None:  # the trunk is not registered anywhere: nothing is placed
-            room = min(room, self.registrar.room())
+        room = self._trunk_room(t)
         if self.brake.paused(t):
             room = 0
         if t >= self.next_poll:
@@ -221,10 +216,8 @@ class Dialer:
         want = min(asked, room)
         picked = []
         if want > 0:
-            live_numbers = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
-            live_numbers |= self.opted_out
             try:
-                picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=live_numbers)
+                picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=self._live_numbers())
                 self._blocked(None)
             except HopperBlocked as e:
                 self._blocked(str(e))
@@ -242,6 +235,21 @@ class Dialer:
             log.warn("leads {ids} not marked dialling ({err})", ids=[row["id"] for row, _ in picked], err=str(e))
         for row, verdict in picked:
             self._dial(row, verdict, now)
+
+    def _trunk_room(self, t):
+        """Calls the trunk takes now: its calls-per-second cap over any sliding second,
+        and none while it is registered nowhere."""
+        while self.recent and self.recent[0] <= t - 1.0:
+            self.recent.popleft()
+        room = max(0, int(self.cps) - len(self.recent))
+        if self.registrar is not None:
+            room = min(room, self.registrar.room())
+        return room
+
+    def _live_numbers(self):
+        """Numbers the hopper must not hand out now: those on a call, and this run's opt-outs."""
+        live = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
+        return live | self.opted_out
 
     def _blocked(self, why):
         """One log line when the reason the campaign cannot dial changes (not one per tick)."""
@@ -262,18 +270,14 @@ class Dialer:
             return f"refused: agent is {state.replace('_', ' ')}; a preview dial needs a ready agent"
         if uid in self.reserved.values():
             return "refused: the agent's previous preview call is still in progress"
-        t = self.reactor.seconds()
         busy = sum(1 for lg in self.legs.values() if lg.state != "ended")
         if busy >= self.lines:
             return f"refused: all {self.lines} lines of the account are in use"
-        while self.recent and self.recent[0] <= t - 1.0:
-            self.recent.popleft()
-        if len(self.recent) >= int(self.cps) or (self.registrar is not None and self.registrar.room() < 1):
+        if self._trunk_room(self.reactor.seconds()) < 1:
             return "refused: the trunk has no room this second; try again"
         now = self.now()
-        live = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
         try:
-            picked = self.hopper.next_leads(1, now, self.consumer, live_numbers=live | self.opted_out)
+            picked = self.hopper.next_leads(1, now, self.consumer, live_numbers=self._live_numbers())
         except DialerError as e:
             return f"refused: {e}"
         if not picked:
@@ -627,6 +631,35 @@ class Dialer:
         if leg is not None:
             self.finished.pop(leg.call_id, None)
             self._write(leg, disposition if disposition not in (None, "wrap-timeout") else None)
+
+
+async def wind_down(reactor, dialers, drain_s=0.0, settle_s=20.0, journal=None):
+    """End a shift: no new dials; calls in progress get ``drain_s`` seconds to finish,
+    the rest are hung up (by the operator) and given ``settle_s`` to end; wrap-ups
+    close; with a ``journal``, wait (15 s at most) until every record is written."""
+    from twisted.internet import task as _task
+
+    def pause(s):
+        return _task.deferLater(reactor, s, lambda: None)
+
+    for d in dialers:
+        if d.loop is not None and d.loop.running:
+            d.loop.stop()
+    for limit, hang_up_first in ((drain_s, False), (settle_s, True)):
+        if hang_up_first:
+            for d in dialers:
+                for key in list(d.legs):
+                    d._hangup(key, "operator")
+        t0 = reactor.seconds()
+        while any(d.legs for d in dialers) and reactor.seconds() - t0 < limit:
+            for d in dialers:
+                d.tick_floor()
+            await pause(0.2)
+    for d in dialers:
+        d.close_wrapups()
+    t0 = reactor.seconds()
+    while journal is not None and journal.backlog and reactor.seconds() - t0 < 15:
+        await pause(0.1)
 
 
 def cdr_payload(cdr):

@@ -18,6 +18,7 @@ dropped.
 """
 
 import collections
+import itertools
 import json
 import os
 import pathlib
@@ -179,7 +180,7 @@ class Journal:
         done = 0
         while True:
             with self._lock:
-                batch = list(itertools_islice(self._pending, self.batch))
+                batch = list(itertools.islice(self._pending, self.batch))
             if not batch:
                 break
             try:
@@ -292,18 +293,3 @@ class Journal:
             log.warn("journal: {n} write(s) not yet in the database are kept in {path} for the next start", n=left,
                      path=str(self.spool_path))
         return left
-
-    def wait_idle(self, timeout):
-        """Block (threads only, not the reactor) until nothing is pending; True if so."""
-        import time
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if not self.backlog:
-                return True
-            time.sleep(0.01)
-        return not self.backlog
-
-
-def itertools_islice(dq, n):
-    import itertools
-    return itertools.islice(dq, n)

@@ -19,6 +19,7 @@ import datetime as _dt
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from .engine import wind_down
 from .errors import DialerError, InputError
 
 log = Logger(namespace="dialer.service")
@@ -197,22 +198,7 @@ class Service:
         self.stopping = True
         if self.watcher is not None and self.watcher.running:
             self.watcher.stop()
-        for d in self.dialers.values():
-            if d.loop is not None and d.loop.running:
-                d.loop.stop()
-        t0 = self.reactor.seconds()
-        while any(d.legs for d in self.dialers.values()) and self.reactor.seconds() - t0 < drain_s:
-            for d in self.dialers.values():
-                d.tick_floor()
-            await task.deferLater(self.reactor, 0.2, lambda: None)
-        for d in self.dialers.values():
-            for key in list(d.legs):
-                d._hangup(key, "operator")
-        t1 = self.reactor.seconds()
-        while any(d.legs or d.pending_cdr for d in self.dialers.values()) and self.reactor.seconds() - t1 < 20:
-            for d in self.dialers.values():
-                d.close_wrapups()
-            await task.deferLater(self.reactor, 0.2, lambda: None)
+        await wind_down(self.reactor, list(self.dialers.values()), drain_s)
         for d in self.dialers.values():  # the agents' phones: the shift is over
             for key in list(d.agent_legs):
                 self.pool.hangup(key)

@@ -11,16 +11,13 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from campaigns.store import add_number, add_user, change_state, create_account, create_campaign
-from campaigns.leads import import_list
-from dialer.agents import set_pin
 from dialer.store import Store
 from dialer.trunks import add_trunk
 from rules import service
 from sip_harness import ROOT, free_udp_port, needs_sip, write_tone
-from test_engine_sip import callable_area
+from test_engine_sip import callable_area, setup_campaign
 
 pytestmark = needs_sip
 
@@ -38,24 +35,12 @@ def wait_for(pred, timeout, what, proc=None):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def configure(db, tmp_path, now, numbers, proxy, register=False):
-    store = Store(db)
-    service.ensure_defaults(store, now)
-    reg = tmp_path / "reg.txt"
-    reg.write_text("2025550199\n")
-    service.import_dnc(store, reg, now, "t", source="national", as_of=now.date().isoformat())
-    create_account(store, "acme", now, "t", lines=10)
-    add_number(store, "acme", "212 555 9999", now, "t")
-    add_user(store, "acme", "alice", "agent", now, "t")
-    set_pin(store, "acme", "alice", "7391", now, "t")
+def configure(tmp_path, now, numbers, proxy, register=False):
+    """The engine tests' campaign (tests/test_engine_sip.setup_campaign), progressive,
+    with a SIP trunk to ``proxy`` (registering with a wrong password if asked)."""
+    store = setup_campaign(tmp_path, now, numbers, mode="progressive")
     add_trunk(store, "acme", "carrier", proxy, now, "t", **({"username": "acme", "password": "wrong",
                                                               "register": True} if register else {}))
-    create_campaign(store, "c", "acme", now, "t", caller_id="212-555-9999",
-                    greeting=write_tone(tmp_path / "greeting.wav", seconds=1.0), dial_mode="progressive")
-    f = tmp_path / "list.csv"
-    f.write_text("phone\n" + "\n".join(numbers) + "\n")
-    import_list(store, f, "c", now, "t")
-    change_state(store, "c", "start", now, "t")
     return store
 
 
@@ -68,9 +53,9 @@ def dialer(db, *args, **kw):
 def test_dialer_run_end_to_end(tmp_path, sipp):
     now = _dt.datetime.now(_dt.timezone.utc)
     area = callable_area(now)
-    db = tmp_path / "dialer.db"
     carrier = sipp("uas_answer_hold.xml", "-d", "2000", echo=True)
-    store = configure(db, tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
+    store = configure(tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
+    db = store.path
     port = free_udp_port()
     run = dialer(db, "run", "--sip-port", port, "--workers", 2, "--drain", 5)
     try:
@@ -114,9 +99,9 @@ def test_dialer_run_end_to_end(tmp_path, sipp):
 def test_a_trunk_refusing_registration_dials_nothing_and_the_service_runs_on(tmp_path, sipp):
     now = _dt.datetime.now(_dt.timezone.utc)
     area = callable_area(now)
-    db = tmp_path / "dialer.db"
     registrar = sipp("uas_registrar.xml", "-key", "user", "acme", "-key", "password", "right", calls=10)
-    store = configure(db, tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{registrar.port}", register=True)
+    store = configure(tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{registrar.port}", register=True)
+    db = store.path
     run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 4, "--drain", 0, "--json")
     o, e = run.communicate(timeout=90)
     assert run.returncode == 0, e.decode()[-3000:]
@@ -153,9 +138,9 @@ def test_dialer_run_refuses_a_campaign_without_a_trunk(tmp_path):
 def test_a_campaign_started_while_the_dialer_runs_joins_it(tmp_path, sipp):
     now = _dt.datetime.now(_dt.timezone.utc)
     area = callable_area(now)
-    db = tmp_path / "dialer.db"
     carrier = sipp("uas_busy.xml")
-    store = configure(db, tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
+    store = configure(tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
+    db = store.path
     create_campaign(store, "late", "acme", now, "t", caller_id="212-555-9999",
                     greeting=write_tone(tmp_path / "g2.wav", seconds=1.0), dial_mode="progressive")
     run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 12, "--drain", 0)
