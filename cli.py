@@ -2,8 +2,9 @@
 function and prints the result (JSON with --json). Library errors become one
 ``Error: ...`` line and a non-zero exit."""
 
-import getpass
 import json
+import os
+import pwd
 import sqlite3
 import sys
 
@@ -24,17 +25,42 @@ class _Group(click.Group):
             raise click.ClickException(f"database error: {e}") from None
 
 
+def login_name():
+    """The operating-system login running this process (from its uid, not from the
+    environment, which anyone can set)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid{os.getuid()}"
+
+
 class App:
     def __init__(self, db, user):
         self.db_path = db
-        self.user = user
+        self.user_spec = user
         self._store = None
+        self._actor = None
 
     @property
     def store(self):
+        """The database; opening it checks --user (an unknown user is refused before
+        any command reads or changes anything)."""
         if self._store is None:
-            self._store = Store(self.db_path)
+            from campaigns.store import cli_actor
+            store = Store(self.db_path)
+            try:
+                self._actor = cli_actor(store, login_name(), self.user_spec)
+            except BaseException:
+                store.close()
+                raise
+            self._store = store
         return self._store
+
+    @property
+    def user(self):
+        """The actor the audit log records: cli:<login> [as ACCOUNT/USER]."""
+        self.store
+        return self._actor
 
     def now(self):
         return system_now()
@@ -59,16 +85,13 @@ def _emit(obj, as_json, text=None):
 @click.group(cls=_Group)
 @click.option("--db", type=click.Path(dir_okay=False), envvar="DIALER_DB", default=None,
               help="Database file (default: $DIALER_DB, else $DIALER_DATA_DIR/dialer.db, else ~/.local/share/dialer/dialer.db).")
-@click.option("--user", envvar="DIALER_USER", default=None, help="Who is acting (recorded in the audit log); default: $DIALER_USER or the login name.")
+@click.option("--user", envvar="DIALER_USER", default=None,
+              help="Act as this user of an account: ACCOUNT/USER (or USER when only one account has it). The audit "
+                   "log records cli:<login> as ACCOUNT/USER; without it, cli:<login> (the login running the command).")
 @click.version_option("0.1.0", prog_name="dialer")
 @click.pass_context
 def main(ctx, db, user):
     """Outbound campaign dialer with compliance guardrails."""
-    if user is None:
-        try:
-            user = getpass.getuser()
-        except Exception:
-            user = "unknown"
     ctx.obj = App(db or str(default_db_path()), user)
 
 
@@ -97,13 +120,15 @@ def _verdict_text(v):
 @click.option("--at", help="Instant to judge (ISO 8601; naive = UTC). Default: now.")
 @click.option("--region", default="US", show_default=True, help="Region for numbers written without a country code.")
 @click.option("--campaign", help="Apply this campaign's hours, DNC list, waivers and caller ID.")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def check(app, numbers, at, region, campaign, as_json):
-    """May these numbers be called now (or --at)? One verdict per number, with every
-    rule that blocks it. Exit 0 whatever the verdicts."""
+def check(app, numbers, at, region, campaign, account, as_json):
+    """May these numbers be called now (or --at) by the account? One verdict per
+    number, with every rule that blocks it. Exit 0 whatever the verdicts."""
     from rules.service import check_numbers
-    verdicts = check_numbers(app.store, numbers, app.now(), at=_at(at), region=region, campaign=campaign)
+    verdicts = check_numbers(app.store, numbers, app.now(), at=_at(at), region=region, campaign=campaign,
+                             account=account)
     for v in verdicts:
         d = v.as_dict()
         _emit(d, as_json, _verdict_text(d))
@@ -114,16 +139,17 @@ def check(app, numbers, at, region, campaign, as_json):
 @click.option("--at", help="Instant to judge (ISO 8601; naive = UTC). Default: now.")
 @click.option("--region", default="US", show_default=True)
 @click.option("--campaign")
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--examples", default=3, show_default=True, help="Blocked examples to show per reason.")
 @click.option("--map", "mapping", help="Columns for fields, e.g. phone=Mobile,state=St.")
 @json_option
 @pass_app
-def screen(app, file, at, region, campaign, examples, mapping, as_json):
+def screen(app, file, at, region, campaign, account, examples, mapping, as_json):
     """Screen a CSV/XLSX list without importing it (columns phone, and optionally state,
     zone, business): how many may be called now, and why the others may not."""
     from campaigns.screening import screen_file
     out = screen_file(app.store, file, app.now(), at=_at(at), region=region, campaign=campaign, examples=examples,
-                      mapping=mapping)
+                      mapping=mapping, account=account)
     if as_json:
         _emit(out, True)
         return
@@ -142,23 +168,26 @@ def screen(app, file, at, region, campaign, examples, mapping, as_json):
 
 @main.group(cls=_Group)
 def dnc():
-    """Do-not-call lists: national registries, the company list, campaign lists."""
+    """Do-not-call lists: national registries (shared), each account's company list, campaign lists."""
 
 
 @dnc.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--source", type=click.Choice(["national", "company", "campaign"]), required=True)
 @click.option("--campaign")
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--as-of", help="Date of a national registry copy (YYYY-MM-DD).")
 @click.option("--jurisdiction", default="US", show_default=True, help="Jurisdiction of a national registry.")
 @click.option("--region", default="US", show_default=True, help="Region for numbers without a country code.")
 @json_option
 @pass_app
-def dnc_import(app, file, source, campaign, as_of, jurisdiction, region, as_json):
-    """Import a DNC file (one number or wildcard a line; FTC 'area,number' lines too)."""
+def dnc_import(app, file, source, campaign, account, as_of, jurisdiction, region, as_json):
+    """Import a DNC file (one number or wildcard a line; FTC 'area,number' lines too):
+    a national registry (shared by every account), the account's company list, or a
+    campaign's list."""
     from rules.service import import_dnc
     out = import_dnc(app.store, file, app.now(), app.user, source=source, campaign=campaign, as_of=as_of,
-                     jurisdiction=jurisdiction, region=region)
+                     jurisdiction=jurisdiction, region=region, account=account)
     text = (f"imported {out['numbers']} numbers ({out.get('added', out['numbers'])} new) from {out['lines']} lines; "
             f"{out['junk']} junk lines")
     if out["junk_examples"]:
@@ -167,7 +196,8 @@ def dnc_import(app, file, source, campaign, as_of, jurisdiction, region, as_json
 
 
 def _dnc_scope_options(f):
-    f = click.option("--campaign", help="The campaign's DNC list instead of the company list.")(f)
+    f = click.option("--campaign", help="The campaign's DNC list instead of the account's company list.")(f)
+    f = click.option("--account", help="The account (needed once the installation has several).")(f)
     f = click.option("--region", default="US", show_default=True)(f)
     f = click.option("--reason", default="", help="Why (recorded in the audit log).")(f)
     return f
@@ -178,11 +208,11 @@ def _dnc_scope_options(f):
 @_dnc_scope_options
 @json_option
 @pass_app
-def dnc_add(app, numbers, campaign, region, reason, as_json):
-    """Add numbers or wildcards (+1212*, 212555*) to the company (or campaign) DNC list."""
+def dnc_add(app, numbers, campaign, account, region, reason, as_json):
+    """Add numbers or wildcards (+1212*, 212555*) to the account's company (or a campaign's) DNC list."""
     from rules.service import add_dnc
     out = add_dnc(app.store, numbers, app.now(), app.user, source="campaign" if campaign else "company",
-                  campaign=campaign, region=region, reason=reason)
+                  campaign=campaign, region=region, reason=reason, account=account)
     _emit(out, as_json, f"added {out['added']} to {out['scope']} DNC ({out['already']} already listed)")
 
 
@@ -191,24 +221,25 @@ def dnc_add(app, numbers, campaign, region, reason, as_json):
 @_dnc_scope_options
 @json_option
 @pass_app
-def dnc_remove(app, numbers, campaign, region, reason, as_json):
-    """Remove numbers or wildcards from the company (or campaign) DNC list (--reason required)."""
+def dnc_remove(app, numbers, campaign, account, region, reason, as_json):
+    """Remove numbers or wildcards from the account's company (or a campaign's) DNC list (--reason required)."""
     from rules.service import remove_dnc
     out = remove_dnc(app.store, numbers, app.now(), app.user, source="campaign" if campaign else "company",
-                     campaign=campaign, region=region, reason=reason)
+                     campaign=campaign, region=region, reason=reason, account=account)
     _emit(out, as_json, f"removed {out['removed']} from {out['scope']} DNC ({out['not_listed']} were not listed)")
 
 
 @dnc.command("check")
 @click.argument("numbers", nargs=-1, required=True)
 @click.option("--campaign")
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--region", default="US", show_default=True)
 @json_option
 @pass_app
-def dnc_check(app, numbers, campaign, region, as_json):
-    """Is a number on any DNC list that applies?"""
+def dnc_check(app, numbers, campaign, account, region, as_json):
+    """Is a number on any DNC list that applies to the account (or campaign)?"""
     from rules.service import check_dnc
-    for r in check_dnc(app.store, numbers, app.now(), region=region, campaign=campaign):
+    for r in check_dnc(app.store, numbers, app.now(), region=region, campaign=campaign, account=account):
         if r["error"]:
             text = f"{r['input']:<20} invalid: {r['error']}"
         else:
@@ -219,15 +250,17 @@ def dnc_check(app, numbers, campaign, region, as_json):
 
 @dnc.command("waive")
 @click.option("--campaign", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--jurisdiction", default="US", show_default=True)
 @click.option("--reason", required=True, help="Why the registry requirement is waived (audited).")
 @click.option("--revoke", is_flag=True, help="Revoke the waiver.")
 @json_option
 @pass_app
-def dnc_waive(app, campaign, jurisdiction, reason, revoke, as_json):
+def dnc_waive(app, campaign, account, jurisdiction, reason, revoke, as_json):
     """Waive (or --revoke) the national-registry requirement for one campaign."""
     from rules.service import waive_registry
-    out = waive_registry(app.store, campaign, jurisdiction, app.now(), app.user, reason, revoke=revoke)
+    out = waive_registry(app.store, campaign, jurisdiction, app.now(), app.user, reason, revoke=revoke,
+                         account=account)
     _emit(out, as_json, f"{'waived' if out['waived'] else 'revoked the waiver of'} the {out['jurisdiction']} "
                         f"registry requirement for campaign {campaign}")
 
@@ -365,17 +398,55 @@ def account_show(app, name, as_json):
     _emit(show_account(app.store, name), as_json)
 
 
+def _pin_from_env(var):
+    """The PIN from the environment variable named ``var`` (never from the command line,
+    which other users can read); missing or empty is an error."""
+    pin = os.environ.get(var)
+    if not pin:
+        raise DialerError(f"--pin-env {var}: that environment variable is not set or empty")
+    return pin
+
+
 @account.command("user")
 @click.argument("name")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--role", type=click.Choice(["owner", "manager", "compliance", "supervisor", "agent"]), required=True)
+@click.option("--pin-env", help="Name of an environment variable holding the agent PIN (4 to 12 digits) to set too.")
 @json_option
 @pass_app
-def account_user(app, name, account, role, as_json):
-    """Add a user to an account."""
+def account_user(app, name, account, role, pin_env, as_json):
+    """Add a user to an account (with --pin-env, its agent PIN too; nothing is created
+    if the PIN is missing or refused)."""
     from campaigns.store import add_user
-    out = add_user(app.store, account, name, role, app.now(), app.user)
-    _emit(out, as_json, f"user {out['user']} ({out['role']}) added to {out['account']}")
+    pin = _pin_from_env(pin_env) if pin_env else None
+    out = add_user(app.store, account, name, role, app.now(), app.user, pin=pin)
+    _emit(out, as_json, f"user {out['user']} ({out['role']}) added to {out['account']}"
+                        + (", PIN set" if out["pin_set"] else ""))
+
+
+@account.command("pin")
+@click.argument("user")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--pin-env", required=True, help="Name of an environment variable holding the new PIN (4 to 12 digits).")
+@json_option
+@pass_app
+def account_pin(app, user, account, pin_env, as_json):
+    """Set (or reset) a user's agent PIN; only a salted hash is kept; clears a lockout."""
+    from dialer.agents import set_pin
+    out = set_pin(app.store, account, user, _pin_from_env(pin_env), app.now(), app.user)
+    _emit(out, as_json, f"PIN of {out['account']}/{out['user']} set")
+
+
+@account.command("users")
+@click.argument("account", required=False)
+@json_option
+@pass_app
+def account_users(app, account, as_json):
+    """An account's users: name, role, whether a PIN is set, when created."""
+    from campaigns.store import list_users
+    for r in list_users(app.store, account):
+        _emit(r, as_json, f"{r['name']:<16} {r['role']:<11} {'PIN set' if r['pin_set'] else 'no PIN':<8} "
+                          f"{r['created_at']}")
 
 
 @main.group(cls=_Group)
@@ -385,7 +456,7 @@ def number():
 
 @number.command("add")
 @click.argument("phone")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--region", default="US", show_default=True)
 @json_option
 @pass_app
@@ -396,7 +467,7 @@ def number_add(app, phone, account, region, as_json):
 
 
 @number.command("list")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
 def number_list(app, account, as_json):
@@ -417,7 +488,7 @@ def campaign():
 
 @campaign.command("create")
 @click.argument("name")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--region", default="US", show_default=True, help="Rule-set region and default region of its lists.")
 @click.option("--caller-id")
 @click.option("--hours", help="Narrow the legal window, e.g. 'mon-fri=09:00-17:00;sat=10:00-14:00;sun='.")
@@ -441,26 +512,28 @@ def campaign_create(app, name, account, region, caller_id, hours, dial_mode, pow
 @campaign.command("greeting")
 @click.argument("name")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def campaign_greeting(app, name, file, as_json):
+def campaign_greeting(app, name, file, account, as_json):
     """Set the campaign's safe-harbor message (WAV, 8/16 kHz mono, 16-bit)."""
     from campaigns.store import set_greeting
-    out = set_greeting(app.store, name, file, app.now(), app.user)
+    out = set_greeting(app.store, name, file, app.now(), app.user, account=account)
     _emit(out, as_json, f"greeting of {name}: {out['seconds']} s at {out['rate']} Hz")
 
 
 @campaign.command("show")
 @click.argument("name")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def campaign_show(app, name, as_json):
+def campaign_show(app, name, account, as_json):
     from campaigns.store import show_campaign
-    _emit(show_campaign(app.store, name), as_json)
+    _emit(show_campaign(app.store, name, account), as_json)
 
 
 @campaign.command("list")
-@click.option("--account")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
 def campaign_list(app, account, as_json):
@@ -477,12 +550,13 @@ def campaign_list(app, account, as_json):
 def _state_command(action, doc):
     @campaign.command(action, help=doc)
     @click.argument("name")
+    @click.option("--account", help="The account (needed when several have a campaign of that name).")
     @click.option("--reason", default="")
     @json_option
     @pass_app
-    def cmd(app, name, reason, as_json):
+    def cmd(app, name, account, reason, as_json):
         from campaigns.store import change_state
-        out = change_state(app.store, name, action, app.now(), app.user, reason)
+        out = change_state(app.store, name, action, app.now(), app.user, reason, account=account)
         _emit(out, as_json, f"campaign {name}: {out['was']} -> {out['state']}")
     return cmd
 
@@ -497,13 +571,15 @@ _state_command("finish", "Finish a campaign for good.")
 @click.option("--from", "frm", required=True, help="ISO 8601 start (naive = UTC).")
 @click.option("--to", "to", required=True, help="ISO 8601 end.")
 @click.option("--step", default=60, show_default=True, help="Minutes between samples.")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def campaign_dry_run(app, name, frm, to, step, as_json):
+def campaign_dry_run(app, name, frm, to, step, account, as_json):
     """Walk the campaign through virtual time: per hour, how many leads would be
     dialable and why the others would not."""
     from campaigns.dryrun import dry_run
-    out = dry_run(app.store, name, parse_instant(frm, "--from"), parse_instant(to, "--to"), app.now(), step)
+    out = dry_run(app.store, name, parse_instant(frm, "--from"), parse_instant(to, "--to"), app.now(), step,
+                  account=account)
     if as_json:
         _emit(out, True)
         return
@@ -523,13 +599,14 @@ def list_():
 @list_.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--campaign", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--map", "mapping", help="Columns for fields, e.g. phone=Mobile,name=Customer,business=Company.")
 @click.option("--region", default="US", show_default=True, help="Region for numbers without a country code.")
 @click.option("--dedupe", type=click.Choice(["list", "campaign", "account", "none"]), default="campaign", show_default=True)
 @click.option("--resume", type=int, help="Resume an interrupted import (its id).")
 @json_option
 @pass_app
-def list_import(app, file, campaign, mapping, region, dedupe, resume, as_json):
+def list_import(app, file, campaign, account, mapping, region, dedupe, resume, as_json):
     """Import a CSV or XLSX list into a campaign, then show its screening preview."""
     from campaigns.leads import import_list
     bar = None
@@ -542,7 +619,8 @@ def list_import(app, file, campaign, mapping, region, dedupe, resume, as_json):
         bar.__enter__()
     try:
         out = import_list(app.store, file, campaign, app.now(), app.user, mapping=mapping, region=region,
-                          dedupe=dedupe, progress=progress if bar is not None else None, resume=resume)
+                          dedupe=dedupe, progress=progress if bar is not None else None, resume=resume,
+                          account=account)
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
@@ -566,12 +644,13 @@ def list_import(app, file, campaign, mapping, region, dedupe, resume, as_json):
 @list_.command("errors")
 @click.argument("import_id", type=int)
 @click.option("--csv", "as_csv", is_flag=True, help="CSV (cells neutralised against formula injection).")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def list_errors(app, import_id, as_csv, as_json):
+def list_errors(app, import_id, as_csv, account, as_json):
     """The per-row error report of an import."""
     from campaigns.leads import errors_csv, import_errors
-    rows = import_errors(app.store, import_id)
+    rows = import_errors(app.store, import_id, account)
     if as_csv:
         click.echo(errors_csv(rows), nl=False)
     elif as_json:
@@ -590,22 +669,26 @@ def lead():
 @lead.command("show")
 @click.argument("number")
 @click.option("--region", default="US", show_default=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def lead_show(app, number, region, as_json):
+def lead_show(app, number, region, account, as_json):
+    """The account's leads with this number."""
     from campaigns.leads import find_leads
-    for r in find_leads(app.store, number, region):
+    for r in find_leads(app.store, number, region, account):
         _emit(r, as_json, json.dumps(r, indent=2, ensure_ascii=False, default=str) if not as_json else None)
 
 
 @lead.command("history")
 @click.argument("number")
 @click.option("--region", default="US", show_default=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def lead_history_cmd(app, number, region, as_json):
+def lead_history_cmd(app, number, region, account, as_json):
+    """The account's leads with this number and everything that happened to them."""
     from campaigns.leads import lead_history
-    for h in lead_history(app.store, number, region):
+    for h in lead_history(app.store, number, region, account):
         if as_json:
             _emit(h, True)
             continue
@@ -618,12 +701,18 @@ def lead_history_cmd(app, number, region, as_json):
 @click.argument("lead_id", type=int)
 @click.argument("outcome", type=click.Choice(["answered-human", "machine", "busy", "no-answer", "failed", "abandoned",
                                               "dnc-requested"]))
+@click.option("--call-id", help="The call record (CDR) of a call the dialer placed: the call then counts as an "
+                                "attempt for the frequency caps (once).")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def lead_outcome(app, lead_id, outcome, as_json):
-    """Record how a call to a lead ended (the dialer does this; for agents and tests)."""
-    from campaigns.leads import record_outcome
-    out = record_outcome(app.store, lead_id, outcome, app.now(), app.user)
+def lead_outcome(app, lead_id, outcome, call_id, account, as_json):
+    """Record how a lead stands (the dialer does this for its calls). Without --call-id
+    it is a manual outcome, not a call: the lead is recycled or finished by the
+    campaign's rules, dnc-requested goes on the account's DNC list, but no call
+    attempt is recorded (frequency caps count only calls that were placed)."""
+    from campaigns.leads import manual_outcome
+    out = manual_outcome(app.store, lead_id, outcome, app.now(), app.user, call_id=call_id, account=account)
     _emit(out, as_json, f"lead {lead_id}: {out['status']} ({out['disposition']}, {out['attempts']} attempts)")
 
 
@@ -632,12 +721,14 @@ def lead_outcome(app, lead_id, outcome, as_json):
 @click.argument("when")
 @click.option("--agent", help="Owning agent (default: campaign-wide).")
 @click.option("--zone", help="Zone of WHEN (default: the lead's).")
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def lead_callback(app, lead_id, when, agent, zone, as_json):
-    """Schedule a callback at WHEN, a local time of the lead ('2026-03-09 10:00')."""
+def lead_callback(app, lead_id, when, agent, zone, account, as_json):
+    """Schedule a callback at WHEN, a local time of the lead ('2026-03-09 10:00').
+    Scheduling is not a call: no attempt is counted."""
     from campaigns.leads import schedule_callback
-    out = schedule_callback(app.store, lead_id, when, app.now(), app.user, agent=agent, zone=zone)
+    out = schedule_callback(app.store, lead_id, when, app.now(), app.user, agent=agent, zone=zone, account=account)
     _emit(out, as_json, f"lead {lead_id}: callback at {out['callback_local']} ({out['callback_at']})")
 
 
@@ -661,7 +752,7 @@ def _trunk_text(t):
 
 @trunk.command("add")
 @click.argument("name")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--proxy", required=True, help="HOST[:PORT] (or sip:HOST[:PORT]) of the carrier's proxy.")
 @click.option("--user", "username", help="User name for digest authentication.")
 @click.option("--password", help="Password (prefer --password-env: a command line is visible to others).")
@@ -686,12 +777,12 @@ def trunk_add(app, name, account, proxy, username, password, password_env, realm
             raise DialerError(f"--password-env {password_env}: that environment variable is not set or empty")
     out = add_trunk(app.store, account, name, proxy, app.now(), app.user, username=username, password=password,
                     realm=realm, register=register, cps=cps, caller_id=caller_id, region=region)
-    _emit(out, as_json, f"trunk {out['name']} added to account {account}: {out['proxy']}"
+    _emit(out, as_json, f"trunk {out['name']} added to account {out['account']}: {out['proxy']}"
                         f"{', registers' if out['register'] else ''}")
 
 
 @trunk.command("list")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
 def trunk_list(app, account, as_json):
@@ -703,7 +794,7 @@ def trunk_list(app, account, as_json):
 
 @trunk.command("show")
 @click.argument("name")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
 def trunk_show(app, name, account, as_json):
@@ -720,19 +811,20 @@ def trunk_show(app, name, account, as_json):
 @trunk.command("use")
 @click.argument("name")
 @click.option("--campaign", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
-def trunk_use(app, name, campaign, as_json):
+def trunk_use(app, name, campaign, account, as_json):
     """Make a campaign dial through this trunk of its account."""
     from dialer.trunks import use_trunk
-    out = use_trunk(app.store, campaign, name, app.now(), app.user)
+    out = use_trunk(app.store, campaign, name, app.now(), app.user, account=account)
     _emit(out, as_json, f"campaign {campaign} dials through trunk {name}" +
           (f" (was {out['was']})" if out["was"] and out["was"] != name else ""))
 
 
 @trunk.command("check")
 @click.argument("name")
-@click.option("--account", required=True)
+@click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0.1, 60),
               help="Seconds to wait for the registrar's answer.")
 @json_option
@@ -856,7 +948,7 @@ def agent():
 def _agent_command(name, doc):
     @agent.command(name, help=doc)
     @click.argument("user")
-    @click.option("--account", required=True)
+    @click.option("--account", help="The user's account (needed once the installation has several).")
     @click.option("--reason", default=None)
     @click.option("--wait", default=5.0, show_default=True, type=click.FloatRange(0, 120),
                   help="Seconds to wait for the running dialer to carry it out.")

@@ -21,7 +21,7 @@ TIME_CATEGORIES = frozenset({"hours", "holiday"})
 MAX_HOURS = 24 * 31
 
 
-def dry_run(store, campaign, frm, to, now, step_minutes=60):
+def dry_run(store, campaign, frm, to, now, step_minutes=60, account=None):
     from rules.service import load_context
     frm, to = utc(frm), utc(to)
     if to <= frm:
@@ -29,8 +29,9 @@ def dry_run(store, campaign, frm, to, now, step_minutes=60):
     steps = int((to - frm) / _dt.timedelta(minutes=step_minutes))
     if steps > MAX_HOURS * 60 // step_minutes:
         raise InputError(f"a dry run covers at most {MAX_HOURS // 24} days")
-    camp = get_campaign(store, campaign)
-    ctx = load_context(store, now, camp["region"], campaign)
+    camp = get_campaign(store, campaign, account)
+    campaign = camp["name"]
+    ctx = load_context(store, now, camp["region"], camp["id"])
     rows = _lead_rows(store, camp["id"], statuses=("new", "retry", "callback", "reserved"))
     sc0 = Screener(ctx, frm)
     static = collections.Counter()  # (key, static categories) -> count

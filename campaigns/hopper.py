@@ -29,13 +29,18 @@ class HopperBlocked(InputError):
 
 
 class Hopper:
-    """One campaign's hopper over one store. ``reservation`` is how long a claimed lead
-    stays reserved without being dialled before it returns to the hopper."""
+    """One campaign's hopper over one store. ``campaign``: its id (what the live dialer
+    passes), its row, or its name (unique across the installation, else give
+    ``account``). ``reservation`` is how long a claimed lead stays reserved without
+    being dialled before it returns to the hopper. The rules see the campaign's
+    account: its company DNC list and its own call history (frequency caps and
+    lockouts are per caller)."""
 
-    def __init__(self, store, campaign, reservation_seconds=120, scan_limit=2000):
+    def __init__(self, store, campaign, reservation_seconds=120, scan_limit=2000, account=None):
         self.store = store
-        self.campaign = get_campaign(store, campaign)
+        self.campaign = get_campaign(store, campaign, account)
         self.cid = self.campaign["id"]
+        self.account_id = self.campaign["account_id"]
         self.reservation = _dt.timedelta(seconds=reservation_seconds)
         self.scan_limit = scan_limit
         self._ctx = None
@@ -48,7 +53,7 @@ class Hopper:
         from rules.service import history_hours, load_context
         mark = self.store.conn.execute("SELECT MAX(id) FROM audit_log").fetchone()[0]
         if self._ctx is None or mark != self._ctx_mark:
-            self._ctx = load_context(self.store, now, self.campaign["region"], self.campaign["name"])
+            self._ctx = load_context(self.store, now, self.campaign["region"], self.cid)
             self._ctx_mark = mark
             self._history_hours = history_hours(self._ctx.rulesets)
         return self._ctx
@@ -89,7 +94,7 @@ class Hopper:
                 if not rows:
                     break
                 leads = [lead_of(r) for r in rows]
-                hist = load_history(store, [ld.facts.value for ld in leads], at, self._history_hours)
+                hist = load_history(store, [ld.facts.value for ld in leads], at, self._history_hours, self.account_id)
                 if ctx is None:
                     ctx = base.with_(history=hist, live_numbers=live_n, live_groups=live_g)
                 else:

@@ -16,7 +16,7 @@ from rules.engine import (NEVER_CATEGORIES, Lead, Screener, business_group, find
 from rules.numbers import NumberFacts, US_STATES, STATE_CODES, normalise
 
 from . import model
-from .store import get_campaign
+from .store import get_campaign, resolve_account
 
 FIELDS = {
     "phone": ("phone", "phone_number", "number", "telephone", "tel", "mobile", "phone1"),
@@ -111,23 +111,25 @@ def lead_of(row):
 # ---------------------------------------------------------------------------------
 
 def import_list(store, path, campaign, now, actor, mapping=None, region="US", dedupe="campaign",
-                progress=None, resume=None, chunk=CHUNK):
+                progress=None, resume=None, chunk=CHUNK, account=None):
     """Import a CSV/XLSX list into a campaign. Rows commit in chunks as *staged* leads
     (invisible to the hopper) with a checkpoint; the last step makes them dialable in
     one transaction. A crash leaves a resumable job (``resume=IMPORT_ID``), never half a
-    list that looks complete. Returns the summary with the screening preview."""
+    list that looks complete. Returns the summary with the screening preview.
+    ``campaign``: id, row, or name (within ``account`` when given)."""
     from .files import open_table
     from rules.service import load_context
     if dedupe not in DEDUPE:
         raise InputError(f"--dedupe must be one of {', '.join(DEDUPE)}")
     region = region.upper()
-    camp = get_campaign(store, campaign)
+    camp = get_campaign(store, campaign, account)
+    campaign = camp["name"]
     if camp["state"] == "finished":
         raise InputError(f"campaign {campaign!r} is finished: lists cannot be added")
     table = open_table(str(path))
     fmap = resolve_mapping(table.header, mapping)
     sha = _file_sha256(path)
-    ctx = load_context(store, now, region, campaign)
+    ctx = load_context(store, now, region, camp["id"])
     special = ctx.special_codes
     if resume is not None:
         job = store.query_one("SELECT * FROM imports WHERE id = ?", (resume,))
@@ -144,10 +146,10 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
         with store.transaction():
             cur = store.execute(
                 "INSERT INTO imports (campaign_id, file_name, file_sha256, kind, mapping, region, dedupe, status, "
-                "started_at, actor) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                "started_at, actor, account_id) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?)",
                 (camp["id"], os.path.basename(str(path)), sha, table.kind,
                  json.dumps({k: [table.header[i] for i in v] for k, v in fmap.items()}), region, dedupe,
-                 to_iso(now), actor))
+                 to_iso(now), actor, camp["account_id"]))
             import_id, rows_done = cur.lastrowid, 0
         counts = {"imported": 0, "rejected": 0, "duplicates": 0}
     # numbers already taken: this file's staged rows, and the campaign's or account's leads
@@ -168,7 +170,7 @@ def import_list(store, path, campaign, now, actor, mapping=None, region="US", de
     tally = None
     if resume is None:  # a fresh import screens as it goes; a resumed one re-reads the campaign at the end
         from rules.service import load_recent_history
-        ctx.history = load_recent_history(store, now, 720)
+        ctx.history = load_recent_history(store, now, 720, camp["account_id"])
         tally = PreviewTally(ctx, utc(now))
     mapped = {i for cols in fmap.values() for i in cols}
     custom_cols = [(i, h) for i, h in enumerate(table.header) if i not in mapped]
@@ -317,9 +319,10 @@ def _finish_import(store, camp, import_id, counts, now, actor, tally=None):
         store.execute("UPDATE imports SET status = 'done', finished_at = ?, summary = ? WHERE id = ?",
                       (to_iso(now), json.dumps(summary), import_id))
         audit.append(store, now, actor, "list.import", f"campaign:{camp['name']}", summary["file"],
-                     {k: summary[k] for k in ("import_id", "rows", "imported", "rejected", "duplicates")})
+                     {k: summary[k] for k in ("import_id", "rows", "imported", "rejected", "duplicates")},
+                     account_id=camp["account_id"])
     summary["preview"] = tally.result(_group_sizes(store, camp["id"])) if tally is not None else \
-        preview(store, camp["name"], now)
+        preview(store, camp["id"], now)
     return summary
 
 
@@ -353,8 +356,11 @@ def assign_run_groups(store, campaign_id):
     return n_runs
 
 
-def import_errors(store, import_id):
-    job = store.query_one("SELECT id FROM imports WHERE id = ?", (import_id,))
+def import_errors(store, import_id, account=None):
+    """The per-row report of an import of ``account`` (name, id, or None for the
+    installation's only account)."""
+    acc = resolve_account(store, account)
+    job = store.query_one("SELECT id FROM imports WHERE id = ? AND account_id = ?", (import_id, acc["id"]))
     if job is None:
         raise NotFound(f"no import {import_id}")
     return store.query("SELECT row_no AS row, col AS column, value, reason FROM import_errors WHERE import_id = ? "
@@ -449,15 +455,15 @@ def _group_sizes(store, campaign_id):
     return len(multi), sum(multi)
 
 
-def preview(store, campaign, now, at=None, examples=3):
+def preview(store, campaign, now, at=None, examples=3, account=None):
     """How many of the campaign's pending leads may be called now, later today, only
     later, never, and why."""
     from rules.service import load_context, load_recent_history
-    camp = get_campaign(store, campaign)
+    camp = get_campaign(store, campaign, account)
     at = utc(at or now)
-    ctx = load_context(store, now, camp["region"], campaign)
+    ctx = load_context(store, now, camp["region"], camp["id"])
     rows = _lead_rows(store, camp["id"])
-    ctx.history = load_recent_history(store, at, 720)
+    ctx.history = load_recent_history(store, at, 720, camp["account_id"])
     tally = PreviewTally(ctx, at, examples)
     for row in rows:
         tally.add(lead_of(row), row["row_no"])
@@ -473,8 +479,13 @@ def _same_local_day(a, b, zones):
 # life cycle
 # ---------------------------------------------------------------------------------
 
-def get_lead(store, lead_id):
+def get_lead(store, lead_id, account=None):
+    """A lead by id; with ``account`` (name or id), only a lead of that account."""
     row = store.query_one("SELECT * FROM leads WHERE id = ?", (lead_id,))
+    if account is not None:
+        acc = resolve_account(store, account)
+        if row is None or row["account_id"] != acc["id"]:
+            raise NotFound(f"no lead {lead_id} in account {acc['name']!r}")
     if row is None:
         raise NotFound(f"no lead {lead_id}")
     return row
@@ -485,24 +496,48 @@ def _event(store, lead_id, at, event, detail):
                   (lead_id, to_iso(at), event, json.dumps(detail, ensure_ascii=False, default=str)))
 
 
-def record_attempt(store, call_id, number, campaign_id, started_at, outcome):
+def record_attempt(store, call_id, number, campaign_id, started_at, outcome, account_id):
     """The one writer of ``call_attempts``, the history the frequency caps and lockouts
-    read. Idempotent by call id: True if the row is new."""
-    cur = store.execute("INSERT INTO call_attempts (call_id, number, campaign_id, started_at, outcome) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
-                        (call_id, number, campaign_id, to_iso(started_at), outcome))
+    read (per account: per caller). Only calls that were placed are attempts: its
+    callers are the CDR path (:func:`dialer.cdr.write_cdr`, directly or through
+    :func:`record_outcome` with the call's id). Idempotent by call id: True if the row
+    is new."""
+    if account_id is None:
+        raise InputError(f"call attempt {call_id}: no account (every call is placed by an account)")
+    cur = store.execute("INSERT INTO call_attempts (call_id, number, campaign_id, started_at, outcome, account_id) "
+                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (call_id) DO NOTHING",
+                        (call_id, number, campaign_id, to_iso(started_at), outcome, int(account_id)))
     return cur.rowcount == 1
 
 
+def _placed_call(store, call_id, lead):
+    """The CDR of a placed call to this lead (its account's; of this lead or of none)."""
+    row = store.query_one("SELECT call_id, account_id, lead_id, destination FROM cdrs WHERE call_id = ?", (call_id,))
+    if row is None or row["account_id"] != lead["account_id"]:
+        raise NotFound(f"no call record {call_id!r} of lead {lead['id']}'s account: an outcome with a call id "
+                       f"needs the record of a call that was placed")
+    if row["lead_id"] is not None and row["lead_id"] != lead["id"]:
+        raise InputError(f"call {call_id} was a call to lead {row['lead_id']}, not to lead {lead['id']}")
+    return row
+
+
 def record_outcome(store, lead_id, outcome, at, actor="dialer", call_id=None, callback_at=None, agent=None,
-                   started_at=None):
-    """A call to this lead ended with ``outcome``: count the attempt, keep the history the
-    frequency rules read (at the call's start, ``started_at``, else ``at``), recycle or
-    finish the lead, and put an opt-out on the company DNC list at once."""
+                   started_at=None, account=None):
+    """This lead's last contact ended with ``outcome``: count it on the lead, recycle or
+    finish the lead, and put an opt-out on the lead's account's company DNC list at once.
+
+    With ``call_id``, the record of a placed call (a CDR of the lead's account, written
+    first: :func:`dialer.cdr.write_cdr` does so in the same transaction), the call is
+    also kept in ``call_attempts`` at its start (``started_at``, else ``at``): the
+    history the frequency caps and lockouts read. Without one it is a *manual* outcome
+    (a person recording how a lead stands): no call was placed through the dialer, so
+    nothing is added to ``call_attempts``. ``account`` (name or id): only a lead of
+    that account."""
     from rules.service import add_dnc
     at = utc(at)
     with store.transaction():
-        lead = get_lead(store, lead_id)
+        lead = get_lead(store, lead_id, account)
+        cdr = _placed_call(store, call_id, lead) if call_id is not None else None
         camp = store.query_one("SELECT * FROM campaigns WHERE id = ?", (lead["campaign_id"],))
         rules = json.loads(camp["retry_rules"]) if camp["retry_rules"] else model.DEFAULT_RETRY
         attempts = lead["attempts"] + 1
@@ -514,22 +549,39 @@ def record_outcome(store, lead_id, outcome, at, actor="dialer", call_id=None, ca
             (ch.status, ch.disposition, attempts, ch.priority, to_iso(ch.next_attempt_at) if ch.next_attempt_at else None,
              to_iso(at), to_iso(callback_at) if callback_at else None, agent if outcome == "callback" else None,
              to_iso(at), lead_id))
-        call_id = call_id or f"lead{lead_id}-{attempts}"
-        record_attempt(store, call_id, lead["phone"], lead["campaign_id"], started_at or at, outcome)
+        if cdr is not None:
+            record_attempt(store, call_id, cdr["destination"], lead["campaign_id"], started_at or at, outcome,
+                           lead["account_id"])
         _event(store, lead_id, at, "outcome", {"outcome": outcome, "attempt": attempts, "status": ch.status,
                                                "next_attempt_at": ch.next_attempt_at, "call_id": call_id,
-                                               "agent": agent})
+                                               "agent": agent, **({"manual": True, "by": actor} if cdr is None else {})})
         if ch.add_to_dnc:
-            add_dnc(store, [lead["phone"]], at, actor, source="company", reason=f"opt-out on call {call_id}")
+            add_dnc(store, [lead["phone"]], at, actor, source="company", account=lead["account_id"],
+                    reason=f"opt-out on call {call_id}" if call_id else f"opt-out recorded by {actor}")
     return {"lead": lead_id, "status": ch.status, "disposition": ch.disposition, "attempts": attempts,
-            "next_attempt_at": ch.next_attempt_at.strftime("%Y-%m-%dT%H:%M:%SZ") if ch.next_attempt_at else None}
+            "next_attempt_at": ch.next_attempt_at.strftime("%Y-%m-%dT%H:%M:%SZ") if ch.next_attempt_at else None,
+            "call_attempt": cdr is not None}
 
 
-def schedule_callback(store, lead_id, when_local, now, actor, agent=None, zone=None):
+def manual_outcome(store, lead_id, outcome, now, actor, call_id=None, account=None):
+    """`dialer lead outcome`: a person records how a lead of ``account`` (name, id, or
+    None for the installation's only account) stands. Without ``call_id`` it is not a
+    call: the lead is recycled or finished by the campaign's rules (and an opt-out goes
+    on the account's DNC list), but no call attempt is written, so frequency caps and
+    lockouts are not touched. With the call id of a placed call's record, that call is
+    kept as an attempt (once: the dialer may have kept it already)."""
+    acc = resolve_account(store, account)
+    return record_outcome(store, lead_id, outcome, now, actor, call_id=call_id, account=acc["id"])
+
+
+def schedule_callback(store, lead_id, when_local, now, actor, agent=None, zone=None, account=None):
     """A callback at a wall-clock time in the lead's own zone (its list zone, else the
     zone of its number): '2026-03-09 10:00'. DST is resolved by the zone database; a
-    time that does not exist or is ambiguous that day is refused."""
-    lead = get_lead(store, lead_id)
+    time that does not exist or is ambiguous that day is refused. Scheduling is not a
+    call: the lead's attempts and the call history (``call_attempts``) are untouched.
+    ``account``: name, id, or None for the installation's only account."""
+    acc = resolve_account(store, account)
+    lead = get_lead(store, lead_id, acc["id"])
     zone = zone or lead["zone"] or (lead["zones"].split(",")[0] if lead["zones"] else None)
     if not zone:
         raise InputError(f"lead {lead_id} has no known time zone: give --zone")
@@ -550,28 +602,40 @@ def schedule_callback(store, lead_id, when_local, now, actor, agent=None, zone=N
             raise InputError(f"{naive:%H:%M} does not exist on {naive:%Y-%m-%d} in {zone} (clocks go forward)") from None
         except pytz.AmbiguousTimeError:
             raise InputError(f"{naive:%H:%M} happens twice on {naive:%Y-%m-%d} in {zone} (clocks go back): pick another time") from None
-    if t <= utc(now):
+    now = utc(now)
+    if t <= now:
         raise InputError(f"callback time {when_local} ({zone}) is in the past")
-    out = record_outcome(store, lead_id, "callback", now, actor, callback_at=t, agent=agent)
-    out["callback_at"] = t.strftime("%Y-%m-%dT%H:%M:%SZ")
-    out["callback_local"] = t.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
-    return out
+    with store.transaction():
+        lead = get_lead(store, lead_id, acc["id"])
+        ch = model.after_outcome("callback", lead["attempts"], now, model.DEFAULT_RETRY, callback_at=t)
+        store.execute(
+            "UPDATE leads SET status = ?, priority = ?, next_attempt_at = ?, reserved_by = NULL, reserved_until = NULL, "
+            "callback_at = ?, callback_agent = ?, updated_at = ? WHERE id = ?",
+            (ch.status, ch.priority, to_iso(t), to_iso(t), agent, to_iso(now), lead_id))
+        _event(store, lead_id, now, "callback", {"callback_at": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "agent": agent,
+                                                 "by": actor})
+    return {"lead": lead_id, "status": ch.status, "disposition": lead["disposition"], "attempts": lead["attempts"],
+            "next_attempt_at": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "callback_at": t.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "callback_local": t.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")}
 
 
-def find_leads(store, number, region="US"):
+def find_leads(store, number, region="US", account=None):
+    """The leads of ``account`` (name, id, or None for the installation's only account)
+    with this number."""
+    acc = resolve_account(store, account)
     f = normalise(number, region)
     if f.e164 is None:
         raise InputError(f"{number!r} is not a valid phone number: {f.error}")
     rows = store.query("SELECT l.*, c.name AS campaign FROM leads l JOIN campaigns c ON c.id = l.campaign_id "
-                       "WHERE l.phone = ? ORDER BY l.id", (f.e164,))
+                       "WHERE l.phone = ? AND l.account_id = ? ORDER BY l.id", (f.e164, acc["id"]))
     if not rows:
-        raise NotFound(f"no lead with number {f.e164}")
+        raise NotFound(f"no lead with number {f.e164} in account {acc['name']!r}")
     return rows
 
 
-def lead_history(store, number, region="US"):
+def lead_history(store, number, region="US", account=None):
     out = []
-    for row in find_leads(store, number, region):
+    for row in find_leads(store, number, region, account):
         events = store.query("SELECT at, event, detail FROM lead_events WHERE lead_id = ? ORDER BY id", (row["id"],))
         for e in events:
             e["detail"] = json.loads(e["detail"])

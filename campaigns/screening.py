@@ -27,10 +27,12 @@ def read_leads(path, region="US", mapping=None):
     return leads
 
 
-def screen_file(store, path, now, at=None, region="US", campaign=None, examples=3, mapping=None):
+def screen_file(store, path, now, at=None, region="US", campaign=None, examples=3, mapping=None, account=None):
+    """Screen a list as ``campaign`` (name within ``account``), else ``account``, else the
+    installation's only account sees it: its company DNC list and call history."""
     leads = read_leads(path, region, mapping)
     at = utc(at) if at is not None else utc(now)
-    verdicts = check_numbers(store, None, now, at=at, region=region, campaign=campaign, leads=leads)
+    verdicts = check_numbers(store, None, now, at=at, region=region, campaign=campaign, leads=leads, account=account)
     by_cat = collections.Counter()
     ex = collections.defaultdict(list)
     groups = collections.Counter()

@@ -1,4 +1,10 @@
-"""Accounts, their users and own numbers (DIDs), and campaigns with their life cycle."""
+"""Accounts, their users and own numbers (DIDs), and campaigns with their life cycle.
+
+Accounts are the boundary: every tenant row belongs to one, and every look-up of a
+tenant's data is scoped by one. :func:`resolve_account` is the one place an account
+is found from what a user typed (a name, an id, or nothing while the installation
+has exactly one account); :func:`get_campaign` finds a campaign by id, or by name
+within an account."""
 
 import hashlib
 import json
@@ -16,21 +22,65 @@ from . import model
 
 
 def create_account(store, name, now, actor, connection="fiber", lines=30):
+    """A new account. The first account of an installation takes over the company DNC
+    entries recorded before any account existed (see migration m005)."""
     name = (name or "").strip()
     if not name:
         raise InputError("account name is empty")
+    if "/" in name:
+        raise InputError(f"account name {name!r}: '/' separates account and user (ACCOUNT/USER); leave it out")
     model.check_capacity(connection, lines)
     with store.transaction():
         if store.query_one("SELECT id FROM accounts WHERE name = ?", (name,)):
             raise InputError(f"account {name!r} already exists")
-        store.execute("INSERT INTO accounts (name, created_at, connection, line_capacity) VALUES (?, ?, ?, ?)",
+        first = store.query_one("SELECT id FROM accounts LIMIT 1") is None
+        cur = store.execute("INSERT INTO accounts (name, created_at, connection, line_capacity) VALUES (?, ?, ?, ?)",
                             (name, to_iso(now), connection, lines))
-        audit.append(store, now, actor, "account.create", f"account:{name}", "",
-                     {"name": name, "connection": connection, "line_capacity": lines})
+        acc_id = cur.lastrowid
+        adopted = 0
+        if first:
+            adopted = store.execute(
+                "INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason) "
+                "SELECT ?, pattern, is_prefix, added_at, added_by, reason FROM dnc_entries WHERE scope = 'company' "
+                "ON CONFLICT (scope, pattern) DO NOTHING", (f"account:{acc_id}",)).rowcount
+            store.execute("DELETE FROM dnc_entries WHERE scope = 'company'")
+        detail = {"name": name, "connection": connection, "line_capacity": lines}
+        if adopted:
+            detail["dnc_taken_over"] = adopted
+        audit.append(store, now, actor, "account.create", f"account:{name}", "", detail, account_id=acc_id)
     return show_account(store, name)
 
 
+def _account_list(store):
+    return store.query("SELECT * FROM accounts ORDER BY name")
+
+
+def resolve_account(store, account=None):
+    """The account row meant by ``account``: a name, an id (int), an account row, or
+    None, which is the installation's only account. Raises NotFound for an unknown
+    account and InputError when None is ambiguous (no account, or several)."""
+    if isinstance(account, dict):
+        account = account["id"]
+    if isinstance(account, int) and not isinstance(account, bool):
+        row = store.query_one("SELECT * FROM accounts WHERE id = ?", (account,))
+        if row is None:
+            raise NotFound(f"no account with id {account}")
+        return row
+    if account is not None and str(account).strip():
+        return get_account(store, str(account).strip())
+    rows = store.query("SELECT * FROM accounts ORDER BY name LIMIT 6")
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        raise InputError("no account yet: create one with: dialer account create NAME")
+    names = ", ".join(r["name"] for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+    raise InputError(f"this installation has several accounts ({names}): say which with --account NAME")
+
+
 def get_account(store, name):
+    """An account by name (or id, an int); NotFound otherwise."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        return resolve_account(store, name)
     row = store.query_one("SELECT * FROM accounts WHERE name = ?", (name,))
     if row is None:
         raise NotFound(f"no account named {name!r} (create it with: dialer account create NAME)")
@@ -38,7 +88,7 @@ def get_account(store, name):
 
 
 def show_account(store, name):
-    acc = get_account(store, name)
+    acc = resolve_account(store, name)
     acc["numbers"] = sorted(account_numbers(store, acc["id"]))
     acc["users"] = store.query("SELECT name, role FROM users WHERE account_id = ? ORDER BY name", (acc["id"],))
     acc["campaigns"] = [r["name"] for r in store.query("SELECT name FROM campaigns WHERE account_id = ? ORDER BY name",
@@ -46,40 +96,89 @@ def show_account(store, name):
     return acc
 
 
-def add_user(store, account, name, role, now, actor):
-    acc = get_account(store, account)
-    if role not in model.ROLES:
-        raise InputError(f"role must be one of {', '.join(model.ROLES)}")
+def _user_name(name):
     name = (name or "").strip()
     if not name:
         raise InputError("user name is empty")
+    if "/" in name or any(c.isspace() for c in name):
+        raise InputError(f"user name {name!r}: no '/' or spaces ('/' separates account and user: ACCOUNT/USER)")
+    return name
+
+
+def add_user(store, account, name, role, now, actor, pin=None):
+    """Add a user to an account; with ``pin``, also its agent PIN (checked before
+    anything is written; user and PIN in one transaction, only a hash is kept)."""
+    from dialer.agents import check_pin, hash_pin
+    acc = resolve_account(store, account)
+    if role not in model.ROLES:
+        raise InputError(f"role must be one of {', '.join(model.ROLES)}")
+    name = _user_name(name)
+    pin_hash = hash_pin(check_pin(pin)) if pin is not None else None
     with store.transaction():
         if store.query_one("SELECT id FROM users WHERE account_id = ? AND name = ?", (acc["id"], name)):
-            raise InputError(f"user {name!r} already exists in account {account!r}")
-        store.execute("INSERT INTO users (account_id, name, role, created_at) VALUES (?, ?, ?, ?)",
-                      (acc["id"], name, role, to_iso(now)))
-        audit.append(store, now, actor, "user.add", f"account:{account}", "", {"user": name, "role": role})
-    return {"account": account, "user": name, "role": role}
+            raise InputError(f"user {name!r} already exists in account {acc['name']!r}")
+        store.execute("INSERT INTO users (account_id, name, role, created_at, pin_hash) VALUES (?, ?, ?, ?, ?)",
+                      (acc["id"], name, role, to_iso(now), pin_hash))
+        audit.append(store, now, actor, "user.add", f"account:{acc['name']}", "",
+                     {"user": name, "role": role, "pin": "set" if pin_hash else None}, account_id=acc["id"])
+    return {"account": acc["name"], "user": name, "role": role, "pin_set": pin_hash is not None}
+
+
+def list_users(store, account=None):
+    """An account's users: name, role, whether a PIN is set, created_at (never the hash)."""
+    acc = resolve_account(store, account)
+    rows = store.query("SELECT name, role, pin_hash IS NOT NULL AS pin_set, created_at FROM users "
+                       "WHERE account_id = ? ORDER BY name", (acc["id"],))
+    for r in rows:
+        r["pin_set"] = bool(r["pin_set"])
+        r["account"] = acc["name"]
+    return rows
+
+
+def find_user(store, spec):
+    """The user named by ``ACCOUNT/USER``, or ``USER`` when only one account has a user
+    of that name: (account row, user row). InputError/NotFound otherwise."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise InputError("--user is empty: give ACCOUNT/USER")
+    if "/" in spec:
+        acc_name, name = (p.strip() for p in spec.split("/", 1))
+        acc = store.query_one("SELECT * FROM accounts WHERE name = ?", (acc_name,))
+        user = acc and store.query_one("SELECT * FROM users WHERE account_id = ? AND name = ?", (acc["id"], name))
+        if not user:
+            raise InputError(f"--user {spec}: no user {name!r} in account {acc_name!r}" if acc else
+                             f"--user {spec}: no account named {acc_name!r}")
+        return acc, user
+    rows = store.query("SELECT u.*, a.name AS account_name FROM users u JOIN accounts a ON a.id = u.account_id "
+                       "WHERE u.name = ? ORDER BY a.name", (spec,))
+    if not rows:
+        raise InputError(f"--user {spec}: no such user (give ACCOUNT/USER of an existing user)")
+    if len(rows) > 1:
+        raise InputError(f"--user {spec}: a user of that name is in several accounts "
+                         f"({', '.join(r['account_name'] for r in rows)}): write ACCOUNT/USER")
+    acc = store.query_one("SELECT * FROM accounts WHERE id = ?", (rows[0]["account_id"],))
+    return acc, rows[0]
 
 
 def add_number(store, account, number, now, actor, region="US", label=None):
-    acc = get_account(store, account)
+    acc = resolve_account(store, account)
     f = normalise(number, region)
     if f.e164 is None:
         raise InputError(f"{number!r} is not a valid phone number: {f.error}")
     with store.transaction():
         if store.query_one("SELECT id FROM account_numbers WHERE account_id = ? AND number = ?", (acc["id"], f.e164)):
-            raise InputError(f"{f.e164} is already a number of account {account!r}")
+            raise InputError(f"{f.e164} is already a number of account {acc['name']!r}")
         store.execute(
             "INSERT INTO account_numbers (account_id, number, label, created_at) VALUES (?, ?, ?, ?)",
             (acc["id"], f.e164, label, to_iso(now)),
         )
-        audit.append(store, now, actor, "number.add", f"account:{account}", "", {"number": f.e164})
-    return {"account": account, "number": f.e164}
+        audit.append(store, now, actor, "number.add", f"account:{acc['name']}", "", {"number": f.e164},
+                     account_id=acc["id"])
+    return {"account": acc["name"], "number": f.e164}
 
 
-def list_numbers(store, account):
-    acc = get_account(store, account)
+def list_numbers(store, account=None):
+    acc = resolve_account(store, account)
     return store.query("SELECT number, label, created_at FROM account_numbers WHERE account_id = ? ORDER BY number",
                        (acc["id"],))
 
@@ -147,10 +246,12 @@ def _abandon_target(text):
 
 def create_campaign(store, name, account, now, actor, region="US", caller_id=None, hours=None,
                     dial_mode="predictive", power_ratio=None, abandon_target="0.03", retry=None, greeting=None):
+    """A draft campaign of ``account`` (name, id, or None for the only account); its
+    name is unique within the account."""
     name = (name or "").strip()
     if not name:
         raise InputError("campaign name is empty")
-    acc = get_account(store, account)
+    acc = resolve_account(store, account)
     spec = parse_hours(hours) if isinstance(hours, str) or hours is None else hours
     if dial_mode not in model.DIAL_MODES:
         raise InputError(f"dial mode must be one of {', '.join(model.DIAL_MODES)}")
@@ -170,25 +271,29 @@ def create_campaign(store, name, account, now, actor, region="US", caller_id=Non
         if f.e164 is None:
             raise InputError(f"caller ID {caller_id!r} is not a valid phone number: {f.error}")
         cid = f.e164
+    if greeting:
+        check_greeting(greeting)  # refused before anything is created
     with store.transaction():
-        if store.query_one("SELECT id FROM campaigns WHERE name = ?", (name,)):
-            raise InputError(f"campaign {name!r} already exists")
-        store.execute(
+        if store.query_one("SELECT id FROM campaigns WHERE account_id = ? AND name = ?", (acc["id"], name)):
+            raise InputError(f"campaign {name!r} already exists in account {acc['name']!r}")
+        cur = store.execute(
             "INSERT INTO campaigns (account_id, name, region, caller_id, hours, state, created_at, dial_mode, "
             "power_ratio, abandon_target, retry_rules, updated_at) VALUES (?, ?, ?, ?, ?, 'draft', ?, ?, ?, ?, ?, ?)",
             (acc["id"], name, region.upper(), cid, json.dumps(spec) if spec else None, to_iso(now), dial_mode,
              str(ratio) if ratio is not None else None, str(target), json.dumps(retry_rules), to_iso(now)),
         )
+        camp_id = cur.lastrowid
         audit.append(store, now, actor, "campaign.create", f"campaign:{name}", "",
-                     {"account": account, "region": region, "caller_id": cid, "hours": spec, "dial_mode": dial_mode,
-                      "abandon_target": str(target), "retry": retry_rules})
+                     {"account": acc["name"], "region": region, "caller_id": cid, "hours": spec,
+                      "dial_mode": dial_mode, "abandon_target": str(target), "retry": retry_rules},
+                     account_id=acc["id"])
     if greeting:
-        set_greeting(store, name, greeting, now, actor)
-    return get_campaign(store, name)
+        set_greeting(store, camp_id, greeting, now, actor)
+    return get_campaign(store, camp_id)
 
 
-def set_greeting(store, name, path, now, actor):
-    camp = get_campaign(store, name)
+def set_greeting(store, name, path, now, actor, account=None):
+    camp = get_campaign(store, name, account)
     info = check_greeting(path)
     data = open(path, "rb").read()
     sha = hashlib.sha256(data).hexdigest()
@@ -198,54 +303,97 @@ def set_greeting(store, name, path, now, actor):
     with store.transaction():
         store.execute("UPDATE campaigns SET greeting = ?, updated_at = ? WHERE id = ?",
                       (str(target.relative_to(store.files_dir)), to_iso(now), camp["id"]))
-        audit.append(store, now, actor, "campaign.greeting", f"campaign:{name}", "", {"sha256": sha, **info})
-    return {"campaign": name, "greeting": target.name, **info}
+        audit.append(store, now, actor, "campaign.greeting", f"campaign:{camp['name']}", "", {"sha256": sha, **info},
+                     account_id=camp["account_id"])
+    return {"campaign": camp["name"], "greeting": target.name, **info}
 
 
-def get_campaign(store, name):
-    row = store.query_one("SELECT * FROM campaigns WHERE name = ?", (name,))
-    if row is None:
-        raise NotFound(f"no campaign named {name!r}")
+def _decode_campaign(row):
     row["hours"] = json.loads(row["hours"]) if row["hours"] else None
     row["retry_rules"] = json.loads(row["retry_rules"]) if row.get("retry_rules") else dict(model.DEFAULT_RETRY)
     return row
 
 
+def get_campaign(store, name_or_id, account=None):
+    """A campaign row (hours and retry rules decoded). ``name_or_id``: its id (an int:
+    what the live dialer passes), a campaign row, or its name: within ``account``
+    (name or id) when given, else across the installation, which works while the name
+    is unique (InputError naming the accounts otherwise)."""
+    key = name_or_id
+    if isinstance(key, dict):
+        key = key["id"]
+    acc = resolve_account(store, account) if account is not None else None
+    if isinstance(key, int) and not isinstance(key, bool):
+        row = store.query_one("SELECT * FROM campaigns WHERE id = ?", (key,))
+        if row is None or (acc is not None and row["account_id"] != acc["id"]):
+            raise NotFound(f"no campaign with id {key}" + (f" in account {acc['name']!r}" if acc else ""))
+        return _decode_campaign(row)
+    name = str(key if key is not None else "").strip()
+    if not name:
+        raise InputError("campaign name is empty")
+    if acc is not None:
+        row = store.query_one("SELECT * FROM campaigns WHERE account_id = ? AND name = ?", (acc["id"], name))
+        if row is None:
+            raise NotFound(f"no campaign named {name!r} in account {acc['name']!r}")
+        return _decode_campaign(row)
+    rows = store.query("SELECT c.*, a.name AS account_name FROM campaigns c JOIN accounts a ON a.id = c.account_id "
+                       "WHERE c.name = ? ORDER BY a.name", (name,))
+    if not rows:
+        raise NotFound(f"no campaign named {name!r}")
+    if len(rows) > 1:
+        raise InputError(f"campaign {name!r} exists in several accounts "
+                         f"({', '.join(r['account_name'] for r in rows)}): say which with --account NAME")
+    row = rows[0]
+    row.pop("account_name")
+    return _decode_campaign(row)
+
+
 def list_campaigns(store, account=None):
+    """The campaigns of one account (``account``: name, id, or None for the only one)."""
+    acc = resolve_account(store, account)
     sql = ("SELECT c.name, a.name AS account, c.state, c.dial_mode, c.region, c.caller_id, "
            "(SELECT COUNT(*) FROM leads l WHERE l.campaign_id = c.id AND l.status != 'staged') AS leads "
-           "FROM campaigns c JOIN accounts a ON a.id = c.account_id")
-    params = ()
-    if account:
-        sql += " WHERE a.name = ?"
-        params = (account,)
-    return store.query(sql + " ORDER BY c.name", params)
+           "FROM campaigns c JOIN accounts a ON a.id = c.account_id WHERE c.account_id = ? ORDER BY c.name")
+    return store.query(sql, (acc["id"],))
 
 
-def show_campaign(store, name):
-    camp = get_campaign(store, name)
+def show_campaign(store, name, account=None):
+    camp = get_campaign(store, name, account)
     counts = {r["status"]: r["n"] for r in store.query(
         "SELECT status, COUNT(*) AS n FROM leads WHERE campaign_id = ? GROUP BY status", (camp["id"],))}
     camp["leads"] = counts
     return camp
 
 
-def change_state(store, name, action, now, actor, reason=""):
+def change_state(store, name, action, now, actor, reason="", account=None):
     """start / pause / finish, with only legal transitions. Starting needs a caller ID
     the rules accept and, for predictive and power modes, the safe-harbor greeting."""
     from rules.service import load_context
     from rules.engine import caller_id_reasons
     with store.transaction():
-        camp = get_campaign(store, name)
-        to = model.transition(camp["state"], action, f"campaign {name!r}")
+        camp = get_campaign(store, name, account)
+        label = camp["name"]
+        to = model.transition(camp["state"], action, f"campaign {label!r}")
         if action == "start":
-            ctx = load_context(store, now, campaign=name)
+            ctx = load_context(store, now, campaign=camp["id"])
             problems = [r.detail for r in caller_id_reasons(camp["caller_id"], ctx.campaign.own_numbers, ctx)]
             if camp["dial_mode"] in ("predictive", "power") and not camp["greeting"]:
                 problems.append("a predictive or power campaign needs its safe-harbor greeting (dialer campaign greeting NAME FILE.wav)")
             if problems:
-                raise InputError(f"campaign {name!r} cannot start: " + "; ".join(problems))
+                raise InputError(f"campaign {label!r} cannot start: " + "; ".join(problems))
         store.execute("UPDATE campaigns SET state = ?, updated_at = ? WHERE id = ?", (to, to_iso(now), camp["id"]))
-        audit.append(store, now, actor, f"campaign.{action}", f"campaign:{name}", reason or "",
-                     {"from": camp["state"], "to": to})
-    return {"campaign": name, "state": to, "was": camp["state"]}
+        audit.append(store, now, actor, f"campaign.{action}", f"campaign:{label}", reason or "",
+                     {"from": camp["state"], "to": to}, account_id=camp["account_id"])
+    return {"campaign": label, "state": to, "was": camp["state"]}
+
+
+def cli_actor(store, login, user=None):
+    """Who the audit log records for a command-line change: ``cli:<login>`` (the
+    operating-system login running the command), and ``cli:<login> as ACCOUNT/USER``
+    when ``user`` names an existing user (``ACCOUNT/USER``, or ``USER`` when unique);
+    an unknown user is refused (InputError) before anything changes."""
+    actor = f"cli:{login}"
+    if user is None:
+        return actor
+    acc, row = find_user(store, user)
+    return f"{actor} as {acc['name']}/{row['name']}"

@@ -314,21 +314,27 @@ def check_pin(pin):
 
 
 def _user(store, account, user):
+    """The user row of ``user`` in ``account`` (its name, or its id as an int)."""
+    by_id = isinstance(account, int) and not isinstance(account, bool)
     row = store.query_one("SELECT u.* FROM users u JOIN accounts a ON a.id = u.account_id "
-                          "WHERE a.name = ? AND u.name = ?", (account, user))
+                          f"WHERE {'a.id' if by_id else 'a.name'} = ? AND u.name = ?", (account, user))
     if row is None:
         raise NotFound(f"no user {user!r} in account {account!r}")
     return row
 
 
 def set_pin(store, account, user, pin, now, actor):
-    """Set a user's agent PIN: only a salted scrypt hash is kept; clears a lockout."""
+    """Set a user's agent PIN: only a salted scrypt hash is kept; clears a lockout.
+    ``account``: name, id, or None for the installation's only account."""
+    from campaigns.store import resolve_account
     pin = check_pin(pin)
-    row = _user(store, account, user)
+    acc = resolve_account(store, account)
+    row = _user(store, acc["name"], user)
     with store.transaction():
         store.execute("UPDATE users SET pin_hash = ?, pin_failures = 0 WHERE id = ?", (hash_pin(pin), row["id"]))
-        audit.append(store, now, actor, "user.pin", f"account:{account}", "", {"user": user})
-    return {"account": account, "user": user, "pin": "set"}
+        audit.append(store, now, actor, "user.pin", f"account:{acc['name']}", "", {"user": user},
+                     account_id=acc["id"])
+    return {"account": acc["name"], "user": user, "pin": "set"}
 
 
 def authenticate(store, account, user, pin, now):

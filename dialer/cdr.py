@@ -136,7 +136,8 @@ def write_cdr(store, cdr, now, actor="dialer"):
                                   callback_at=cdr.callback_at,
                                   agent=str(cdr.agent_id) if cdr.agent_id is not None else None, started_at=started)
         else:
-            record_attempt(store, cdr.call_id, cdr.destination, cdr.campaign_id, started, cdr.lead_outcome)
+            record_attempt(store, cdr.call_id, cdr.destination, cdr.campaign_id, started, cdr.lead_outcome,
+                           cdr.account_id)
     return {"call_id": cdr.call_id, "written": True, "same": True, "lead": lead}
 
 
@@ -155,13 +156,15 @@ def attach_recording(store, call_id, path, duration_ms=None):
     return True
 
 
-def _resolve(store, table, key):
-    if key is None or isinstance(key, int):
-        return key
-    row = store.query_one(f"SELECT id FROM {table} WHERE name = ?", (key,))
-    if row is None:
-        raise NotFound(f"no {table[:-1]} named {key!r}")
-    return row["id"]
+def _resolve(store, campaign=None, account=None):
+    """(campaign id or None, account id): a campaign (id, or name within ``account``)
+    and its account; without one, ``account`` (name, id, or None for the
+    installation's only account)."""
+    from campaigns.store import get_campaign, resolve_account
+    if campaign is not None:
+        camp = get_campaign(store, campaign, account)
+        return camp["id"], camp["account_id"]
+    return None, resolve_account(store, account)["id"]
 
 
 def _decode(row):
@@ -171,18 +174,16 @@ def _decode(row):
 
 
 def list_cdrs(store, campaign=None, account=None, since=None, until=None, limit=1000):
-    """Records by call start, oldest first, over the half-open [since, until);
-    ``campaign`` and ``account`` by id or name."""
+    """One account's records by call start, oldest first, over the half-open
+    [since, until): a campaign's (id, or name within ``account``), else the account's
+    (name, id, or None for the installation's only account)."""
     if not isinstance(limit, int) or limit < 1:
         raise InputError("limit must be a whole number of at least 1")
-    where, params = [], []
-    campaign_id, account_id = _resolve(store, "campaigns", campaign), _resolve(store, "accounts", account)
+    campaign_id, account_id = _resolve(store, campaign, account)
+    where, params = ["c.account_id = ?"], [account_id]
     if campaign_id is not None:
         where.append("c.campaign_id = ?")
         params.append(campaign_id)
-    if account_id is not None:
-        where.append("c.account_id = ?")
-        params.append(account_id)
     if since is not None:
         where.append("c.started_at >= ?")
         params.append(to_iso(utc(since)))
@@ -191,18 +192,20 @@ def list_cdrs(store, campaign=None, account=None, since=None, until=None, limit=
         params.append(to_iso(utc(until)))
     sql = ("SELECT c.*, a.name AS account, p.name AS campaign FROM cdrs c "
            "JOIN accounts a ON a.id = c.account_id LEFT JOIN campaigns p ON p.id = c.campaign_id"
-           + (" WHERE " + " AND ".join(where) if where else "")
+           " WHERE " + " AND ".join(where)
            + " ORDER BY c.started_at, c.call_id LIMIT ?")
     return [_decode(r) for r in store.query(sql, params + [limit])]
 
 
-def campaign_stats(store, campaign, since, until=None):
+def campaign_stats(store, campaign, since, until=None, account=None):
     """Dials, answers, live answers, connects, abandons over [since, until) for a
-    campaign (id or name). ``abandon_rate`` is abandons over live answers (a person
+    campaign (id, or name within ``account``). ``abandon_rate`` is abandons over live answers (a person
     answered: connected, answered, abandoned), rounded up to 4 decimals so it never
     understates; ``billable_minutes`` is the sum of billsec / 60 as Decimal, rounded
     up to 6 decimals."""
-    campaign_id = _resolve(store, "campaigns", campaign)
+    if campaign is None:
+        raise InputError("campaign_stats needs a campaign")
+    campaign_id, _ = _resolve(store, campaign, account)
     params = [campaign_id, to_iso(utc(since))]
     sql_until = ""
     if until is not None:

@@ -18,23 +18,24 @@ COMMANDS = ("dispose", "pause", "ready", "logout", "dial")
 
 
 def _agent(store, account, user):
-    row = store.query_one(
-        "SELECT u.id, u.name, u.role FROM users u JOIN accounts a ON a.id = u.account_id "
-        "WHERE a.name = ? AND u.name = ?", (account, user))
+    """The agent ``user`` of ``account`` (name, id, or None for the installation's only
+    account): its user row and the account row."""
+    from campaigns.store import resolve_account
+    acc = resolve_account(store, account)
+    row = store.query_one("SELECT id, name, role, account_id FROM users WHERE account_id = ? AND name = ?",
+                          (acc["id"], user))
     if row is None:
-        if store.query_one("SELECT 1 FROM accounts WHERE name = ?", (account,)) is None:
-            raise NotFound(f"no account named {account!r}")
-        raise NotFound(f"no user {user!r} in account {account!r}")
+        raise NotFound(f"no user {user!r} in account {acc['name']!r}")
     if row["role"] != "agent":
         raise InputError(f"user {user!r} is a {row['role']}, not an agent")
-    return row
+    return row, acc
 
 
 def submit(store, account, user, command, now, actor, disposition=None, pause=False, reason=None):
     """Queue a command for the dialer that has ``user`` logged in; returns its id."""
     if command not in COMMANDS:
         raise InputError(f"unknown command {command!r} (one of {', '.join(COMMANDS)})")
-    u = _agent(store, account, user)
+    u, acc = _agent(store, account, user)
     if command == "dispose":
         if not disposition:
             raise InputError("give the wrap-up disposition (--disposition), e.g. sale or not-interested")
@@ -50,9 +51,9 @@ def submit(store, account, user, command, now, actor, disposition=None, pause=Fa
         raise InputError(f"--disposition goes with dispose, not {command}")
     with store.transaction():
         cur = store.execute(
-            "INSERT INTO agent_commands (user_id, command, disposition, reason, created_at, created_by) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (u["id"], command, disposition, reason, to_iso(now), actor))
-    return {"id": cur.lastrowid, "user": user, "account": account, "command": command, "disposition": disposition}
+            "INSERT INTO agent_commands (user_id, command, disposition, reason, created_at, created_by, account_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (u["id"], command, disposition, reason, to_iso(now), actor, acc["id"]))
+    return {"id": cur.lastrowid, "user": user, "account": acc["name"], "command": command, "disposition": disposition}
 
 
 def open_commands(store, user_ids):

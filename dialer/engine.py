@@ -21,20 +21,21 @@ Time: the reactor's clock (``IReactorTime.seconds()``, epoch seconds) is the onl
 clock; nothing here reads the wall clock.
 """
 
-import collections
 import datetime as _dt
 import itertools
 import pathlib
 
-from twisted.internet import task
+from twisted.internet import task, threads
 from twisted.logger import Logger
 
 from campaigns.hopper import Hopper, HopperBlocked
 
-from .agents import AgentFloor, agent_event_row, authenticate
+from .agents import AgentFloor, agent_event_row, login_user, verify_pin
 from .calls import CallLeg
 from .cdr import Cdr
 from .errors import DialerError, StoreError
+from .gate import AccountGate, AgentSessions, LoginGuard, source_host
+from .ids import uuid7
 from .journal import APPLIERS
 from .timeutil import to_iso
 from .pacing import PacingState, Power, Predictive, Preview, Progressive
@@ -125,8 +126,10 @@ class Dialer:
 
     def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
-                 record_dir=None, journal=None, registrar=None, brake=None):
+                 record_dir=None, journal=None, registrar=None, brake=None, gate=None, sessions=None,
+                 login_guard=None, verify=None, node="local"):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
+        self.node = node  # which dialer service placed a call (kept with its open-call row)
         # every write of the loop goes through the journal (never lost, never blocking)
         self.journal = journal if journal is not None else DirectWrites(store)
         # the campaign's SIP trunk (dialer.trunks.TrunkRegistrar: registration, room,
@@ -138,7 +141,25 @@ class Dialer:
         self.campaign = self.hopper.campaign
         self.cid = self.campaign["id"]
         self.account = store.query_one("SELECT * FROM accounts WHERE id = ?", (self.campaign["account_id"],))
+        self.account_id = self.account["id"]
         self.lines = int(self.account["line_capacity"])
+        # the account-wide gate (lines across every campaign of the account, CPS per
+        # trunk) and the service-wide agent sessions; a loop alone gets its own
+        self.trunk_key = f"trunk-{self.trunk.id}" if self.trunk is not None else f"route-{self.cid}"
+        if gate is None:
+            gate = AccountGate()
+            gate.set_capacity(self.account_id, self.lines)
+            gate.set_cps(self.trunk_key, cps)
+        elif self.trunk_key not in gate.cps:
+            gate.set_cps(self.trunk_key, cps)
+        self.gate = gate
+        self.sessions = sessions if sessions is not None else AgentSessions()
+        self.login_guard = login_guard if login_guard is not None else LoginGuard()
+        # the PIN check (scrypt, tens of ms) never runs on the reactor thread
+        self.verify = verify or (lambda pin, stored: threads.deferToThreadPool(
+            reactor, reactor.getThreadPool(), verify_pin, pin, stored))
+        self.checking = {}  # agent leg key -> user name: PIN being checked
+        self.confirmed = set()  # of those, the legs whose ACK already came
         self.policy = policy or policy_for(self.campaign)
         self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
         self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
@@ -159,8 +180,6 @@ class Dialer:
         self.handles = {}  # user id -> bridged instant (s), for the policy's handle time
         self.tie_of = {}  # customer key -> tie key
         self.timers = {}  # key -> IDelayedCall (connect window, message end)
-        self.seq = itertools.count(1)
-        self.recent = collections.deque()  # instants of the dials of the last second (CPS cap)
         self.stats = Stats()
         self.loop = None
         self.blocked_reason = None
@@ -193,9 +212,12 @@ class Dialer:
         dialing = sum(1 for lg in self.legs.values() if lg.state in ("dialing", "ringing"))
         talking = sum(1 for lg in self.legs.values() if lg.state == "bridged")
         harbor = sum(1 for lg in self.legs.values() if lg.state == "safe_harbor")
+        # lines are the account's: the other campaigns' calls take them too
+        own = dialing + len(self.waiting) + talking + harbor
+        in_use = max(own, self.gate.in_use(self.account_id))
         return PacingState(now=self.reactor.seconds(), agents=c.agents, ready=c.ready, busy=c.busy,
                            talking=c.talking, dialing=dialing, waiting=len(self.waiting), lines=self.lines,
-                           lines_in_use=dialing + len(self.waiting) + talking + harbor)
+                           lines_in_use=in_use)
 
     def tick_floor(self):
         """End the wrap-ups past their limit."""
@@ -237,11 +259,10 @@ class Dialer:
             self._dial(row, verdict, now)
 
     def _trunk_room(self, t):
-        """Calls the trunk takes now: its calls-per-second cap over any sliding second,
-        and none while it is registered nowhere."""
-        while self.recent and self.recent[0] <= t - 1.0:
-            self.recent.popleft()
-        room = max(0, int(self.cps) - len(self.recent))
+        """Calls that may start now: the account's free lines (across all its campaigns),
+        the trunk's calls-per-second cap over any sliding second (across all campaigns
+        on it), and none while the trunk is registered nowhere."""
+        room = self.gate.room(self.account_id, self.trunk_key, t)
         if self.registrar is not None:
             room = min(room, self.registrar.room())
         return room
@@ -270,8 +291,7 @@ class Dialer:
             return f"refused: agent is {state.replace('_', ' ')}; a preview dial needs a ready agent"
         if uid in self.reserved.values():
             return "refused: the agent's previous preview call is still in progress"
-        busy = sum(1 for lg in self.legs.values() if lg.state != "ended")
-        if busy >= self.lines:
+        if self.gate.free_lines(self.account_id) < 1:
             return f"refused: all {self.lines} lines of the account are in use"
         if self._trunk_room(self.reactor.seconds()) < 1:
             return "refused: the trunk has no room this second; try again"
@@ -289,15 +309,21 @@ class Dialer:
         return f"done: dialling {row['phone']} (lead {row['id']})"
 
     def _dial(self, row, verdict, now):
-        key = f"c{self.cid}-{row['id']}-{next(self.seq)}"
+        # a globally unique, time-ordered id: a restart never reuses an earlier call's
+        key = uuid7(self.ms())
         caller_id = self.campaign["caller_id"] or (self.trunk.caller_id if self.trunk is not None else None)
         leg = CallLeg(key, row["phone"], now, account_id=self.campaign["account_id"], campaign_id=self.cid,
                       lead_id=row["id"], caller_id=caller_id,
                       trunk=self.trunk.name if self.trunk is not None else "default",
                       verdict=verdict, ring_timeout_s=self.ring_timeout_s)
+        self.gate.take(key, self.account_id, self.trunk_key, self.reactor.seconds())
         self.legs[key] = leg
-        self.recent.append(self.reactor.seconds())
         self.stats.dials += 1
+        # journaled before the INVITE leaves: a crash from here on still ends in a CDR
+        self.journal.put("call_open", {"at": to_iso(now), "call": {
+            "call_id": key, "account_id": self.account_id, "campaign_id": self.cid, "lead_id": row["id"],
+            "destination": row["phone"], "trunk": leg.trunk, "caller_id": caller_id, "started_at": to_iso(now),
+            "ruleset": leg.ruleset, "verdict": leg.verdict, "node": self.node, "consumer": self.consumer}})
         if self.registrar is not None:
             port = self.registrar.dial(key, row["phone"], timeout_s=leg.ring_timeout_ms / 1000.0, caller_id=caller_id)
         else:
@@ -312,6 +338,12 @@ class Dialer:
         try:
             if name == "incoming":
                 self._incoming(ev)
+            elif key in self.checking:
+                if name == "ended":
+                    self.checking.pop(key, None)
+                    self.confirmed.discard(key)
+                elif name == "confirmed":  # the ACK came before the PIN check's answer
+                    self.confirmed.add(key)
             elif key in self.pending_login:
                 if name == "confirmed":
                     self._login(key)
@@ -342,41 +374,121 @@ class Dialer:
             log.warn("call {key}: {err}", key=key, err=str(e))
 
     def _incoming(self, ev):
+        """An agent's phone calls ``agent-<user>-<pin>``: the user is looked up in this
+        campaign's account, the PIN checked off the reactor thread. Wrong PINs slow down
+        the caller's source address (``LoginGuard``), never lock the user out."""
         to = ev.get("to_user") or ""
         if ev.get("tie"):
             return
+        key = ev["key"]
         parts = to.split("-", 3)  # agent-<user>-<pin>[-<campaign>] (the service picks the campaign)
         if len(parts) < 3 or parts[0] != "agent":
-            self.pool.hangup(ev["key"], code=404)
+            self.pool.hangup(key, code=404)
             return
-        user, pin = parts[1], parts[2]
-        now = self.now()
+        user, pin = ev.get("agent_user") or parts[1], parts[2]
+        if user.endswith("." + self.account["name"]) and not ev.get("agent_user"):
+            user = user[:-len(self.account["name"]) - 1]  # agent-<user>.<account>-<pin>
+        source = source_host(ev.get("source") or "")
+        t = self.reactor.seconds()
+        wait = self.login_guard.wait(source, t)
+        if wait > 0:
+            log.warn("agent login of {user} from {source} refused: too many wrong PINs from that address, "
+                     "next try in {wait:.0f} s", user=user, source=source, wait=wait)
+            self.pool.hangup(key, code=403)
+            return
         try:
-            u = authenticate(self.store, self.account["name"], user, pin, now)
+            u = login_user(self.store, self.account_id, user)
         except StoreError as e:
             log.warn("agent login of {user} not checked, the database is unavailable ({err})", user=user, err=str(e))
-            self.pool.hangup(ev["key"], code=503)
+            self.pool.hangup(key, code=503)
             return
-        except DialerError as e:
-            log.warn("agent login refused: {why}", why=str(e))
-            self.pool.hangup(ev["key"], code=403)
+        if u is None or not u["pin_hash"]:
+            # the same back-off as a wrong PIN: guessing user names costs as much as guessing PINs
+            self._login_refused(key, user, source, "no such agent, or no PIN set" if u is None else "no PIN set",
+                                u)
+            return
+        self.checking[key] = user
+        d = self.verify(pin, u["pin_hash"])
+        d.addCallback(self._pin_checked, key, u, source)
+        d.addErrback(lambda f: log.failure("PIN check of {user}", f, user=user))
+
+    def _pin_checked(self, ok, key, u, source):
+        if self.checking.pop(key, None) is None:  # the phone hung up while its PIN was checked
+            return
+        if not ok:
+            self.confirmed.discard(key)
+            self._login_refused(key, u["name"], source, "wrong PIN", u)
+            return
+        self.login_guard.succeeded(source)
+        held = self.sessions.holder(u["id"])
+        if held is not None and held[0].floor.state_of(u["id"]) in ("on_call", "wrap_up"):
+            loop, _ = held
+            log.warn("agent login of {user} refused: already logged in on campaign {camp} and {state} there "
+                     "(one login per person)", user=u["name"], camp=loop.campaign["name"],
+                     state=loop.floor.state_of(u["id"]).replace("_", " "))
+            self.journal.put("audit", {"at": to_iso(self.now()), "actor": f"agent:{u['name']}",
+                                       "action": "agent.login-refused", "account_id": self.account_id,
+                                       "subject": f"user:{u['name']}", "reason": "already logged in, on a call",
+                                       "detail": {"source": source, "campaign": self.campaign["name"]}})
+            self.confirmed.discard(key)
+            self.pool.hangup(key, code=486)
             return
         # logged in once the phone's ACK confirms the call: a phone that cannot hear us
         # (no ACK) must never be given a customer
-        self.pending_login[ev["key"]] = (u["user_id"], user)
+        self.pending_login[key] = (u["id"], u["name"])
+        if key in self.confirmed:
+            self.confirmed.discard(key)
+            self._login(key)
+
+    def _login_refused(self, key, user, source, why, u=None):
+        n = self.login_guard.failed(source, self.reactor.seconds())
+        log.warn("agent login of {user} from {source} refused: {why} ({n} failure(s) from that address)",
+                 user=user, source=source, why=why, n=n)
+        self.journal.put("audit", {"at": to_iso(self.now()), "actor": f"phone:{source}",
+                                   "action": "user.login-refused", "account_id": self.account_id,
+                                   "subject": f"user:{user}", "reason": why,
+                                   "detail": {"source": source, "failures_from_source": n}})
+        self.pool.hangup(key, code=403)
 
     def _login(self, key):
         uid, user = self.pending_login.pop(key)
         now = self.now()
-        old = self.agent_of_user.get(uid)
-        if old is not None:  # a second login replaces the first phone
-            self.pool.hangup(old)
-            self.agent_legs.pop(old, None)
-        else:
-            self._agent_events([self.floor.login(uid, self.cid, now, name=user)])
+        held = self.sessions.holder(uid)
+        if held is not None and held[1] != key:
+            loop, old = held
+            if loop.floor.state_of(uid) in ("on_call", "wrap_up"):  # became busy while this one was checked
+                log.warn("agent login of {user} refused: already on a call (one login per person)", user=user)
+                self.pool.hangup(key, code=486)
+                return
+            loop.end_session(uid, f"logged in again on another phone (campaign {self.campaign['name']})")
+        self._agent_events([self.floor.login(uid, self.cid, now, name=user)])
         self.agent_legs[key] = uid
         self.agent_of_user[uid] = key
+        self.sessions.open(uid, self, key)
         self._serve_waiting()
+
+    def end_session(self, uid, reason):
+        """The user logged in on another phone: this session ends now (logged out with
+        ``reason``, the old phone hung up; its ``ended`` later changes nothing)."""
+        key = self.agent_of_user.pop(uid, None)
+        if key is None:
+            return
+        self.agent_legs.pop(key, None)
+        self.sessions.close(uid, key)
+        if self.floor.state_of(uid) in ("ready", "paused"):
+            self._agent_events([self.floor.logout(uid, self.now(), reason=reason)])
+        log.warn("agent {uid}: session on campaign {camp} ended: {why}", uid=uid, camp=self.campaign["name"],
+                 why=reason)
+        try:
+            self.pool.hangup(key)
+        except KeyError:
+            pass
+
+    def owns(self, key):
+        """Whether an event about ``key`` (a call, its tie leg, an agent phone) is this loop's."""
+        k = key[4:] if key.startswith("tie-") else key
+        return (k in self.legs or k in self.finished or k in self.written or key in self.agent_legs
+                or key in self.pending_login or key in self.checking)
 
     def _agent_gone(self, key, ev):
         """The agent's phone hung up: a call in progress ends too, its wrap-up closes
@@ -384,6 +496,7 @@ class Dialer:
         uid = self.agent_legs.pop(key)
         if self.agent_of_user.get(uid) == key:
             del self.agent_of_user[uid]
+        self.sessions.close(uid, key)
         now = self.now()
         events = []
         if self.floor.state_of(uid) == "on_call":
@@ -411,6 +524,8 @@ class Dialer:
         elif name == "answered":
             leg.handle(ev, now=self.ms())
             self.stats.answers += 1
+            self.journal.put("call_progress", {"at": to_iso(self.now()), "call_id": key,
+                                               "answered_at": to_iso(self.now())})
             self.policy.on_dial_end(t, True, (leg.answered_ms - (leg.admitted_ms or leg.created_ms)) / 1000.0)
             self.waiting.append(key)
             self.timers[key] = self.reactor.callLater(leg.connect_window_ms / 1000.0, self._window_expired, key)
@@ -455,6 +570,8 @@ class Dialer:
             if how == "tie":
                 self.tie_of[key] = tie
             leg.agent_assigned(uid, now=self.ms())
+            self.journal.put("call_progress", {"at": to_iso(now), "call_id": key, "bridged_at": to_iso(now),
+                                               "agent_id": uid})
             if self.record_dir is not None:
                 path = pathlib.Path(self.record_dir)
                 path.mkdir(parents=True, exist_ok=True)
@@ -484,6 +601,7 @@ class Dialer:
         # locked); until then this run's own set keeps the number from being dialled
         self.opted_out.add(int(leg.destination[1:]))
         self.journal.put("dnc", {"at": to_iso(self.now()), "numbers": [leg.destination], "actor": "dialer",
+                                 "account_id": self.account_id,
                                  "reason": f"opted out with a key on call {key}"})
         self.stats.opt_outs += 1
         self._hangup(key, "dialer")
@@ -501,6 +619,7 @@ class Dialer:
 
     def _ended(self, key, ev):
         leg = self.legs.pop(key)
+        self.gate.release(key)
         self.reserved.pop(key, None)
         timer = self.timers.pop(key, None)
         if timer and timer.active():

@@ -65,7 +65,28 @@ def _apply_agent_events(store, payload):
 @applier("dnc")
 def _apply_dnc(store, payload):
     from rules.service import add_dnc
-    add_dnc(store, payload["numbers"], _now(payload), payload.get("actor", "dialer"), reason=payload.get("reason", ""))
+    add_dnc(store, payload["numbers"], _now(payload), payload.get("actor", "dialer"), reason=payload.get("reason", ""),
+            account=payload.get("account_id"))
+
+
+@applier("call_open")
+def _apply_call_open(store, payload):
+    from .opencalls import open_call
+    open_call(store, payload["call"], payload["at"])
+
+
+@applier("call_progress")
+def _apply_call_progress(store, payload):
+    from .opencalls import progress
+    progress(store, payload["call_id"], answered_at=payload.get("answered_at"), bridged_at=payload.get("bridged_at"),
+             agent_id=payload.get("agent_id"), at=payload["at"])
+
+
+@applier("audit")
+def _apply_audit(store, payload):
+    from rules import audit
+    audit.append(store, _now(payload), payload["actor"], payload["action"], payload["subject"],
+                 payload.get("reason", ""), payload.get("detail", {}), account_id=payload.get("account_id"))
 
 
 @applier("registration")

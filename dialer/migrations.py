@@ -7,11 +7,21 @@ times and money, INTEGER ids) except where marked.
 import datetime
 import sqlite3
 
+from .errors import StoreError
+
 _MIGRATIONS = []
 
 
 def migration(fn):
     _MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def foreign_keys_off(fn):
+    """Mark a migration that rebuilds a table: the runner turns foreign keys off
+    before its transaction, checks ``PRAGMA foreign_key_check`` is empty before
+    COMMIT (else rolls back and raises) and turns them on again afterwards."""
+    fn.foreign_keys_off = True
     return fn
 
 
@@ -24,15 +34,30 @@ def apply(store):
     for name, fn in _MIGRATIONS:
         if name in done:
             continue
-        with store.transaction():
-            # re-check under the write lock: another process may have applied it
-            if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
-                continue
-            fn(conn)
-            conn.execute(
-                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                (name, datetime.datetime.now(datetime.timezone.utc).isoformat()),
-            )
+        fk_off = getattr(fn, "foreign_keys_off", False)
+        if fk_off:
+            # PRAGMA foreign_keys is a no-op inside a transaction: set it before BEGIN
+            # (the table-rebuild procedure of https://sqlite.org/lang_altertable.html)
+            conn.execute("PRAGMA foreign_keys=OFF")
+        try:
+            with store.transaction():
+                # re-check under the write lock: another process may have applied it
+                if conn.execute("SELECT 1 FROM _migrations WHERE name = ?", (name,)).fetchone():
+                    continue
+                fn(conn)
+                if fk_off:
+                    broken = conn.execute("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise StoreError(f"migration {name} would break {len(broken)} foreign key(s) "
+                                         f"(first: table {broken[0][0]} row {broken[0][1]} -> {broken[0][2]}); "
+                                         f"nothing was changed")
+                conn.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                    (name, datetime.datetime.now(datetime.timezone.utc).isoformat()),
+                )
+        finally:
+            if fk_off:
+                conn.execute("PRAGMA foreign_keys=ON")
 
 
 def run_script(conn, script):
@@ -368,4 +393,109 @@ def m004_trunks_commands_journal(conn):
             name TEXT PRIMARY KEY,
             applied_seq INTEGER NOT NULL
         );
+    """)
+
+
+_CAMPAIGN_COLUMNS = ("id", "account_id", "name", "region", "caller_id", "hours", "state", "created_at", "dial_mode",
+                     "power_ratio", "abandon_target", "greeting", "retry_rules", "updated_at", "trunk")
+
+
+@migration
+@foreign_keys_off
+def m005_tenancy(conn):
+    """Accounts are the boundary (SQLite; the PostgreSQL backend creates the same
+    schema directly).
+
+    * ``campaigns``: the name is unique per account, no longer across the installation
+      (``UNIQUE (account_id, name)``). SQLite cannot drop a table constraint, so the
+      table is rebuilt (create, copy, drop, rename, recreate its indexes and triggers)
+      with foreign keys off; the runner checks ``PRAGMA foreign_key_check`` before
+      COMMIT. Every column is kept as m001/m002/m004 made it, ids unchanged.
+    * ``account_id`` on the tenant rows that lacked it, backfilled:
+      ``call_attempts`` (from its campaign; without one, from the call's CDR; without
+      either, the only account when there is exactly one; else NULL: a caller no one
+      knows, which the frequency caps of every account count, see
+      ``rules.service.load_history``), ``agent_events`` and ``agent_commands`` (from
+      the user), ``imports`` and ``dnc_waivers`` (from the campaign), ``audit_log``
+      (the account an entry is about; NULL for installation-wide entries: rule sets,
+      national registries, life-line numbers). The audit log is append-only, so its
+      old rows keep NULL, and their hash is computed as before (``rules.audit``
+      hashes ``account_id`` only when it is set).
+    * The company DNC list is per account: scope ``company`` becomes
+      ``account:<id>`` (campaign lists stay ``campaign:<id>``, national registries
+      stay shared). An opt-out given before accounts were separated cannot be
+      attributed to one account, and a wrongly dropped opt-out is a violation while a
+      wrongly kept one is a lost call: when in doubt, block. So every ``company``
+      entry is copied to EVERY existing account, then removed. An installation with
+      company entries but no account yet keeps them as ``company`` until its first
+      account is created, which takes them over (``campaigns.store.create_account``).
+    * Indexes for the scoped queries.
+    """
+    cols = [r[1] for r in conn.execute("PRAGMA table_info(campaigns)")]
+    if tuple(cols) != _CAMPAIGN_COLUMNS:
+        raise StoreError(f"m005_tenancy: unexpected columns in campaigns ({', '.join(cols)}); nothing was changed")
+    keep = [sql for (sql,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'campaigns' AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL ORDER BY type, name")]
+    col_list = ", ".join(_CAMPAIGN_COLUMNS)
+    run_script(conn, f"""
+        CREATE TABLE campaigns_new (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            region TEXT NOT NULL,
+            caller_id TEXT,
+            hours TEXT,
+            state TEXT NOT NULL DEFAULT 'draft',
+            created_at TEXT NOT NULL,
+            dial_mode TEXT NOT NULL DEFAULT 'predictive',
+            power_ratio TEXT,
+            abandon_target TEXT NOT NULL DEFAULT '0.03',
+            greeting TEXT,
+            retry_rules TEXT,
+            updated_at TEXT,
+            trunk TEXT,
+            UNIQUE (account_id, name)
+        );
+        INSERT INTO campaigns_new ({col_list}) SELECT {col_list} FROM campaigns;
+        DROP TABLE campaigns;
+        ALTER TABLE campaigns_new RENAME TO campaigns;
+    """)
+    for sql in keep:
+        conn.execute(sql)
+    run_script(conn, """
+        ALTER TABLE call_attempts ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+        UPDATE call_attempts SET account_id = (SELECT c.account_id FROM campaigns c WHERE c.id = call_attempts.campaign_id)
+            WHERE campaign_id IS NOT NULL;
+        UPDATE call_attempts SET account_id = (SELECT d.account_id FROM cdrs d WHERE d.call_id = call_attempts.call_id)
+            WHERE account_id IS NULL;
+        UPDATE call_attempts SET account_id = (SELECT MIN(id) FROM accounts)
+            WHERE account_id IS NULL AND (SELECT COUNT(*) FROM accounts) = 1;
+        CREATE INDEX call_attempts_account ON call_attempts (account_id, number, started_at);
+        CREATE INDEX call_attempts_account_recent ON call_attempts (account_id, started_at);
+
+        ALTER TABLE agent_events ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+        UPDATE agent_events SET account_id = (SELECT u.account_id FROM users u WHERE u.id = agent_events.user_id);
+        CREATE INDEX agent_events_by_account ON agent_events (account_id, at);
+
+        ALTER TABLE agent_commands ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+        UPDATE agent_commands SET account_id = (SELECT u.account_id FROM users u WHERE u.id = agent_commands.user_id);
+        CREATE INDEX agent_commands_by_account ON agent_commands (account_id, id);
+
+        ALTER TABLE imports ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+        UPDATE imports SET account_id = (SELECT c.account_id FROM campaigns c WHERE c.id = imports.campaign_id);
+        CREATE INDEX imports_by_account ON imports (account_id, id);
+
+        ALTER TABLE dnc_waivers ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+        UPDATE dnc_waivers SET account_id = (SELECT c.account_id FROM campaigns c WHERE c.id = dnc_waivers.campaign_id);
+        CREATE INDEX dnc_waivers_by_campaign ON dnc_waivers (campaign_id, jurisdiction);
+
+        ALTER TABLE audit_log ADD COLUMN account_id INTEGER REFERENCES accounts(id);
+        CREATE INDEX audit_log_by_account ON audit_log (account_id, id);
+
+        INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason)
+            SELECT 'account:' || a.id, e.pattern, e.is_prefix, e.added_at, e.added_by, e.reason
+            FROM dnc_entries e CROSS JOIN accounts a WHERE e.scope = 'company'
+            ON CONFLICT (scope, pattern) DO NOTHING;
+        DELETE FROM dnc_entries WHERE scope = 'company' AND EXISTS (SELECT 1 FROM accounts);
     """)

@@ -29,9 +29,14 @@ class Service:
     """The running dialer: campaigns, their trunks, the worker pool, the journal."""
 
     def __init__(self, reactor, store, journal, campaigns=None, ip="127.0.0.1", port=5070, workers=4,
-                 record_dir=None, tick=0.5, registrar_options=None):
+                 record_dir=None, tick=0.5, registrar_options=None, node="local"):
+        from .gate import AccountGate, AgentSessions, LoginGuard
         from .sip.pool import WorkerPool
         self.reactor, self.store, self.journal = reactor, store, journal
+        self.node = node
+        # account-wide guarantees, shared by every campaign loop: lines per account,
+        # CPS per trunk, one phone session per user, the back-off of wrong PINs
+        self.gate, self.sessions, self.login_guard = AccountGate(), AgentSessions(), LoginGuard()
         self.names = campaigns
         rows = self._campaigns(campaigns)
         self.pool = WorkerPool(reactor, self.on_event, range(port, port + workers), max_workers=workers, ip=ip)
@@ -58,10 +63,13 @@ class Service:
         if new_trunk:
             self.registrars[trunk.id] = TrunkRegistrar(self.reactor, self.pool, trunk, on_result=self._registration,
                                                        **self.registrar_options)
+        account = self.store.query_one("SELECT id, line_capacity FROM accounts WHERE id = ?", (row["account_id"],))
+        self.gate.set_capacity(account["id"], account["line_capacity"])
         d = self.dialers[row["id"]] = Dialer(
-            self.reactor, self.store, row["name"], self.pool, route=trunk.uri, tick=self.tick, cps=trunk.cps,
+            self.reactor, self.store, row["id"], self.pool, route=trunk.uri, tick=self.tick, cps=trunk.cps,
             record_dir=self.record_dir, journal=self.journal, registrar=self.registrars[trunk.id],
-            consumer=f"dialer-{row['id']}")
+            consumer=f"dialer-{row['id']}@{self.node}", gate=self.gate, sessions=self.sessions,
+            login_guard=self.login_guard, node=self.node)
         return d, new_trunk
 
     def look_for_campaigns(self):
@@ -91,9 +99,7 @@ class Service:
         if names:
             rows = []
             for name in names:
-                row = self.store.query_one("SELECT * FROM campaigns WHERE name = ?", (name,))
-                if row is None:
-                    raise InputError(f"no campaign named {name!r}")
+                row = self._campaign_named(name)
                 if row["state"] != "running":
                     raise InputError(f"campaign {name!r} is {row['state']}: start it first "
                                      f"('dialer campaign start {name}')")
@@ -103,6 +109,20 @@ class Service:
         if not rows:
             raise InputError("no campaign is running: start one with 'dialer campaign start NAME'")
         return rows
+
+    def _campaign_named(self, name):
+        """A campaign by ``NAME`` (unique across accounts) or ``ACCOUNT/NAME``."""
+        if "/" in name:
+            acc, camp = name.split("/", 1)
+            rows = self.store.query("SELECT c.* FROM campaigns c JOIN accounts a ON a.id = c.account_id "
+                                    "WHERE a.name = ? AND c.name = ?", (acc, camp))
+        else:
+            rows = self.store.query("SELECT * FROM campaigns WHERE name = ?", (name,))
+        if not rows:
+            raise InputError(f"no campaign named {name!r}")
+        if len(rows) > 1:
+            raise InputError(f"{len(rows)} accounts have a campaign named {name!r}: write ACCOUNT/{name}")
+        return rows[0]
 
     # -- events -----------------------------------------------------------------------
     def on_event(self, ev):
@@ -119,12 +139,12 @@ class Service:
         if name == "incoming":
             if ev.get("tie"):
                 return
-            d = self._dialer_for_login(ev.get("to_user") or "")
+            d, user = self._dialer_for_login(ev.get("to_user") or "")
             if d is None:
                 self.pool.hangup(key, code=404)
                 return
-            d.on_event(ev)
-            if key in d.agent_legs or key in d.pending_login:
+            d.on_event(dict(ev, agent_user=user))
+            if d.owns(key):
                 self.owner[key] = d
             return
         d = self.owner.get(key) or self._dialer_for_key(key)
@@ -134,37 +154,53 @@ class Service:
                 self.owner.pop(key, None)
 
     def _dialer_for_key(self, key):
+        """The campaign loop an event belongs to (call ids are unique: each loop knows its own)."""
         if not key:
             return None
-        k = key[4:] if key.startswith("tie-") else key
-        if k.startswith("c"):
-            try:
-                return self.dialers.get(int(k[1:].split("-", 1)[0]))
-            except ValueError:
-                return None
+        for d in self.dialers.values():
+            if d.owns(key):
+                return d
         return None
 
     def _dialer_for_login(self, to_user):
-        """The campaign an agent's phone logs in to: ``agent-<user>-<pin>`` joins the
-        running campaign of the user's account (the only one, else the one named by a
-        fourth part ``-<campaign>``)."""
+        """The campaign an agent's phone logs in to, and the user name: ``agent-<user>-<pin>``
+        joins the running campaign of the user's account (the only one, else the one
+        named by a fourth part ``-<campaign>``). User names are unique per account only:
+        ``<user>.<account>`` names the account, and is needed when accounts running here
+        share the user name. Returns (Dialer, user) or (None, None)."""
         parts = to_user.split("-", 3)
         if len(parts) < 3 or parts[0] != "agent":
             log.warn("a call to {who!r} is not an agent login (agent-<user>-<pin>): refused", who=to_user)
-            return None
-        user = parts[1]
-        accounts = {r["account_id"] for r in self.store.query("SELECT account_id FROM users WHERE name = ?", (user,))}
-        mine = [d for d in self.dialers.values() if d.campaign["account_id"] in accounts]
+            return None, None
+        ident = parts[1]
+        running = {d.account_id for d in self.dialers.values()}
+        matches = []  # (account id, user name)
+        for i, ch in enumerate(ident):
+            if ch == ".":
+                matches += [(r["account_id"], r["name"]) for r in self.store.query(
+                    "SELECT u.account_id, u.name FROM users u JOIN accounts a ON a.id = u.account_id "
+                    "WHERE a.name = ? AND u.name = ?", (ident[i + 1:], ident[:i]))]
+        qualified = bool(matches)
+        if not matches:
+            matches = [(r["account_id"], r["name"]) for r in self.store.query(
+                "SELECT account_id, name FROM users WHERE name = ?", (ident,))]
+        matches = [m for m in matches if m[0] in running]
+        if len(matches) > 1:
+            log.warn("agent login of {user!r}: {n} accounts running here have that user; dial "
+                     "agent-{user}.<account>-<pin>", user=ident, n=len(matches))
+            return None, None
+        mine = [d for d in self.dialers.values() if matches and d.account_id == matches[0][0]]
         if len(parts) == 4:
             mine = [d for d in mine if d.campaign["name"] == parts[3]]
         if len(mine) == 1:
-            return mine[0]
+            return mine[0], matches[0][1]
+        who = ident if not qualified else f"{matches[0][1]} of that account" if matches else ident
         if not mine:
-            log.warn("agent login of {user!r}: no running campaign of the user's account here", user=user)
+            log.warn("agent login of {user!r}: no running campaign of the user's account here", user=who)
         else:
             log.warn("agent login of {user!r}: the account runs {n} campaigns here; dial agent-<user>-<pin>-<campaign>",
-                     user=user, n=len(mine))
-        return None
+                     user=who, n=len(mine))
+        return None, None
 
     # -- running ----------------------------------------------------------------------
     async def start(self):
@@ -226,8 +262,25 @@ def _iso(seconds):
     return to_iso(_dt.datetime.fromtimestamp(seconds, _dt.timezone.utc))
 
 
+def recover_unclean_stop(journal, db_path, now, node="local"):
+    """Before dialing: the journal of the last run applied (all of it, or the service
+    does not start), then every call an unclean stop interrupted gets its CDR and the
+    leads held without a call go back (``dialer.opencalls.recover``)."""
+    from .opencalls import recover
+    from .store import Store
+    journal.apply_pending()
+    if journal.backlog:
+        raise DialerError(f"not starting: {journal.backlog} write(s) of the last run could not be applied "
+                          f"({journal.failing}); nothing is dialled until they are")
+    store = Store(db_path, timeout=5.0)
+    try:
+        return recover(store, now, node)
+    finally:
+        store.close()
+
+
 def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, workers=4, seconds=None,
-                record_dir=None, drain_s=30.0, status_every=30.0, reactor=None):
+                record_dir=None, drain_s=30.0, status_every=30.0, reactor=None, node="local"):
     """``dialer run``: run the running campaigns until ``seconds`` pass or SIGINT/SIGTERM.
     Returns the final status (dict)."""
     from twisted.logger import globalLogBeginner, textFileLogObserver
@@ -239,8 +292,13 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
         from twisted.internet import reactor
     store = Store(db_path, timeout=0.2)  # the reactor's reads: a locked file answers at once
     journal = Journal(store.path)
+    recovered = recover_unclean_stop(journal, store.path, _dt.datetime.fromtimestamp(reactor.seconds(), _dt.timezone.utc),
+                                     node)
+    if recovered["calls"] or recovered["leads_released"]:
+        echo(f"== recovered after an unclean stop: {recovered['calls']} interrupted call(s) recorded as failed, "
+             f"{recovered['leads_released']} lead(s) given back to the hopper")
     svc = Service(reactor, store, journal, campaigns=campaigns, ip=ip, port=port, workers=workers,
-                  record_dir=record_dir)
+                  record_dir=record_dir, node=node)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     journal.start()
     result = {}

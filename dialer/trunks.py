@@ -112,8 +112,9 @@ def _public(row, account=None):
 
 
 def _account(store, account):
-    from campaigns.store import get_account
-    return get_account(store, account)
+    """The account row: ``account`` is a name, an id, or None for the installation's only account."""
+    from campaigns.store import resolve_account
+    return resolve_account(store, account)
 
 
 def _row(store, account_id, account, name):
@@ -131,6 +132,7 @@ def add_trunk(store, account, name, proxy, now, actor, username=None, password=N
     """Add a trunk to an account. Returns it as shown (without the password)."""
     from campaigns.store import account_numbers
     acc = _account(store, account)
+    account = acc["name"]
     name = (name or "").strip()
     if not name:
         raise InputError("trunk name is empty")
@@ -165,12 +167,14 @@ def add_trunk(store, account, name, proxy, now, actor, username=None, password=N
             (acc["id"], name, proxy, username, password, realm, 1 if register else 0, str(rate), cid, to_iso(now)))
         audit.append(store, now, actor, "trunk.add", f"account:{account}", "",
                      {"trunk": name, "proxy": proxy, "username": username, "password_set": bool(password),
-                      "realm": realm, "register": bool(register), "cps": str(rate), "caller_id": cid})
+                      "realm": realm, "register": bool(register), "cps": str(rate), "caller_id": cid},
+                     account_id=acc["id"])
     return _public(_row(store, acc["id"], account, name), account)
 
 
-def list_trunks(store, account):
+def list_trunks(store, account=None):
     acc = _account(store, account)
+    account = acc["name"]
     rows = store.query("SELECT * FROM trunks WHERE account_id = ? ORDER BY name", (acc["id"],))
     out = []
     for r in rows:
@@ -183,6 +187,7 @@ def list_trunks(store, account):
 
 def show_trunk(store, account, name, last=10):
     acc = _account(store, account)
+    account = acc["name"]
     row = _row(store, acc["id"], account, name)
     out = _public(row, account)
     out["campaigns"] = [r["name"] for r in store.query(
@@ -194,6 +199,7 @@ def show_trunk(store, account, name, last=10):
 def remove_trunk(store, account, name, now, actor):
     """Remove a trunk (and its registration history). Refused while a campaign uses it."""
     acc = _account(store, account)
+    account = acc["name"]
     with store.transaction():
         row = _row(store, acc["id"], account, name)
         users = [r["name"] for r in store.query(
@@ -203,27 +209,29 @@ def remove_trunk(store, account, name, now, actor):
                              f"choose another with: dialer trunk use OTHER --campaign NAME")
         store.execute("DELETE FROM trunk_registrations WHERE trunk_id = ?", (row["id"],))
         store.execute("DELETE FROM trunks WHERE id = ?", (row["id"],))
-        audit.append(store, now, actor, "trunk.remove", f"account:{account}", "", {"trunk": name})
+        audit.append(store, now, actor, "trunk.remove", f"account:{account}", "", {"trunk": name},
+                     account_id=acc["id"])
     return {"account": account, "trunk": name, "removed": True}
 
 
 def get_trunk(store, account, name):
     """The ``Trunk`` (password included: for the SIP side only, never to print)."""
     acc = _account(store, account)
-    return Trunk.from_row(_row(store, acc["id"], account, name))
+    return Trunk.from_row(_row(store, acc["id"], acc["name"], name))
 
 
-def use_trunk(store, campaign, trunk_name, now, actor):
-    """Make a campaign dial through one of its account's trunks."""
+def use_trunk(store, campaign, trunk_name, now, actor, account=None):
+    """Make a campaign (id, or name within ``account``) dial through one of its account's trunks."""
     from campaigns.store import get_campaign
-    camp = get_campaign(store, campaign)
+    camp = get_campaign(store, campaign, account)
+    campaign = camp["name"]
     acc = store.query_one("SELECT name FROM accounts WHERE id = ?", (camp["account_id"],))
     with store.transaction():
         _row(store, camp["account_id"], acc["name"], trunk_name)
         store.execute("UPDATE campaigns SET trunk = ?, updated_at = ? WHERE id = ?",
                       (trunk_name, to_iso(now), camp["id"]))
         audit.append(store, now, actor, "campaign.trunk", f"campaign:{campaign}", "",
-                     {"from": camp.get("trunk"), "to": trunk_name})
+                     {"from": camp.get("trunk"), "to": trunk_name}, account_id=camp["account_id"])
     return {"campaign": campaign, "account": acc["name"], "trunk": trunk_name, "was": camp.get("trunk")}
 
 
@@ -498,6 +506,7 @@ def check_trunk(store, account, name, now, actor, timeout=5.0, port=None, alert_
     """Register the trunk once from a worker of its own (a free loopback port, a reactor
     of its own), record the outcome and return it. A failure is recorded, then raised
     as a ``DialerError`` with the cause."""
+    account = _account(store, account)["name"]
     trunk = get_trunk(store, account, name)
     base = {"account": account, "trunk": name, "proxy": trunk.proxy}
     if not trunk.register:

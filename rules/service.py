@@ -228,19 +228,24 @@ SOURCES = ("national", "company", "campaign")
 _registry_cache = {}
 
 
-def _campaign_row(store, name):
+def _campaign_row(store, name, account=None):
     from campaigns.store import get_campaign
-    return get_campaign(store, name)
+    return get_campaign(store, name, account)
 
 
-def _scope(store, source, campaign):
+def _scope(store, source, campaign, account=None):
+    """The DNC list written: (scope, account id). ``company`` is the account's own list
+    (``account:<id>``), ``campaign`` a campaign's list (``campaign:<id>``)."""
+    from campaigns.store import resolve_account
     if source == "campaign":
         if not campaign:
             raise InputError("--campaign NAME is needed for the campaign DNC list")
-        return f"campaign:{_campaign_row(store, campaign)['id']}"
+        camp = _campaign_row(store, campaign, account)
+        return f"campaign:{camp['id']}", camp["account_id"]
     if campaign and source == "company":
         raise InputError("the company DNC list is account-wide: drop --campaign, or use --source campaign")
-    return "company"
+    acc = resolve_account(store, account)
+    return f"account:{acc['id']}", acc["id"]
 
 
 def parse_dnc_pattern(text, region="US"):
@@ -272,13 +277,15 @@ def parse_dnc_pattern(text, region="US"):
     return f.e164[1:], False
 
 
-def add_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason=""):
-    """Put numbers (or prefix wildcards) on the company or a campaign DNC list; effective at once."""
+def add_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason="", account=None):
+    """Put numbers (or prefix wildcards) on an account's company list (``source="company"``:
+    the account's own list; ``account`` a name, an id, or None for the installation's
+    only account) or on a campaign's list; effective at once."""
     if not numbers:
         raise InputError("give at least one number")
     parsed = [parse_dnc_pattern(n, region) for n in numbers]  # all or nothing
     with store.transaction():
-        scope = _scope(store, source, campaign)
+        scope, account_id = _scope(store, source, campaign, account)
         added = 0
         for pattern, is_prefix in parsed:
             cur = store.execute(
@@ -288,24 +295,25 @@ def add_dnc(store, numbers, now, actor, source="company", campaign=None, region=
             )
             added += cur.rowcount
         audit.append(store, now, actor, "dnc.add", f"dnc:{scope}", reason or "",
-                     {"patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "added": added})
+                     {"patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "added": added},
+                     account_id=account_id)
     return {"scope": scope, "added": added, "already": len(parsed) - added,
             "entries": ["+" + p + ("*" if x else "") for p, x in parsed]}
 
 
-def remove_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason=""):
+def remove_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason="", account=None):
     if not numbers:
         raise InputError("give at least one number")
     if not reason or not reason.strip():
         raise InputError("say why (--reason TEXT): removing a number from a DNC list is recorded with its reason")
     parsed = [parse_dnc_pattern(n, region) for n in numbers]
     with store.transaction():
-        scope = _scope(store, source, campaign)
+        scope, account_id = _scope(store, source, campaign, account)
         removed = 0
         for pattern, _ in parsed:
             removed += store.execute("DELETE FROM dnc_entries WHERE scope = ? AND pattern = ?", (scope, pattern)).rowcount
         audit.append(store, now, actor, "dnc.remove", f"dnc:{scope}", reason, {
-            "patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "removed": removed})
+            "patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "removed": removed}, account_id=account_id)
     return {"scope": scope, "removed": removed, "not_listed": len(parsed) - removed}
 
 
@@ -330,16 +338,23 @@ def _read_lines(path):
 
 
 def import_dnc(store, path, now, actor, source="company", campaign=None, as_of=None, jurisdiction="US",
-               region="US", progress=None):
+               region="US", progress=None, account=None):
     """Import a DNC file. ``national``: a registry snapshot with its ``as_of`` date,
     kept as a compact bitmap file beside the database (written whole, then recorded in
     one transaction: a crash leaves the previous registry in force). ``company`` /
     ``campaign``: numbers and wildcards, one transaction. Junk lines are counted and
-    reported; the rest is imported."""
+    reported; the rest is imported. ``company`` is the account's own list (``account``:
+    name, id, or None for the installation's only account); national registries are
+    shared by every account."""
     if source not in SOURCES:
         raise InputError(f"--source must be one of {', '.join(SOURCES)}")
     if source == "national":
+        if account is not None or campaign is not None:
+            raise InputError("a national registry is shared by every account: drop --account and --campaign")
         return _import_national(store, path, now, actor, as_of, jurisdiction, progress)
+    if source == "company" and not campaign:
+        from campaigns.store import resolve_account
+        resolve_account(store, account)  # before the file is read: a missing account is the first error
     lines = _read_lines(path)
     parsed, junk = [], []
     for n, line in enumerate(lines, start=1):
@@ -355,7 +370,7 @@ def import_dnc(store, path, now, actor, source="company", campaign=None, as_of=N
     if not parsed:
         raise InputError(f"no numbers found in {path} ({len(junk)} junk lines); nothing imported")
     with store.transaction():
-        scope = _scope(store, source, campaign)
+        scope, account_id = _scope(store, source, campaign, account)
         added = 0
         for pattern, is_prefix in parsed:
             added += store.execute(
@@ -364,7 +379,8 @@ def import_dnc(store, path, now, actor, source="company", campaign=None, as_of=N
                 (scope, pattern, int(is_prefix), to_iso(now), actor, f"import {os.path.basename(str(path))}"),
             ).rowcount
         audit.append(store, now, actor, "dnc.import", f"dnc:{scope}", f"import {os.path.basename(str(path))}",
-                     {"lines": len(lines), "numbers": len(parsed), "added": added, "junk": len(junk)})
+                     {"lines": len(lines), "numbers": len(parsed), "added": added, "junk": len(junk)},
+                     account_id=account_id)
     return {"source": source, "scope": scope, "lines": len(lines), "numbers": len(parsed), "added": added,
             "duplicates": len(parsed) - added, "junk": len(junk), "junk_examples": junk[:10]}
 
@@ -448,12 +464,21 @@ def current_registries(store):
     return out
 
 
-def load_dnc(store, campaign_id=None):
+def load_dnc(store, campaign_id=None, account_id=None):
+    """The DNC lists that apply: the national registries (shared), the account's own
+    company list (``account:<id>``; a campaign's account when only ``campaign_id`` is
+    given) and the campaign's list. No account: no company list."""
     company, cprefix, camp, camp_prefix = set(), [], set(), []
-    scopes = ["company"] + ([f"campaign:{campaign_id}"] if campaign_id else [])
+    if campaign_id is not None and account_id is None:
+        row = store.query_one("SELECT account_id FROM campaigns WHERE id = ?", (campaign_id,))
+        account_id = row["account_id"] if row else None
+    account_scope = f"account:{int(account_id)}" if account_id is not None else None
+    scopes = ([account_scope] if account_scope else []) + ([f"campaign:{campaign_id}"] if campaign_id else [])
+    if not scopes:
+        scopes = [""]  # no list: nothing matches
     marks = ",".join("?" * len(scopes))
     for r in store.query(f"SELECT scope, pattern, is_prefix FROM dnc_entries WHERE scope IN ({marks})", scopes):
-        if r["scope"] == "company":
+        if r["scope"] == account_scope:
             (cprefix.append(r["pattern"]) if r["is_prefix"] else company.add(int(r["pattern"])))
         else:
             (camp_prefix.append(r["pattern"]) if r["is_prefix"] else camp.add(int(r["pattern"])))
@@ -462,13 +487,14 @@ def load_dnc(store, campaign_id=None):
                     campaign_prefixes=tuple(sorted(camp_prefix)))
 
 
-def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=False):
+def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=False, account=None):
     """A compliance officer waives (or revokes the waiver of) the national-registry
     requirement for one campaign. Audited."""
     reason = _require_reason(reason)
     jur = jurisdiction.upper()
     with store.transaction():
-        camp = _campaign_row(store, campaign)
+        camp = _campaign_row(store, campaign, account)
+        campaign = camp["name"]
         active = store.query_one("SELECT id FROM dnc_waivers WHERE campaign_id = ? AND jurisdiction = ? AND revoked_at IS NULL",
                                  (camp["id"], jur))
         if revoke:
@@ -478,10 +504,10 @@ def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=Fal
         else:
             if active:
                 raise InputError(f"campaign {campaign!r} already has a {jur} registry waiver")
-            store.execute("INSERT INTO dnc_waivers (campaign_id, jurisdiction, waived_at, waived_by, reason) VALUES (?, ?, ?, ?, ?)",
-                          (camp["id"], jur, to_iso(now), actor, reason))
+            store.execute("INSERT INTO dnc_waivers (campaign_id, jurisdiction, waived_at, waived_by, reason, account_id) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", (camp["id"], jur, to_iso(now), actor, reason, camp["account_id"]))
         audit.append(store, now, actor, "dnc.waiver.revoke" if revoke else "dnc.waiver", f"campaign:{campaign}", reason,
-                     {"jurisdiction": jur})
+                     {"jurisdiction": jur}, account_id=camp["account_id"])
     return {"campaign": campaign, "jurisdiction": jur, "waived": not revoke}
 
 
@@ -489,42 +515,76 @@ def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=Fal
 # context and checks
 # ---------------------------------------------------------------------------------
 
-def load_history(store, values, at, hours):
-    """Call attempts per number in the last ``hours`` before ``at``: {value: [(t, outcome)]}."""
+_ACCOUNT_ROWS = "(account_id = ? OR account_id IS NULL)"
+
+
+def _account_filter(account_id):
+    """Call attempts of one caller: the account's, plus the few no one could attribute
+    when accounts were separated (migration m005), which count for every account (when
+    in doubt, block). ``None``: only those."""
+    if account_id is None:
+        return "account_id IS NULL", []
+    return _ACCOUNT_ROWS, [int(account_id)]
+
+
+def load_history(store, values, at, hours, account_id):
+    """Call attempts per number of one account (frequency caps and lockouts are per
+    caller) in the last ``hours`` before ``at``: {value: [(t, outcome)]}."""
     if not values:
         return {}
     since = to_iso(utc(at) - _dt.timedelta(hours=hours))
+    cond, cparams = _account_filter(account_id)
     out = {}
     numbers = ["+%d" % v for v in values]
     for i in range(0, len(numbers), 500):
         chunk = numbers[i:i + 500]
         marks = ",".join("?" * len(chunk))
         for r in store.query(f"SELECT number, started_at, outcome FROM call_attempts WHERE number IN ({marks}) "
-                             f"AND started_at > ? ORDER BY started_at", chunk + [since]):
+                             f"AND started_at > ? AND {cond} ORDER BY started_at", chunk + [since] + cparams):
             out.setdefault(int(r["number"][1:]), []).append((from_iso(r["started_at"]), r["outcome"]))
     return out
 
 
-def load_recent_history(store, at, hours):
-    """Every call attempt in the last ``hours`` before ``at`` (for whole-list screening)."""
+def load_recent_history(store, at, hours, account_id):
+    """Every call attempt of one account in the last ``hours`` before ``at`` (for
+    whole-list screening)."""
     since = to_iso(utc(at) - _dt.timedelta(hours=hours))
+    cond, cparams = _account_filter(account_id)
     out = {}
     for number, started, outcome in store.execute(
-            "SELECT number, started_at, outcome FROM call_attempts WHERE started_at > ? ORDER BY started_at", (since,)):
+            f"SELECT number, started_at, outcome FROM call_attempts WHERE started_at > ? AND {cond} "
+            f"ORDER BY started_at", [since] + cparams):
         out.setdefault(int(number[1:]), []).append((from_iso(started), outcome))
     return out
 
 
-def load_context(store, now, region="US", campaign=None):
+def resolve_scope(store, campaign=None, account=None, required=False):
+    """(campaign row or None, account id or None) for a check: the campaign's account;
+    else ``account``; else the installation's only account (None while there is none,
+    unless ``required``; several accounts: InputError asking for --account)."""
+    from campaigns.store import resolve_account
+    if campaign is not None:
+        camp = _campaign_row(store, campaign, account)
+        return camp, camp["account_id"]
+    if account is not None or required or store.query_one("SELECT id FROM accounts LIMIT 1"):
+        return None, resolve_account(store, account)["id"]
+    return None, None
+
+
+def load_context(store, now, region="US", campaign=None, account=None):
     """Everything the engine needs, read from the store at one instant (history is
-    added per batch by :func:`check_numbers`)."""
+    added per batch by :func:`check_numbers`). ``campaign`` (id, row or name within
+    ``account``) brings its hours, waivers, caller ID, its list and its account's
+    company list; without one, ``account`` (name or id) brings that account's list;
+    with neither, no company list applies."""
     ensure_defaults(store, now)
     rulesets = load_rulesets(store)
     camp_rules = None
     camp_id = None
-    if campaign:
-        camp = _campaign_row(store, campaign)
-        camp_id = camp["id"]
+    account_id = None
+    if campaign is not None:
+        camp = _campaign_row(store, campaign, account)
+        camp_id, account_id = camp["id"], camp["account_id"]
         region = camp["region"] or region
         from campaigns.store import account_numbers
         waived = frozenset(r["jurisdiction"] for r in store.query(
@@ -535,7 +595,10 @@ def load_context(store, now, region="US", campaign=None):
             hours = compile_windows(camp["hours"], errs)
         camp_rules = CampaignRules(name=camp["name"], hours=hours, registry_waived=waived,
                                    caller_id=camp["caller_id"], own_numbers=account_numbers(store, camp["account_id"]))
-    return Context(rulesets=rulesets, default_region=region.upper(), dnc=load_dnc(store, camp_id),
+    elif account is not None:
+        from campaigns.store import resolve_account
+        account_id = resolve_account(store, account)["id"]
+    return Context(rulesets=rulesets, default_region=region.upper(), dnc=load_dnc(store, camp_id, account_id),
                    lifeline=load_lifeline(store), campaign=camp_rules)
 
 
@@ -550,21 +613,25 @@ def history_hours(rulesets):
     return float(max(hours))
 
 
-def check_numbers(store, numbers, now, at=None, region="US", campaign=None, leads=None):
+def check_numbers(store, numbers, now, at=None, region="US", campaign=None, leads=None, account=None):
     """`dialer check`: verdicts for numbers (or Lead objects) at ``at`` (default now),
-    with multi-line findings across them."""
+    with multi-line findings across them, as the caller sees them: ``campaign`` (id,
+    row, or name within ``account``), else ``account`` (name or id), else the
+    installation's only account (its company list and call history; none while no
+    account exists)."""
     at = utc(at) if at is not None else utc(now)
-    ctx = load_context(store, now, region, campaign)
+    camp, account_id = resolve_scope(store, campaign, account)
+    ctx = load_context(store, now, region, camp["id"] if camp else None, account_id)
     sc = Screener(ctx, at)
     items = [replace(ld, facts=sc.facts(ld)) for ld in (leads if leads is not None else [Lead(n) for n in numbers])]
     ctx.history = load_history(store, [ld.facts.value for ld in items if ld.facts.value is not None], at,
-                               history_hours(ctx.rulesets))
+                               history_hours(ctx.rulesets), account_id)
     return screen(items, at, ctx)
 
 
-def check_dnc(store, numbers, now, region="US", campaign=None):
+def check_dnc(store, numbers, now, region="US", campaign=None, account=None):
     """`dialer dnc check`: which DNC sources list each number (and the registry status)."""
-    verdicts = check_numbers(store, numbers, now, region=region, campaign=campaign)
+    verdicts = check_numbers(store, numbers, now, region=region, campaign=campaign, account=account)
     out = []
     for v in verdicts:
         dnc = [r for r in v.reasons if r.category == "dnc"]

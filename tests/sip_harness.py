@@ -201,3 +201,58 @@ def write_tone(path, freq=440.0, seconds=2.0, rate=8000, amplitude=8000):
         w.setframerate(rate)
         w.writeframes(bytes(frames))
     return str(path)
+
+
+def carrier_calls(message_file):
+    """The calls a SIPp carrier saw, from its message trace (``-trace_msg -message_file
+    FILE``): {Call-ID: {"number", "invites", "start", "end"}} with instants in epoch
+    seconds. ``start``: the first INVITE received; ``end``: the first BYE or CANCEL
+    either way, or a final non-2xx answer to the INVITE (None if the call never ended
+    in the trace). Retransmissions count once (by Call-ID)."""
+    import datetime as _dt
+    import re
+    calls = {}
+    text = pathlib.Path(message_file).read_text(errors="replace") if pathlib.Path(message_file).exists() else ""
+    for block in re.split(r"^-{20,} ", text, flags=re.M)[1:]:
+        head, _, rest = block.partition("\n")
+        try:
+            t = _dt.datetime.strptime(head.strip(), "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        except ValueError:
+            continue
+        direction = "in" if "received" in rest.split("\n", 1)[0] else "out"
+        msg = rest.split("\n\n", 1)[1] if "\n\n" in rest else ""
+        first = msg.split("\n", 1)[0]
+        cid = re.search(r"^Call-ID:\s*(\S+)", msg, flags=re.M | re.I)
+        if not cid:
+            continue
+        c = calls.setdefault(cid.group(1), {"number": None, "invites": 0, "start": None, "end": None})
+        if first.startswith("INVITE ") and direction == "in":
+            c["invites"] += 1
+            if c["start"] is None:
+                c["start"] = t
+                m = re.match(r"INVITE sip:\+?([^@;]+)@", first)
+                c["number"] = m.group(1) if m else None
+        elif c["end"] is None and (first.startswith("BYE ") or first.startswith("CANCEL ")):
+            c["end"] = t
+        elif c["end"] is None and first.startswith("SIP/2.0 ") and direction == "out":
+            code = int(first.split()[1])
+            cseq = re.search(r"^CSeq:\s*\d+\s+(\w+)", msg, flags=re.M | re.I)
+            if code >= 300 and cseq and cseq.group(1) == "INVITE":
+                c["end"] = t
+    return {k: v for k, v in calls.items() if v["start"] is not None}
+
+
+def max_concurrent(calls, until=None):
+    """The most calls in progress at once over ``carrier_calls`` (an unended call
+    lasts until ``until``, else forever)."""
+    edges = []
+    for c in calls.values():
+        edges.append((c["start"], 1))
+        end = c["end"] if c["end"] is not None else until
+        if end is not None:
+            edges.append((end, -1))
+    peak = cur = 0
+    for _, step in sorted(edges, key=lambda e: (e[0], e[1])):
+        cur += step
+        peak = max(peak, cur)
+    return peak

@@ -44,20 +44,17 @@ def test_login_with_the_right_pin(acme):
     assert user["name"] == "alice" and user["role"] == "agent" and isinstance(user["user_id"], int)
 
 
-def test_wrong_pin_is_refused_and_five_lock_the_user(acme):
+def test_wrong_pins_are_refused_but_never_lock_the_user(acme):
+    """Anyone who knows a user name could otherwise lock that agent out; the live dialer
+    slows down the source address instead (test_gate.py, test_agent_login.py)."""
     set_pin(acme, "acme", "alice", "4821", NOW, "sup")
-    with pytest.raises(InputError, match="wrong PIN for 'alice' \\(4 tries left\\)"):
-        authenticate(acme, "acme", "alice", "4822", NOW)
-    authenticate(acme, "acme", "alice", "4821", NOW)  # a success resets the count
-    for i in range(4):
-        with pytest.raises(InputError, match="wrong PIN"):
+    for _ in range(8):
+        with pytest.raises(InputError, match="wrong PIN for 'alice'"):
             authenticate(acme, "acme", "alice", "0000", NOW)
-    with pytest.raises(InputError, match="now locked"):
-        authenticate(acme, "acme", "alice", "", NOW)
-    with pytest.raises(InputError, match="locked after 5 wrong PINs"):
-        authenticate(acme, "acme", "alice", "4821", NOW)  # even the right one
-    set_pin(acme, "acme", "alice", "5937", NOW, "sup")  # a supervisor unlocks with a new PIN
-    assert authenticate(acme, "acme", "alice", "5937", NOW)["name"] == "alice"
+    assert acme.query_one("SELECT pin_failures FROM users WHERE name = 'alice'")["pin_failures"] == 8
+    assert authenticate(acme, "acme", "alice", "4821", NOW)["name"] == "alice"  # the right PIN still works
+    assert acme.query_one("SELECT pin_failures FROM users WHERE name = 'alice'")["pin_failures"] == 0
+    assert len(acme.query("SELECT * FROM audit_log WHERE action = 'user.login-refused'")) == 8
 
 
 def test_pin_rules_and_unknown_users(acme):

@@ -125,7 +125,9 @@ def test_a_call_without_a_lead_still_leaves_its_attempt(store, camp):
     (att,) = attempts(store)
     assert (att["number"], att["outcome"], att["campaign_id"]) == ("+12125550177", "busy", camp["campaign_id"])
     # the engine's history loader sees it
-    assert service.load_history(store, [12125550177], NOW + dt.timedelta(minutes=1), 24)[12125550177][0][1] == "busy"
+    assert service.load_history(store, [12125550177], NOW + dt.timedelta(minutes=1), 24,
+                                camp["account_id"])[12125550177][0][1] == "busy"
+    assert att["account_id"] == camp["account_id"]
 
 
 def test_worker_died_gives_a_failed_record_with_its_reason(store, camp):
@@ -162,7 +164,8 @@ def test_agent_wrap_up_decides_the_lead(store, camp):
     leg = connected(camp, "dnc-1", phone="+12125550100", start=T0 + 200_000)
     out = write_cdr(store, Cdr.from_leg(leg, agent_disposition="dnc-requested"), NOW)
     assert out["lead"]["status"] == "dnc"
-    assert store.query("SELECT pattern FROM dnc_entries WHERE scope = 'company'")[0]["pattern"] == "12125550100"
+    assert store.query("SELECT pattern FROM dnc_entries WHERE scope = ?",
+                       (f"account:{camp['account_id']}",))[0]["pattern"] == "12125550100"
     leg = connected(camp, "own-1", phone="+12125550177", start=T0 + 400_000)
     cdr = Cdr.from_leg(leg, agent_disposition="demo-booked", dispositions={"demo-booked": "answered-human"})
     assert cdr.agent_disposition == "demo-booked" and cdr.lead_outcome == "answered-human"

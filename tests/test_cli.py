@@ -13,7 +13,7 @@ AT = "2026-11-24T17:00:00Z"  # Tuesday 12:00 in New York
 @pytest.fixture
 def run(db_path):
     def _run(*args, input=None):
-        r = CliRunner().invoke(main, ["--db", str(db_path), "--user", "tester", *args], input=input,
+        r = CliRunner().invoke(main, ["--db", str(db_path), *args], input=input,
                                catch_exceptions=False)
         return r
     return _run
@@ -60,6 +60,10 @@ def test_usage_errors_are_one_line(run):
 
 
 def test_dnc_add_check_remove_company_and_wildcards(run):
+    # the company list is an account's: none yet, one clear error
+    r = run("dnc", "add", "212-555-0100", "--reason", "asked on a call")
+    assert r.exit_code == 1 and r.output.strip() == "Error: no account yet: create one with: dialer account create NAME"
+    assert run("account", "create", "acme").exit_code == 0
     r = run("dnc", "add", "212-555-0100", "305*", "--reason", "asked on a call", "--json")
     assert r.exit_code == 0 and json.loads(r.output)["added"] == 2
     r = run("dnc", "check", "2125550100", "3055550199", "2125550101", "--json")
@@ -80,6 +84,7 @@ def test_dnc_add_check_remove_company_and_wildcards(run):
 def test_dnc_import_company_counts_junk(run, tmp_path):
     f = tmp_path / "optouts.csv"
     f.write_text("phone\n212-555-0100\n(212) 555-0101\nnot a number\n\n+44 20 7946 0000\n12\n")
+    assert run("account", "create", "acme").exit_code == 0
     r = run("dnc", "import", str(f), "--source", "company", "--json")
     out = json.loads(r.output)
     assert r.exit_code == 0

@@ -12,7 +12,7 @@ from cli import main
 @pytest.fixture
 def run(db_path):
     def _run(*args):
-        return CliRunner().invoke(main, ["--db", str(db_path), "--user", "tester", *args], catch_exceptions=False)
+        return CliRunner().invoke(main, ["--db", str(db_path), *args], catch_exceptions=False)
     return _run
 
 
@@ -67,7 +67,9 @@ def test_campaign_path_end_to_end(run, tmp_path):
     r = run("lead", "callback", str(shown["id"]), "2030-01-05 10:00", "--agent", "alice", "--json")
     assert json.loads(r.output)["callback_at"] == "2030-01-05T15:00:00Z"
     hist = lines(run("lead", "history", "212-555-0100", "--json").output)[0]
-    assert [e["detail"]["outcome"] for e in hist["events"]] == ["busy", "callback"]
+    assert [(e["event"], e["detail"].get("outcome")) for e in hist["events"]] == [("outcome", "busy"),
+                                                                                  ("callback", None)]
+    assert hist["events"][0]["detail"]["manual"] is True  # no call id: not a call attempt
     r = run("lead", "show", "212-555-0000")
     assert r.exit_code == 1 and "no lead" in r.output
     assert json.loads(run("campaign", "pause", "spring", "--json").output)["state"] == "paused"

@@ -20,6 +20,8 @@ def write(path, lines):
 
 
 def test_company_import_is_one_transaction(store, tmp_path, monkeypatch):
+    from campaigns.store import create_account
+    create_account(store, "acme", NOW, "t")
     f = write(tmp_path / "optouts.txt", [f"212555{i:04d}" for i in range(100)])
     real = audit.append
 

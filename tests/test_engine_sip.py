@@ -337,7 +337,7 @@ def test_line_capacity_and_cps_caps_hold_over_real_sip(tmp_path, sipp):
     up, peak, admitted = set(), 0, 0
     for ev in events:  # in the order the workers reported them
         key = ev.get("key") or ""
-        if not key.startswith("c"):
+        if key.startswith(("in-", "tie-")) or not key:  # customer legs only
             continue
         if ev["ev"] == "admitted":
             up.add(key)

@@ -95,13 +95,27 @@ def test_recycling_on_an_injected_clock(setup, store):
     assert h.next_leads(1, T0 + dt.timedelta(days=1), "a") == []
 
 
+def placed(store, row, t, outcome, call_id):
+    """A call the dialer placed to this lead and its record (the CDR path: the only
+    writer of call attempts)."""
+    from dialer.cdr import Cdr, write_cdr
+    from dialer.timeutil import to_ms
+    lead = store.query_one("SELECT * FROM leads WHERE id = ?", (row["id"],))
+    start = to_ms(t)
+    cdr = Cdr(call_id=call_id, account_id=lead["account_id"], destination=lead["phone"], started_ms=start,
+              ended_ms=start + 30_000, disposition=outcome, sip_code=480, sip_reason="Temporarily Unavailable",
+              hangup_cause="NO_ANSWER", hangup_by="dialer", lead_outcome=outcome, campaign_id=lead["campaign_id"],
+              lead_id=lead["id"], duration_ms=30_000, ring_ms=30_000)
+    return write_cdr(store, cdr, t + dt.timedelta(seconds=30))
+
+
 def test_frequency_cap_parks_the_lead(setup, store):
     h = setup(["3055550100"], retry="no-answer=10m/9")
     t = T0
     for i in range(3):
         (row, _), = h.next_leads(1, t, "a")
-        record_outcome(store, row["id"], "no-answer", t)
-        t += dt.timedelta(minutes=10)
+        placed(store, row, t, "no-answer", f"call-{i}")
+        t += dt.timedelta(minutes=11)  # the retry is due 10 min after the call ended
     # a 4th call within 24 h breaks Florida's cap: parked until the first attempt is 24 h old
     assert h.next_leads(1, t, "a") == []
     row = store.query_one("SELECT status, next_attempt_at FROM leads")

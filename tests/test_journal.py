@@ -84,7 +84,8 @@ def test_after_a_crash_the_spool_is_replayed_exactly_once(store, db_path, accoun
     assert j.apply_pending() == 2
     other = lock(db_path)
     j.put("cdr", cdr_item(account, 3))
-    j.put("dnc", {"at": to_iso(NOW), "numbers": ["+12125550177"], "reason": "opted out with a key"})
+    j.put("dnc", {"at": to_iso(NOW), "numbers": ["+12125550177"], "reason": "opted out with a key",
+                    "account_id": account})
     assert j.apply_pending() == 0
     j._spool.close()  # the process dies here: two writes only in the spool
     other.execute("ROLLBACK")

@@ -502,7 +502,7 @@ def test_invite_challenged_by_the_trunk_is_authenticated(sipp, password, code, a
 
 def _cli(db_path, *args, env=None):
     from cli import main
-    return CliRunner().invoke(main, ["--db", str(db_path), "--user", "tester", *args], env=env,
+    return CliRunner().invoke(main, ["--db", str(db_path), *args], env=env,
                               catch_exceptions=False)
 
 
