@@ -281,7 +281,6 @@ class AgentFloor:
 # PINs and login (store)
 # ---------------------------------------------------------------------------------
 
-MAX_PIN_FAILURES = 5
 _SCRYPT = (2 ** 14, 8, 1)  # n, r, p: ~16 MiB, tens of ms per check
 
 
@@ -338,25 +337,34 @@ def set_pin(store, account, user, pin, now, actor):
 
 
 def authenticate(store, account, user, pin, now):
-    """An agent's login: the user row (id, name, role, account_id) if the PIN matches.
-    Refused: unknown user, no PIN set, wrong PIN; after 5 wrong PINs in a row the user
-    is locked until a new PIN is set."""
+    """An agent's PIN check outside the live dialer (tools, tests): the user row (id,
+    name, role, account_id) if the PIN matches. Refused: unknown user, no PIN set,
+    wrong PIN. A wrong PIN is counted (``pin_failures``, audited) but never locks the
+    user: the live dialer slows down the *source address* of repeated wrong PINs
+    (``dialer.gate.LoginGuard``), so nobody who merely knows a user name can lock that
+    agent out."""
     row = _user(store, account, user)
     if not row["pin_hash"]:
         raise InputError(f"user {user!r} has no PIN yet (a supervisor sets one)")
-    if row["pin_failures"] >= MAX_PIN_FAILURES:
-        raise InputError(f"user {user!r} is locked after {MAX_PIN_FAILURES} wrong PINs: a supervisor must set a new PIN")
     ok = verify_pin(str(pin or ""), row["pin_hash"])
     with store.transaction():
         if ok:
             store.execute("UPDATE users SET pin_failures = 0 WHERE id = ?", (row["id"],))
         else:
             store.execute("UPDATE users SET pin_failures = pin_failures + 1 WHERE id = ?", (row["id"],))
-            audit.append(store, now, user, "user.login-refused", f"account:{account}", "wrong PIN", {"user": user})
+            audit.append(store, now, user, "user.login-refused", f"account:{account}", "wrong PIN", {"user": user},
+                         account_id=row["account_id"])
     if not ok:
-        left = MAX_PIN_FAILURES - row["pin_failures"] - 1
-        raise InputError(f"wrong PIN for {user!r}" + (f" ({left} tries left)" if left else "; the user is now locked"))
+        raise InputError(f"wrong PIN for {user!r}")
     return {"user_id": row["id"], "name": row["name"], "role": row["role"], "account_id": row["account_id"]}
+
+
+def login_user(store, account_id, name):
+    """The live dialer's look-up of an agent's phone login: the user of that account
+    (id, name, role, pin_hash), or None. One indexed read; the PIN is checked apart
+    (``verify_pin``, off the reactor thread)."""
+    return store.query_one("SELECT id, name, role, pin_hash FROM users WHERE account_id = ? AND name = ?",
+                           (account_id, name))
 
 
 # ---------------------------------------------------------------------------------
@@ -374,11 +382,15 @@ def record_agent_rows(store, rows):
     rows = list(rows)
     with store.transaction():
         for r in rows:
-            store.execute("INSERT INTO agent_events (user_id, campaign_id, at, state, prev_state, call_id, disposition, "
-                          "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            store.execute("INSERT INTO agent_events (user_id, account_id, campaign_id, at, state, prev_state, call_id, "
+                          "disposition, reason) SELECT ?, account_id, ?, ?, ?, ?, ?, ?, ? FROM users WHERE id = ?",
                           (r["user_id"], r["campaign_id"], r["at"], r["state"], r["prev_state"], r["call_id"],
-                           r["disposition"], r["reason"]))
+                           r["disposition"], r["reason"], r["user_id"])).rowcount or _no_user(r["user_id"])
     return len(rows)
+
+
+def _no_user(user_id):
+    raise NotFound(f"agent event of user {user_id}: no such user")
 
 
 def record_agent_events(store, events):

@@ -118,7 +118,10 @@ def write_cdr(store, cdr, now, actor="dialer"):
     A lead's outcome goes through ``record_outcome`` (counts the attempt, recycles the
     lead, writes ``call_attempts``); a call without a lead writes ``call_attempts``
     only. A second write of the same call id changes nothing: ``written`` is False and
-    ``same`` says whether the record given matches the one kept."""
+    ``same`` says whether the record given matches the one kept (a replay). A record
+    that differs from the one kept is another call under the same id: it is logged as
+    an error and kept aside in ``cdr_conflicts`` (:func:`conflicts`), never dropped.
+    The call's ``open_calls`` row (dialer.opencalls) goes in the same transaction."""
     from campaigns.leads import record_attempt, record_outcome
     cols = ", ".join(_COLUMNS)
     marks = ", ".join("?" * len(_COLUMNS))
@@ -128,7 +131,11 @@ def write_cdr(store, cdr, now, actor="dialer"):
         if cur.rowcount != 1:
             kept = store.query_one(f"SELECT {cols} FROM cdrs WHERE call_id = ?", (cdr.call_id,))
             same = tuple(kept[c] for c in _COLUMNS[:-1]) == values[:-1]
+            if not same:  # another call under a kept id: an error, logged and kept aside, never dropped
+                _conflict(store, cdr, values, kept, now)
             return {"call_id": cdr.call_id, "written": False, "same": same, "lead": None}
+        from .opencalls import close
+        close(store, cdr.call_id)  # the call is on record: no longer open
         started, ended = from_ms(cdr.started_ms), from_ms(cdr.ended_ms)
         lead = None
         if cdr.lead_id is not None:
@@ -139,6 +146,27 @@ def write_cdr(store, cdr, now, actor="dialer"):
             record_attempt(store, cdr.call_id, cdr.destination, cdr.campaign_id, started, cdr.lead_outcome,
                            cdr.account_id)
     return {"call_id": cdr.call_id, "written": True, "same": True, "lead": lead}
+
+
+def _conflict(store, cdr, values, kept, now):
+    from twisted.logger import Logger
+    record = dict(zip(_COLUMNS, values))
+    store.execute("INSERT INTO cdr_conflicts (call_id, account_id, at, cdr, kept) VALUES (?, ?, ?, ?, ?)",
+                  (cdr.call_id, cdr.account_id, to_iso(now), json.dumps(record, sort_keys=True, default=str),
+                   json.dumps(kept, sort_keys=True, default=str)))
+    Logger(namespace="dialer.cdr").error(
+        "call record {call_id} conflicts with the one kept under that id (destination {new} vs {old}, started "
+        "{t_new} vs {t_old}): kept aside in cdr_conflicts, not dropped", call_id=cdr.call_id,
+        new=record["destination"], old=kept["destination"], t_new=record["started_at"], t_old=kept["started_at"])
+
+
+def conflicts(store, account_id=None):
+    """CDRs that met an existing call id with different content (kept aside)."""
+    sql = "SELECT * FROM cdr_conflicts" + (" WHERE account_id = ?" if account_id is not None else "") + " ORDER BY id"
+    rows = store.query(sql, (account_id,) if account_id is not None else ())
+    for r in rows:
+        r["cdr"], r["kept"] = json.loads(r["cdr"]), json.loads(r["kept"])
+    return rows
 
 
 def attach_recording(store, call_id, path, duration_ms=None):

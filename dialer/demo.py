@@ -25,8 +25,10 @@ def run(store, now, echo, samples=SAMPLES):
     out = service.import_dnc(store, samples / "national-dnc-sample.txt", now, "demo", source="national",
                              as_of=now.date().isoformat(), jurisdiction="US")
     echo(f"== national DNC registry (sample): {out['numbers']} numbers, {out['junk']} junk line(s) reported")
-    service.add_dnc(store, ["212-555-0150"], now, "demo", reason="opted out on a call")
-    echo("== company DNC: 212-555-0150 opted out")
+    from campaigns.store import create_account
+    create_account(store, "demo", now, "demo", connection="gshdsl", lines=10)
+    service.add_dnc(store, ["212-555-0150"], now, "demo", reason="opted out on a call", account="demo")
+    echo("== account demo (G.SHDSL, 10 lines); its company DNC list: 212-555-0150 opted out")
     echo(f"== dialer check at {now:%Y-%m-%d %H:%M}Z")
     for v in service.check_numbers(store, SAMPLE_NUMBERS, now):
         d = v.as_dict()
@@ -63,8 +65,7 @@ def _campaign(store, now, echo, samples):
     import datetime as _dt
     from campaigns.dryrun import dry_run
     from campaigns.leads import import_list
-    from campaigns.store import add_number, change_state, create_account, create_campaign
-    create_account(store, "demo", now, "demo", connection="gshdsl", lines=10)
+    from campaigns.store import add_number, change_state, create_campaign
     add_number(store, "demo", "+1 212 555 0000", now, "demo")
     greeting = _tone_wav(store.files_dir / "demo-greeting.wav")
     create_campaign(store, "demo", "demo", now, "demo", caller_id="+1 212 555 0000", greeting=greeting,

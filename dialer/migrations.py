@@ -499,3 +499,13 @@ def m005_tenancy(conn):
             ON CONFLICT (scope, pattern) DO NOTHING;
         DELETE FROM dnc_entries WHERE scope = 'company' AND EXISTS (SELECT 1 FROM accounts);
     """)
+
+
+@migration
+def m006_open_calls(conn):
+    """Calls on record before their INVITE leaves (``open_calls``: the dialer journals
+    one row per call, its CDR removes it; what is left after a crash is what the crash
+    interrupted, see dialer.opencalls), and CDRs that met an existing call id with
+    different content, kept aside (``cdr_conflicts``) instead of dropped."""
+    from .opencalls import MIGRATION_SQL
+    run_script(conn, MIGRATION_SQL)

@@ -157,6 +157,8 @@ def test_one_user_two_phones_two_campaigns_one_session(tmp_path, sipp):
         return True
 
     assert serve(store, port, body)
-    events = store.query("SELECT campaign_id, state, reason FROM agent_events WHERE user_id = ? ORDER BY id", (alice,))
+    events = store.query("SELECT campaign_id, state, reason, account_id FROM agent_events WHERE user_id = ? "
+                         "ORDER BY id", (alice,))
+    assert {e["account_id"] for e in events} == {1}  # every agent event carries its account
     assert [(e["campaign_id"], e["state"]) for e in events][:3] == [(1, "ready"), (1, "logged_out"), (2, "ready")]
     assert "logged in again on another phone" in events[1]["reason"]
