@@ -319,11 +319,16 @@ def test_admission_queues_beyond_the_socket_budget(sipp):
 
 def test_stdin_eof_shuts_the_worker_down(sipp):
     w = Worker()
-    s = sipp("uas_answer.xml")
+    s = sipp("uas_answer.xml", calls=1)
     w.send("dial", key="e1", uri=s.uri)
     w.wait_for("answered", key="e1")
+    t0 = time.monotonic()
     w.proc.stdin.close()                        # the parent vanished
     assert w.proc.wait(timeout=10) == 0
-    w.wait_for("ended", key="e1", timeout=1)    # the call was hung up on the way out
-    w.wait_for("bye", timeout=1)
+    took = time.monotonic() - t0
+    ended = w.wait_for("ended", key="e1", timeout=1)    # the call was hung up on the way out
+    assert (ended["cause"], ended["code"]) == ("shutdown", 200)
+    assert w.wait_for("bye", timeout=1)["why"] == "stdin closed"
     w.shutdown()
+    assert s.wait(10) == 0                      # the peer got the BYE
+    assert took < 2.0                           # the exit grace bounds it; no libDestroy wait

@@ -21,16 +21,47 @@ added. A worker's death is a normal event: each call it held gets a synthetic
 happened, and a replacement starts on the same port.
 
 No global reactor here: the reactor is a parameter (spawnProcess, callLater).
+
+Workers end with the pool's process: each is started with ``--parent-pid`` (this
+process), arms a parent-death signal and takes end of file on its stdin as the parent's
+death; then it hangs up its calls and exits within ``--exit-grace`` seconds (see
+``dialer.sip.worker``). Each worker gets exactly its four pipes (``childFDs`` 0-3;
+Twisted closes every other descriptor in the child), so no sibling holds a worker's stdin
+open and the end of file is reliable.
+
+A restart never runs beside an old worker on its ports. Before a worker is started on a
+port, the pool binds the port itself for an instant; when that fails it finds the
+processes holding the UDP port (``/proc/net/udp`` inodes matched to ``/proc/*/fd``; no
+pid files, which go stale and outlive pid reuse: the socket table says who holds it now):
+
+- a dialer worker (``-m dialer.sip.worker --port P``) whose parent is gone (its parent
+  pid is no longer the ``--parent-pid`` it was started with, or it was re-parented to
+  init) serves nobody, whatever its database: it is ours to end. The pool sends it
+  SIGTERM (it hangs up its calls and exits), waits up to ``reclaim_s`` (5 s) for the port,
+  then SIGKILLs it (after checking it is still that worker) and starts the new worker
+  once the port is free (or after 2 s more, the worker then reports the port itself).
+  One log line says so, with the port and the pid. A holder in the middle of its exit
+  (main thread a zombie already: it lets go within milliseconds, but no longer shows what
+  it was) is waited for the same way, never signalled.
+- anything else (a worker of a dialer that is still running, another program, a process
+  this user cannot see) is not ours: ``start()`` raises ``PortInUse`` naming the port and
+  the holder, before starting any worker. (Workers started later, replacements after a
+  death, just try: one that cannot bind reports the port and is retried with a growing
+  delay.)
 """
 
+import errno
 import json
 import os
+import signal
+import socket
 import sys
 import time
 
 from twisted.internet import defer, error, protocol as tprotocol
 from twisted.logger import Logger
 
+from dialer.errors import DialerError
 from dialer.sip import protocol
 
 log = Logger(namespace="dialer.sip.pool")
@@ -59,6 +90,8 @@ class WorkerProcess(tprotocol.ProcessProtocol):
         self._stderr = b""
         self.last_stderr = ""
         self.ended_d = defer.Deferred()
+        self.pending = []              # commands sent before the process is started
+        self.reclaim_call = None       # IDelayedCall while the port is being reclaimed
 
     @property
     def load(self):
@@ -76,9 +109,16 @@ class WorkerProcess(tprotocol.ProcessProtocol):
 
     def connectionMade(self):
         self.pid = self.transport.pid
+        pending, self.pending = self.pending, []
+        for cmd in pending:
+            self.transport.write(protocol.encode(cmd))
 
     def send(self, cmd):
-        if not self.exited:
+        if self.exited:
+            return
+        if self.transport is None:     # waiting for its port: sent once started
+            self.pending.append(cmd)
+        else:
             self.transport.write(protocol.encode(cmd))
 
     def childDataReceived(self, fd, data):
@@ -115,7 +155,7 @@ class WorkerPool:
 
     def __init__(self, reactor, on_event, ports, max_workers=None, calls_per_worker=30,
                  ip="127.0.0.1", python=None, worker_args=(), rtp_base=20000, rtp_span=2000,
-                 env=None):
+                 env=None, reclaim_s=5.0):
         self.reactor = reactor
         self.on_event = on_event
         self.ports = list(ports)
@@ -128,6 +168,7 @@ class WorkerPool:
         self.worker_args = [str(a) for a in worker_args]
         self.rtp_base, self.rtp_span = rtp_base, rtp_span
         self.env = env
+        self.reclaim_s = reclaim_s     # how long a leftover worker of an earlier run gets to exit
         self.workers = {}              # port -> WorkerProcess (live or starting)
         self.where = {}                # key -> WorkerProcess
         self.ties = {}                 # tie key -> (customer's worker, agent's worker)
@@ -140,9 +181,19 @@ class WorkerPool:
     # -- workers --------------------------------------------------------------
 
     def start(self, n=1):
-        """Start ``n`` workers now (agents need a worker to call before any dial)."""
-        while len(self.workers) < min(n, self.max_workers):
-            self._spawn(self._free_port())
+        """Start ``n`` workers now (agents need a worker to call before any dial).
+
+        Raises ``PortInUse`` (before starting any) when one of their ports is held by
+        something that is not a leftover worker of an earlier run (see the module doc)."""
+        ports = []
+        for port in self.ports:
+            if len(self.workers) + len(ports) >= min(n, self.max_workers):
+                break
+            if port not in self.workers and port not in self._respawns:
+                ports.append(port)
+        plans = {port: self._port_status(port) for port in ports}
+        for port in ports:
+            self._spawn(port, plans[port])
 
     def _free_port(self):
         for port in self.ports:
@@ -150,18 +201,107 @@ class WorkerPool:
                 return port
         return None
 
-    def _spawn(self, port):
+    def _spawn(self, port, leftovers=False):
+        """A worker on ``port`` (in ``self.workers`` at once). ``leftovers``: what
+        ``_port_status`` found (False: look now, without raising)."""
         slot = self.ports.index(port)
         rtp = self.rtp_base + slot * self.rtp_span
         w = WorkerProcess(self, port, rtp)
-        args = [self.python, "-m", "dialer.sip.worker", "--port", str(port), "--ip", self.ip,
-                "--events-fd", "3", "--rtp-port", str(rtp), *self.worker_args]
+        self.workers[port] = w
+        if leftovers is False:
+            try:
+                leftovers = self._port_status(port)
+            except PortInUse:
+                leftovers = None       # not ours: the worker tries, and reports the port
+        if leftovers:
+            self._reclaim(w, leftovers)
+        else:
+            self._launch(w)
+        return w
+
+    def _launch(self, w):
+        args = [self.python, "-m", "dialer.sip.worker", "--port", str(w.port), "--ip", self.ip,
+                "--events-fd", "3", "--rtp-port", str(w.rtp_port), "--parent-pid", str(os.getpid()),
+                *self.worker_args]
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-        self.workers[port] = w
+        # Exactly these four descriptors: Twisted closes every other one in the child.
         self.reactor.spawnProcess(w, self.python, args, env=env,
                                   childFDs={0: "w", 1: "r", 2: "r", 3: "r"})
-        return w
+
+    # -- ports held by an earlier run -------------------------------------------
+
+    def _port_status(self, port):
+        """None when ``port`` is free; the leftover workers holding it when they are all
+        ours to end (dialer workers whose parent is gone); else raises ``PortInUse``."""
+        if port_free(self.ip, port):
+            return None
+        holders = [h for h in (describe_process(pid) for pid in udp_port_holders(port)) if h is not None]
+        if not holders and port_free(self.ip, port):
+            return None                # its holder just left
+        if holders and all(h["exiting"] or (is_leftover_worker(h, port) and _may_signal(h["pid"]))
+                           for h in holders):
+            return holders
+        raise PortInUse(self._busy_message(port, holders))
+
+    def _busy_message(self, port, holders):
+        where = f"SIP port {self.ip}:{port} is in use"
+        for h in holders:
+            if h["worker_port"] == port and not is_leftover_worker(h, port):
+                return (f"{where} by a SIP worker (pid {h['pid']}) of another running dialer (pid {h['ppid']}): "
+                        f"stop that dialer or choose other ports")
+        for h in holders:
+            if not is_leftover_worker(h, port) and not h["exiting"]:
+                me = " (this process)" if h["pid"] == os.getpid() else ""
+                cmd = " ".join(h["argv"])[:100] or "?"
+                return f"{where} by pid {h['pid']}{me} ({cmd}): free the port or choose other ports"
+        if holders:
+            return (f"{where} by a leftover SIP worker (pid {holders[0]['pid']}) this user may not stop: "
+                    f"free the port or choose other ports")
+        return f"{where} by a process this user cannot inspect: free the port or choose other ports"
+
+    def _reclaim(self, w, leftovers):
+        """End the leftover workers holding ``w.port`` (SIGTERM, then SIGKILL after
+        ``reclaim_s``) and start ``w`` once the port is free."""
+        t0 = self.reactor.seconds()
+        pids = [h["pid"] for h in leftovers]
+        for h in leftovers:
+            if is_leftover_worker(h, w.port):
+                log.warn("SIP port {port}: a worker of an earlier run (pid {pid}, its parent {parent} gone) still "
+                         "holds it; asking it to hang up and exit", port=w.port, pid=h["pid"],
+                         parent=h["parent_pid"] or h["ppid"])
+                _signal(h["pid"], signal.SIGTERM)
+            else:
+                log.info("SIP port {port}: held by pid {pid}, on its way out; waiting for it", port=w.port,
+                         pid=h["pid"])
+        state = {"killed": False}
+
+        def check():
+            w.reclaim_call = None
+            if w.exited:
+                return
+            waited = self.reactor.seconds() - t0
+            if port_free(self.ip, w.port):
+                how = "killed" if state["killed"] else "exited"
+                log.info("SIP port {port}: the earlier holder (pid {pids}) {how} after {s:.2f} s; "
+                         "starting ours", port=w.port, pids=", ".join(map(str, pids)), how=how, s=waited)
+                self._launch(w)
+                return
+            if not state["killed"] and waited >= self.reclaim_s:
+                state["killed"] = True
+                for pid in pids:
+                    if is_leftover_worker(describe_process(pid), w.port):    # still that worker
+                        _signal(pid, signal.SIGKILL)
+                log.warn("SIP port {port}: the earlier run's worker (pid {pids}) did not exit within {s:g} s: "
+                         "killed", port=w.port, pids=", ".join(map(str, pids)), s=self.reclaim_s)
+                # (a process that was on its way out is never killed: it is not provably ours)
+            if waited >= self.reclaim_s + 2.0:
+                log.error("SIP port {port}: still in use {s:.1f} s after its leftover worker was told to go; "
+                          "starting the worker anyway", port=w.port, s=waited)
+                self._launch(w)
+                return
+            w.reclaim_call = self.reactor.callLater(0.05, check)
+        check()
 
     def _pick(self, account=None):
         """The least loaded worker with room; a new one if all are full; else the least loaded.
@@ -480,6 +620,11 @@ class WorkerPool:
         for w in list(self.workers.values()):
             if w.exited:
                 continue
+            if w.transport is None:    # never started (its port was being reclaimed)
+                if w.reclaim_call is not None and w.reclaim_call.active():
+                    w.reclaim_call.cancel()
+                w.processEnded(_NeverStarted())
+                continue
             w.send({"cmd": "shutdown"})
             w.transport.closeStdin()
             killer = self.reactor.callLater(timeout, _kill, w)
@@ -490,6 +635,160 @@ class WorkerPool:
 
 class NotRegistered(RuntimeError):
     """A dial through a trunk account that no worker has registered."""
+
+
+class PortInUse(DialerError):
+    """A SIP port held by something that is not a leftover worker of an earlier run."""
+
+    code = "port-in-use"
+
+
+class _NeverStarted:
+    value = error.ProcessDone(0)
+
+
+# -- who holds a UDP port (Linux /proc) ---------------------------------------------
+
+
+def port_free(ip, port):
+    """True when a UDP socket can be bound on ``ip:port`` now (other bind errors, e.g. an
+    address this host lacks, are left for the worker to report)."""
+    s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((ip, port))
+        return True
+    except OSError as e:
+        return e.errno != errno.EADDRINUSE
+    finally:
+        s.close()
+
+
+def udp_port_holders(port):
+    """Pids holding a UDP socket on ``port`` (any address): the sockets' inodes from
+    ``/proc/net/udp[6]`` matched to ``/proc/*/fd``. Only processes this user may inspect."""
+    inodes = set()
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids = []
+    if not inodes:
+        return pids
+    for name in os.listdir("/proc"):
+        if name.isdigit() and any(_holds(d, inodes) for d in _fd_dirs(name)):
+            pids.append(int(name))
+    return sorted(pids)
+
+
+def _fd_dirs(pid):
+    """Where a process's descriptors are listed. A process on its way out may have its
+    main thread a zombie already (its fd list empty) while another thread (pjsua's media
+    thread) still holds the descriptors: then look at each thread's."""
+    yield f"/proc/{pid}/fd"
+    try:
+        if os.listdir(f"/proc/{pid}/fd"):
+            return
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return
+    for tid in tids:
+        if tid != pid:
+            yield f"/proc/{pid}/task/{tid}/fd"
+
+
+def _holds(fd_dir, inodes):
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"{fd_dir}/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _cmdline(pid):
+    """A process's argv; from another thread when the main one is a zombie already."""
+    paths = [f"/proc/{pid}/cmdline"]
+    try:
+        paths += [f"/proc/{pid}/task/{tid}/cmdline" for tid in os.listdir(f"/proc/{pid}/task") if tid != str(pid)]
+    except OSError:
+        pass
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+        except OSError:
+            continue
+        if argv:
+            return argv
+    return []
+
+
+PF_EXITING = 0x4
+
+
+def describe_process(pid):
+    """{pid, ppid, argv, exiting, worker_port, parent_pid} (the last two for a dialer
+    worker, else None), or None when the process is gone or unreadable. ``exiting``: its
+    main thread is a zombie or exiting already (a process in the middle of its exit may
+    still hold sockets for a few milliseconds, and no longer shows its command line)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        exiting = fields[0] in ("Z", "X") or bool(int(fields[6]) & PF_EXITING)
+    except (OSError, IndexError, ValueError):
+        return None
+    argv = _cmdline(pid)
+    info = {"pid": pid, "ppid": int(fields[1]), "argv": argv, "exiting": exiting, "worker_port": None,
+            "parent_pid": None}
+    if any(a == "-m" and b == "dialer.sip.worker" for a, b in zip(argv, argv[1:])):
+        info["worker_port"] = _int_arg(argv, "--port")
+        info["parent_pid"] = _int_arg(argv, "--parent-pid")
+    return info
+
+
+def is_leftover_worker(info, port):
+    """A dialer worker on ``port`` whose parent is gone: re-parented (to init or a
+    subreaper) away from the ``--parent-pid`` it was started with. It serves nobody."""
+    if info is None or info["worker_port"] != port:
+        return False
+    if info["parent_pid"] is not None:
+        return info["ppid"] != info["parent_pid"]
+    return info["ppid"] == 1
+
+
+def _int_arg(argv, name):
+    try:
+        return int(argv[argv.index(name) + 1])
+    except (ValueError, IndexError):
+        return None
+
+
+def _may_signal(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except PermissionError:
+        return False
+    except ProcessLookupError:
+        return True                    # gone already: nothing stands in the way
+
+
+def _signal(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _kill(w):

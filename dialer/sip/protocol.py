@@ -55,7 +55,13 @@ Events (``{"ev": NAME, "t": monotonic s, "ts": UTC epoch ms, ...}``):
   stats       {active, queued, recent_ended, accounts, calls: {key: {state, answered,
                rtp_rx, rtp_tx, rx_loss}}}
   error       {key?, message}
-  bye         {}                 the worker is about to exit after ``shutdown``
+  bye         {why}              the worker is about to exit; why: "shutdown" (the command),
+                                 "stdin closed", "parent gone", "SIGTERM" or "SIGINT"
+
+A worker ends with its parent: ``--parent-pid`` (the pool passes its own pid) arms a
+parent-death signal and a check of ``getppid()``; end of file on stdin without a
+``shutdown`` command, the parent's death or a SIGTERM make it hang up every call, wait at
+most ``--exit-grace`` seconds (2) for the answers and exit (see ``dialer.sip.worker``).
 """
 
 import json

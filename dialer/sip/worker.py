@@ -1,4 +1,5 @@
-"""A pjsua2 worker process: ``python -m dialer.sip.worker --port P [--ip IP] [--events-fd 3]``.
+"""A pjsua2 worker process: ``python -m dialer.sip.worker --port P [--ip IP] [--events-fd 3]
+[--parent-pid PID] [--exit-grace S]``.
 
 One Endpoint, one UDP transport, one local account (plus trunk accounts registered on
 command), up to 32 calls. Commands arrive as JSON lines on stdin, events leave as JSON
@@ -14,13 +15,40 @@ Rules this file follows (measured, see /work/shared/reference/pjsua2.md):
   is inserted before ``makeCall`` and loses its last reference in its own
   DISCONNECTED callback; none may outlive ``libDestroy``.
 - a call starts only while ``2 * (active + ended in the last 0.6 s) + 2 <= 64``.
+
+Ending with the parent (a worker must never outlive it, holding its port and its calls):
+
+- right at start the worker asks the kernel for SIGTERM when its parent dies
+  (``prctl(PR_SET_PDEATHSIG)``), then checks ``os.getppid()`` against ``--parent-pid``
+  (the pool passes its own pid): a parent that died before that call is caught there and
+  the worker exits before binding anything. The main loop checks ``getppid()`` again
+  every 0.2 s (belt and braces, e.g. where prctl is missing).
+- end of file on stdin without a ``shutdown`` command, a failed write of an event (the
+  parent closed its end), the parent-death signal, any SIGTERM: all mean "the parent is
+  gone or wants us gone now". The SIGTERM handler only sets a flag; the single-threaded
+  main loop acts on it (pjsua2 is never called from a signal handler). The worker then
+  hangs up every call (BYE, or CANCEL while ringing), refuses new ones (503), pumps
+  ``libHandleEvents`` for the answers for at most ``--exit-grace`` seconds (2), closes its
+  recordings and leaves with ``os._exit(0)``: no ``libDestroy`` (its fixed wait of about
+  a second and the trunks' unregistration would only hold the port longer; the
+  registrar's binding expires, and the replacement registers the same contact).
+- a ``shutdown`` command (the pool's clean stop) waits longer: ``--bye-grace`` + 2 s for
+  the BYE answers, then ``libDestroy`` when every call is gone.
+- either way ``alarm()`` is armed when the stop begins: a worker stuck in C code during
+  its stop is ended by SIGALRM a few seconds after its grace.
+- SIGINT (Ctrl-C reaches the whole foreground process group) is ignored by a worker that
+  has a ``--parent-pid``: ``dialer run`` drains its calls first and then stops the
+  workers itself. Without a parent pid (run by hand) SIGINT acts like SIGTERM.
 """
 
 import argparse
 import collections
+import ctypes
 import json
+import math
 import os
 import select
+import signal
 import sys
 import time
 import wave
@@ -36,6 +64,22 @@ MEDIA_DIRS = {0: "inactive", 1: "sendonly", 2: "recvonly", 3: "sendrecv"}
 # Agent phones per worker: each takes a call slot and may bring a tie call (one more);
 # 12 agents and their ties leave 8 of the 32 slots for customer calls placed here.
 MAX_AGENTS = 12
+# Seconds a worker whose parent is gone (or that got SIGTERM) waits for the answers to
+# its BYEs/CANCELs before it exits.
+EXIT_GRACE_S = 2.0
+PARENT_CHECK_S = 0.2
+PR_SET_PDEATHSIG = 1
+
+
+def set_parent_death_signal(sig=signal.SIGTERM):
+    """Linux: the kernel sends ``sig`` to this process when its parent dies (more exactly:
+    when the thread that started it ends; the pool spawns from the reactor thread).
+    True when armed."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def epoch_ms():
@@ -158,7 +202,8 @@ def wav_seconds(path):
 
 
 class Worker:
-    def __init__(self, ip, port, events_fd, bye_grace_s=4.0, rtp_port=0, max_agents=MAX_AGENTS):
+    def __init__(self, ip, port, events_fd, bye_grace_s=4.0, rtp_port=0, max_agents=MAX_AGENTS,
+                 parent_pid=None, exit_grace_s=EXIT_GRACE_S):
         self.max_agents = max_agents          # agent phones' legs this worker takes (each needs a tie too)
         self.ip = ip
         self.port = port
@@ -177,6 +222,11 @@ class Worker:
         self.inbuf = b""
         self.running = True
         self.parent_gone = False
+        self.parent_pid = parent_pid          # who started us (None: not checked)
+        self.exit_grace_s = exit_grace_s
+        self.stop_why = None                  # "shutdown" (the command) | "stdin closed" | "parent gone" | "SIGTERM"
+        self.signalled = None                 # set by the signal handler only; acted on by the loop
+        self._next_parent_check = 0.0
 
     # -- events ---------------------------------------------------------------
 
@@ -193,7 +243,27 @@ class Worker:
         except OSError:
             # The parent closed its end: nobody to report to, wind down.
             self.parent_gone = True
-            self.running = False
+            self.stop("parent gone")
+
+    def stop(self, why):
+        """Leave the main loop; the first reason wins (it decides how long the exit may take)."""
+        if self.stop_why is None:
+            self.stop_why = why
+        self.running = False
+
+    def on_signal(self, signum, frame):
+        # A signal handler: set a flag and return. pjsua2 is not reentrant; the main loop acts.
+        self.signalled = signal.Signals(signum).name
+
+    def check_parent(self, now):
+        """Act on a signal, and on a parent that is gone (re-parented: getppid changed)."""
+        if self.signalled:
+            self.stop(self.signalled)
+        if self.parent_pid and now >= self._next_parent_check:
+            self._next_parent_check = now + PARENT_CHECK_S
+            if os.getppid() != self.parent_pid:
+                self.parent_gone = True
+                self.stop("parent gone")
 
     # -- life cycle -----------------------------------------------------------
 
@@ -238,27 +308,45 @@ class Worker:
             self.ep.libHandleEvents(10)
             self.read_commands(0)
             self.housekeeping()
+            self.check_parent(time.monotonic())
         self.shutdown()
 
     def shutdown(self):
-        """Hang up everything, wait for every DISCONNECTED, then destroy the library."""
+        """Hang up everything and wait (bounded) for every DISCONNECTED. After the
+        ``shutdown`` command: up to ``bye_grace + 2`` s, then destroy the library. When the
+        parent is gone, stdin closed or a SIGTERM came: up to ``exit_grace`` s, then exit
+        at once (``os._exit``)."""
+        quick = self.stop_why != "shutdown"
+        grace = self.exit_grace_s if quick else self.bye_grace_s + 2
+        # The backstop: whatever happens below (a C call that never returns), SIGALRM's
+        # default action ends the process a few seconds after the grace.
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.alarm(int(math.ceil(grace)) + (3 if quick else 10))
         self.dials_cancelled("shutdown")
         for key in list(self.calls):
             # by key, never a loop variable holding a Call: a reference left in this
             # frame would outlive libDestroy and abort the process on exit
             if key in self.calls:
                 self._hangup(self.calls[key], cause="shutdown")
-        deadline = time.monotonic() + self.bye_grace_s + 2
+        deadline = time.monotonic() + grace
         while (self.calls or self.zombies) and time.monotonic() < deadline:
             self.ep.libHandleEvents(10)
             self.housekeeping()
+            if not quick:
+                # a clean stop cut short: the parent died (or SIGTERM) meanwhile
+                self.check_parent(time.monotonic())
+                if self.signalled or self.parent_gone:
+                    quick = True
+                    deadline = min(deadline, time.monotonic() + self.exit_grace_s)
+                    signal.alarm(int(math.ceil(self.exit_grace_s)) + 3)
         self.players.clear()
         for key in list(self.recorders):
             self.stop_record(key)
-        self.emit("bye")
-        if self.calls or self.zombies:
-            # A peer that never answers our BYE/CANCEL: the Call objects cannot be
-            # dropped safely and libDestroy would abort with them alive. Exit as is.
+        self.emit("bye", why=self.stop_why)
+        if quick or self.calls or self.zombies:
+            # Parent gone (or told to go now): nothing to gain from libDestroy. A peer that
+            # never answers our BYE/CANCEL: the Call objects cannot be dropped safely and
+            # libDestroy would abort with them alive. Either way, exit as is.
             os._exit(0)
         for acc in list(self.trunks.values()) + [self.acc]:
             acc.shutdown()
@@ -287,8 +375,8 @@ class Worker:
             data = os.read(0, 65536)
         except BlockingIOError:
             return
-        if not data:                          # parent gone: stdin EOF
-            self.running = False
+        if not data:                          # stdin EOF without "shutdown": the parent is gone
+            self.stop("stdin closed")
             return
         self.inbuf += data
         *lines, self.inbuf = self.inbuf.split(b"\n")
@@ -496,7 +584,7 @@ class Worker:
                   accounts=1 + len(self.trunks), calls=per_call)
 
     def cmd_shutdown(self, cmd):
-        self.running = False
+        self.stop("shutdown")
 
     # -- admission, timers ----------------------------------------------------
 
@@ -658,6 +746,13 @@ class Worker:
         extra = {name: value for name, value in headers.items() if name.startswith("x-")}
         tie = headers.get(protocol.TIE_HEADER.lower())
         answer = pj.CallOpParam()
+        if not self.running:                  # on our way out: take no new call
+            leg.cause = "rejected"
+            leg.reported_ended = True         # the parent never heard of this leg
+            answer.statusCode = 503
+            answer.reason = "Shutting down"
+            call.answer(answer)
+            return
         if tie is not None and tie not in self.calls:
             self.emit("error", key=key, message=f"tie call for unknown agent leg {tie!r}")
             leg.cause = "rejected"
@@ -765,13 +860,27 @@ def main(argv=None):
                     help="seconds to wait for a BYE/CANCEL answer before reporting the call ended")
     ap.add_argument("--max-agents", type=int, default=MAX_AGENTS,
                     help="agent phones this worker takes; more get 503 (each agent may need a tie call too)")
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="pid of the process that started this worker: exit if it is not (or no longer) "
+                         "our parent; SIGINT is then left to that parent")
+    ap.add_argument("--exit-grace", type=float, default=EXIT_GRACE_S,
+                    help="seconds to wait for BYE/CANCEL answers when the parent is gone or on SIGTERM")
     args = ap.parse_args(argv)
+    w = Worker(args.ip, args.port, args.events_fd, args.bye_grace, args.rtp_port, args.max_agents,
+               parent_pid=args.parent_pid, exit_grace_s=args.exit_grace)
+    # First the handler (a flag), then the parent-death signal, then the race check: a
+    # parent that died before prctl took effect has re-parented us already.
+    signal.signal(signal.SIGTERM, w.on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if args.parent_pid else w.on_signal)
+    set_parent_death_signal(signal.SIGTERM)
+    if args.parent_pid and os.getppid() != args.parent_pid:
+        print(f"error: parent {args.parent_pid} is gone (parent now {os.getppid()}); exiting", file=sys.stderr)
+        return 0
     try:
         os.fstat(args.events_fd)
     except OSError:
         print(f"error: events fd {args.events_fd} is not open", file=sys.stderr)
         return 2
-    w = Worker(args.ip, args.port, args.events_fd, args.bye_grace, args.rtp_port, args.max_agents)
     if pj is None:
         w.emit("error", message="pjsua2 is not installed (pjsua2-python==2.10.post6, "
                                 "CPython 3.9-3.12 on Linux x86_64)")
