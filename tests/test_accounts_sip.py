@@ -162,3 +162,30 @@ def test_one_user_two_phones_two_campaigns_one_session(tmp_path, sipp):
     assert {e["account_id"] for e in events} == {1}  # every agent event carries its account
     assert [(e["campaign_id"], e["state"]) for e in events][:3] == [(1, "ready"), (1, "logged_out"), (2, "ready")]
     assert "logged in again on another phone" in events[1]["reason"]
+
+
+def test_wrong_pins_over_sip_slow_down_the_phones_address(tmp_path, sipp):
+    """The worker reports where a phone's INVITE came from; after three wrong PINs from
+    that address even the right PIN waits out the back-off (answered, then hung up:
+    never logged in), and alice's account is not locked."""
+    import json
+    now = _dt.datetime.now(_dt.timezone.utc)
+    store = account_with_two_campaigns(tmp_path, now, f"127.0.0.1:{free_udp_port()}")
+    store.execute("UPDATE campaigns SET state = 'paused' WHERE name = 'autumn'")
+    port = free_udp_port()
+    alice = store.query_one("SELECT id FROM users WHERE name = 'alice'")["id"]
+
+    async def body(reactor, svc):
+        spring = dialer_of(svc, "spring")
+        for pin in ("0000", "1111", "2222", "7391"):
+            phone = sipp("uac_agent.xml", f"127.0.0.1:{port}", service=f"agent-alice-{pin}", calls=1)
+            await until(reactor, lambda: phone.proc.poll() is not None, 20, f"the phone with PIN {pin} hung up")
+        assert spring.floor.state_of(alice) == "logged_out"
+        return svc.login_guard.wait("127.0.0.1", reactor.seconds())
+
+    wait = serve(store, port, body, workers=1)
+    assert wait > 0  # the address is still waiting out its back-off
+    refused = store.query("SELECT actor, reason, detail FROM audit_log WHERE action = 'user.login-refused' ORDER BY id")
+    assert [r["reason"] for r in refused] == ["wrong PIN"] * 3
+    assert all(json.loads(r["detail"])["source"] == "127.0.0.1" and r["actor"] == "phone:127.0.0.1" for r in refused)
+    assert store.query_one("SELECT pin_failures FROM users WHERE id = ?", (alice,))["pin_failures"] == 0

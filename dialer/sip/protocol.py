@@ -44,7 +44,7 @@ Events (``{"ev": NAME, "t": monotonic s, "ts": UTC epoch ms, ...}``):
   unbridged   {a, b}
   play_done   {key, wav}         a non-looping player reached the end of its file
   recording_done {key, path, duration_s}
-  incoming    {key, from, to_user, headers, tie: agent key or null}  answered at once
+  incoming    {key, from, to_user, headers, tie: agent key or null, source: "ip:port"}  answered at once
   confirmed   {key}              an incoming call's ACK arrived (the call is up both ways)
   refused     {key, to_user, reason}  an agent phone's call answered 503: the worker has its
               ``--max-agents`` phones already (each may need a tie call: the budget)

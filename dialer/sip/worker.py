@@ -774,8 +774,10 @@ class Worker:
                 call.answer(answer)
                 return
         leg.tie_agent = tie
+        # the phone's address (ip:port the request came from): the parent slows down
+        # the addresses that send wrong PINs
         self.emit("incoming", key=key, **{"from": headers.get("from", "")},
-                  to_user=uri_user(headers.get("to", "")), headers=extra, tie=tie)
+                  to_user=uri_user(headers.get("to", "")), headers=extra, tie=tie, source=prm.rdata.srcAddress)
         answer.statusCode = 200
         call.answer(answer)
 
