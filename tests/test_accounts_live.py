@@ -317,3 +317,33 @@ def test_the_pin_check_runs_off_the_reactor_thread(adsl):
         assert "p1" in d.pending_login
     finally:
         engine.verify_pin = real
+
+
+def test_an_agent_login_finds_the_user_in_its_own_account_only(tmp_path):
+    """Two accounts running here both have an alice: the bare login is ambiguous and
+    refused (never resolved across accounts), ``alice.<account>`` picks the account."""
+    from twisted.internet import task as _task
+    from dialer.journal import Journal
+    from dialer.service import Service
+    from dialer.trunks import add_trunk
+    store = Store(tmp_path / "d.db")
+    service.ensure_defaults(store, T0)
+    for acc in ("acme", "zeta.example"):
+        create_account(store, acc, T0, "t", lines=10)
+        add_number(store, acc, "212 555 9999", T0, "t")
+        add_user(store, acc, "alice", "agent", T0, "t")
+        add_trunk(store, acc, "carrier", "127.0.0.1:5099", T0, "t")
+        create_campaign(store, "spring", acc, T0, "t", caller_id="212-555-9999", dial_mode="preview")
+        change_state(store, "spring", "start", T0, "t", account=acc)
+    add_user(store, "acme", "bob", "agent", T0, "t")
+    svc = Service(_task.Clock(), store, Journal(store.path), port=5070, workers=1)
+    acme, zeta = sorted(svc.dialers.values(), key=lambda d: d.account_id)
+    assert svc._dialer_for_login("agent-alice-7391") == (None, None)
+    assert svc._dialer_for_login("agent-alice.acme-7391") == (acme, "alice")
+    assert svc._dialer_for_login("agent-alice.zeta.example-7391-spring") == (zeta, "alice")
+    assert svc._dialer_for_login("agent-bob-7391") == (acme, "bob")  # unique: the bare name will do
+    assert svc._dialer_for_login("agent-bob.zeta.example-7391") == (None, None)  # no bob there
+    assert svc._dialer_for_login("agent-carol-7391") == (None, None)
+    with pytest.raises(Exception, match="2 accounts have a campaign named 'spring': write ACCOUNT/spring"):
+        svc._campaign_named("spring")
+    assert svc._campaign_named("zeta.example/spring")["account_id"] == zeta.account_id
