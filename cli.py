@@ -291,17 +291,18 @@ def rules_show(app, jurisdiction, version, as_json):
 
 @rules.command("edit")
 @click.argument("jurisdiction")
-@click.argument("file", type=click.File("r", encoding="utf-8"), default="-")
+@click.argument("file", type=click.File("rb"), default="-")
 @click.option("--reason", required=True, help="Why (recorded with the new version).")
 @click.option("--create", is_flag=True, help="Add a new jurisdiction.")
 @json_option
 @pass_app
 def rules_edit(app, jurisdiction, file, reason, create, as_json):
-    """Replace a rule set with FILE (JSON or YAML; '-' for stdin). Invalid data is
-    refused with the line and field; the old version stays in force."""
+    """Replace a rule set with FILE (JSON or YAML, UTF-8 or UTF-16/32 with a BOM, at most
+    256 KiB; '-' for stdin). Invalid data is refused with the line and field; the old
+    version stays in force."""
     from rules.service import edit_ruleset, ensure_defaults
     ensure_defaults(app.store, app.now())
-    out = edit_ruleset(app.store, jurisdiction, file.read(), app.now(), app.user, reason, create=create)
+    out = edit_ruleset(app.store, jurisdiction, file, app.now(), app.user, reason, create=create)
     _emit(out, as_json, f"{out['jurisdiction']} is now version {out['version']} ({len(out['changes'])} fields changed)")
 
 
@@ -341,14 +342,21 @@ def rules_history(app, jurisdiction, as_json):
 
 
 @rules.command("verify")
+@click.option("--expect-head", metavar="HASH", help="The head hash an earlier verify printed (kept outside the database).")
+@click.option("--expect-rows", type=int, metavar="N", help="The row count printed with that head.")
 @json_option
 @pass_app
-def rules_verify(app, as_json):
-    """Check the audit log's hash chain. Exit 1 if it was tampered with."""
+def rules_verify(app, expect_head, expect_rows, as_json):
+    """Check the audit log's hash chain (and that it still holds the head you kept),
+    every rule-set version against its digest and its audit entry, and the versions in
+    force. Prints the head to keep outside the database. Exit 1 if not intact."""
     from rules.service import verify
-    out = verify(app.store)
-    _emit(out, as_json, f"audit log: {out['rows']} rows, chain {'intact' if out['ok'] else 'BROKEN'}" +
-          "".join(f"\n  {e}" for e in out["errors"]))
+    out = verify(app.store, expect_head, expect_rows)
+    head = (f"audit log: {out['rows']} rows, head {out['head']}; rule-set versions: {out['versions']} checked\n")
+    _emit(out, as_json, head + (
+        f"intact. Keep the head outside the database and check it later with: dialer rules verify "
+        f"--expect-head {out['head']} --expect-rows {out['rows']}" if out["ok"] else
+        f"NOT INTACT ({len(out['errors'])} problems):" + "".join(f"\n  {e}" for e in out["errors"])))
     if not out["ok"]:
         sys.exit(1)
 

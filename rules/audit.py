@@ -1,7 +1,9 @@
 """Append-only, hash-chained audit log: who changed what, when, why.
 
 Each row holds the hash of the row before it; ``verify`` recomputes the chain,
-so an edit or deletion made behind the application's back is detected.
+so an edit or deletion made behind the application's back is detected; rows
+removed from the end are detected against the head (hash and row count) the
+operator kept from an earlier verify.
 
 ``account_id`` is the account an entry is about (NULL for installation-wide
 entries: rule sets, national registries, life-line numbers). It is part of the
@@ -11,7 +13,9 @@ hashed payload only when it is set, so rows written before the column existed
 
 import hashlib
 import json
+import re
 
+from dialer.errors import InputError
 from dialer.timeutil import to_iso
 
 GENESIS = "0" * 64
@@ -63,11 +67,26 @@ def entries(store, subject=None, action_prefix=None, account_id=None):
     return rows
 
 
-def verify(store):
-    """Recompute the chain. Returns {"ok", "rows", "errors": [..]}."""
+def verify(store, expect_head=None, expect_rows=None):
+    """Recompute the chain. Returns {"ok", "rows", "head", "errors": [..]}.
+
+    The chain alone cannot show that rows were removed from its end (or that the whole
+    log was rewritten by someone who recomputed every hash), so the operator keeps the
+    head hash and row count printed by an earlier verify outside the database and
+    passes them back: ``expect_head`` must be the hash of row ``expect_rows`` (counted
+    from the first row; with ``expect_head`` alone, of some row), and the log must
+    hold at least ``expect_rows`` rows."""
+    if expect_head is not None:
+        expect_head = str(expect_head).strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", expect_head):
+            raise InputError("the expected head must be the 64 hexadecimal digits printed by dialer rules verify")
+    if expect_rows is not None and (isinstance(expect_rows, bool) or not isinstance(expect_rows, int) or expect_rows < 0):
+        raise InputError("the expected row count must be a whole number, 0 or more")
     errors = []
     prev = GENESIS
     n = 0
+    found_at = 0 if expect_head == GENESIS else None
+    at_expected = GENESIS if expect_rows == 0 else None
     for row in store.conn.execute(
         "SELECT id, at, actor, action, subject, reason, detail, prev_hash, hash, account_id FROM audit_log ORDER BY id"
     ):
@@ -75,7 +94,24 @@ def verify(store):
         rid, at, actor, action, subject, reason, detail, prev_hash, h, account_id = row
         if prev_hash != prev:
             errors.append(f"row {rid}: prev_hash does not match the hash of the row before it (a row was removed or changed)")
-        if _row_hash(prev_hash, at, actor, action, subject, reason, detail, account_id) != h:
+        try:
+            ok = _row_hash(prev_hash, at, actor, action, subject, reason, detail, account_id) == h
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
             errors.append(f"row {rid}: content does not match its hash (the row was altered)")
+        if found_at is None and h == expect_head:
+            found_at = n
+        if n == expect_rows:
+            at_expected = h
         prev = h
+    if expect_rows is not None and n < expect_rows:
+        errors.append(f"the log has {n} rows, fewer than the {expect_rows} recorded with its head: "
+                      f"rows were removed from its end")
+    elif expect_head is not None and expect_rows is not None and at_expected != expect_head:
+        errors.append(f"row {expect_rows} of the log is not the recorded head {expect_head}: "
+                      f"the log was rewritten up to there")
+    elif expect_head is not None and expect_rows is None and found_at is None:
+        errors.append(f"the recorded head {expect_head} is not in the log: rows were removed from its end, "
+                      f"or the log was rewritten")
     return {"ok": not errors, "rows": n, "errors": errors, "head": prev}

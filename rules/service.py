@@ -9,10 +9,9 @@ import io
 import json
 import os
 import pathlib
+import re
 import uuid
 from dataclasses import replace
-
-import yaml
 
 from dialer.errors import InputError, NotFound
 from dialer.timeutil import from_iso, parse_date, to_iso, utc
@@ -20,7 +19,8 @@ from dialer.timeutil import from_iso, parse_date, to_iso, utc
 from . import audit
 from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, is_campaign_wide, screen
 from .numbers import country_code_of, normalise
-from .ruleset import RuleSetError, canonical, compile_windows, diff, parse_text, set_field, validate, _Errors
+from .ruleset import (RuleSetError, canonical, compile_windows, decode_text, diff, load_yaml, parse_text, read_limited,
+                      set_field, validate, _Errors, _show)
 
 DEFAULTS_DIR = pathlib.Path(__file__).parent / "defaults"
 SHIPPED = ("US", "GB", "TR")
@@ -66,18 +66,70 @@ def _latest(store, jur):
         "SELECT * FROM rule_set_versions WHERE jurisdiction = ? ORDER BY version DESC LIMIT 1", (jur,))
 
 
-def load_rulesets(store):
-    out = {}
-    for row in store.query(
+def _in_force(store):
+    """The current version of every rule set (rows, by jurisdiction)."""
+    return store.query(
         "SELECT v.* FROM rule_set_versions v JOIN (SELECT jurisdiction, MAX(version) AS version "
-        "FROM rule_set_versions GROUP BY jurisdiction) m ON v.jurisdiction = m.jurisdiction AND v.version = m.version"
-    ):
-        out[row["jurisdiction"]] = validate(json.loads(row["data"]), version=row["version"])
+        "FROM rule_set_versions GROUP BY jurisdiction) m ON v.jurisdiction = m.jurisdiction AND v.version = m.version "
+        "ORDER BY v.jurisdiction")
+
+
+def _compile_in_force(row):
+    """A stored version compiled, or RuleSetError in one line saying which version and
+    how to correct it (a version saved before the current limits, or edited outside)."""
+    label = f"{row['jurisdiction']}@{row['version']}"
+    try:
+        data = json.loads(row["data"])
+    except ValueError:
+        raise RuleSetError(f"rule set {label} in force is not readable JSON (changed outside the application?): "
+                           f"run dialer rules verify") from None
+    try:
+        return validate(data, version=row["version"])
+    except RuleSetError as e:
+        text = str(e).replace("rule set not accepted:", "", 1)
+        problems = "; ".join(x.strip() for x in text.splitlines() if x.strip())
+        raise RuleSetError(f"rule set {label} in force is not accepted by the current rules ({problems}): "
+                           f"correct it with dialer rules set or dialer rules edit") from None
+
+
+def _region_owners(rows):
+    """{region: [jurisdiction, ...]} over stored versions (their ``regions`` lists)."""
+    owners = {}
+    for row in rows:
+        try:
+            regions = json.loads(row["data"]).get("regions")
+        except (ValueError, AttributeError):
+            continue
+        for r in regions if isinstance(regions, list) else ():
+            if isinstance(r, str) and row["jurisdiction"] not in owners.setdefault(r, []):
+                owners[r].append(row["jurisdiction"])
+    return owners
+
+
+def load_rulesets(store):
+    """The compiled rule sets in force. A version that the current validation refuses,
+    or two rule sets claiming one region, is an error (fail closed: no verdict is
+    better than one from the wrong rules)."""
+    rows = _in_force(store)
+    out = {row["jurisdiction"]: _compile_in_force(row) for row in rows}
+    for region, jurs in sorted(_region_owners(rows).items()):
+        if len(jurs) > 1:
+            raise RuleSetError(f"region {region} is claimed by " + " and ".join(
+                f"{j}@{out[j].version}" for j in jurs) + f": a region belongs to one rule set; remove it from one "
+                f"of them with dialer rules set JURISDICTION regions ...")
     return out
 
 
+def _jurisdiction(text):
+    """A jurisdiction argument (US, gb, ...) as its code; anything else refused in one line."""
+    jur = str(text).strip().upper()
+    if not re.fullmatch(r"[A-Z]{2}[A-Z0-9-]{0,14}", jur):
+        raise InputError(f"{_show(text)} is not a jurisdiction code (US, GB, TR, ...)")
+    return jur
+
+
 def show_ruleset(store, jurisdiction, version=None):
-    jur = jurisdiction.upper()
+    jur = _jurisdiction(jurisdiction)
     if version is None:
         row = _latest(store, jur)
     else:
@@ -101,9 +153,18 @@ def _save_new_version(store, jur, data, lines, now, actor, reason, create=False)
         if row is None and not create:
             raise NotFound(f"no rule set {jur}; to add one, use: dialer rules edit {jur} FILE --create")
         version = (row["version"] if row else 0) + 1
-        validate(data, lines, version)
+        compiled = validate(data, lines, version)
         if data.get("jurisdiction") != jur:
             raise RuleSetError(f"the file is for jurisdiction {data.get('jurisdiction')!r}, not {jur}")
+        others = [r for r in _in_force(store) if r["jurisdiction"] != jur]
+        owners = _region_owners(others)
+        for region in sorted(compiled.regions):
+            if region in owners:
+                held = owners[region][0]
+                held_v = next(r["version"] for r in others if r["jurisdiction"] == held)
+                raise RuleSetError(f"region {region} belongs to rule set {held} (version {held_v}); {jur} cannot claim "
+                                   f"it too: a region belongs to one rule set (remove it from {held} first, or leave "
+                                   f"it out of {jur})")
         old = json.loads(row["data"]) if row else {}
         if row is not None and canonical(old) == canonical(data):
             raise InputError(f"no change: the file is the same as {jur} version {row['version']}")
@@ -112,34 +173,37 @@ def _save_new_version(store, jur, data, lines, now, actor, reason, create=False)
 
 
 def edit_ruleset(store, jurisdiction, text, now, actor, reason, create=False):
-    """Replace a rule set with the text given (JSON or YAML). Invalid data is refused
-    with the line and field that is wrong; the old version stays in force."""
+    """Replace a rule set with the text given (JSON or YAML: a str, bytes, or an open
+    binary file, of which at most 256 KiB are read; bytes are UTF-8, or UTF-16/32 with
+    a BOM). Invalid data is refused with the line and field that is wrong, hostile
+    text (anchors, deep nesting, other encodings, too long) in one line; the old
+    version stays in force."""
     reason = _require_reason(reason)
-    data, lines = parse_text(text)
-    return _save_new_version(store, jurisdiction.upper(), data, lines, now, actor, reason, create=create)
+    data, lines = parse_text(read_limited(text))
+    return _save_new_version(store, _jurisdiction(jurisdiction), data, lines, now, actor, reason, create=create)
 
 
 def set_rule(store, jurisdiction, field, value_text, now, actor, reason):
     """Set one field (dotted path) of the current rule set: ``states.FL.hours.windows.sun``
     to ``["09:00-20:00"]``. The value is JSON/YAML ("null" removes the field)."""
     reason = _require_reason(reason)
-    jur = jurisdiction.upper()
+    jur = _jurisdiction(jurisdiction)
     cur = show_ruleset(store, jur)
-    try:
-        value = yaml.safe_load(value_text) if isinstance(value_text, str) else value_text
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at column {mark.column + 1}" if mark is not None else ""
-        raise InputError(f"value {value_text!r} is not JSON/YAML: {getattr(e, 'problem', None) or e}{where}") from None
-    top = field.split(".")[0]
+    if isinstance(value_text, (str, bytes)):
+        text = decode_text(value_text, name="the value")
+        value = load_yaml(text, what=f"value {_show(text)}")[1] if text.strip() else None
+    else:
+        value = value_text
+    top = str(field).split(".")[0]
     if top not in ("rules", "states", "regions", "name", "holiday_calendar", "note"):
-        raise RuleSetError(f"unknown field {field!r}: paths start with rules., states., regions, name or holiday_calendar")
+        raise RuleSetError(f"unknown field {_show(field)}: paths start with rules., states., regions, name or "
+                           f"holiday_calendar")
     data = set_field(cur["data"], field, value)
     return _save_new_version(store, jur, data, None, now, actor, reason)
 
 
 def history(store, jurisdiction):
-    jur = jurisdiction.upper()
+    jur = _jurisdiction(jurisdiction)
     rows = audit.entries(store, subject=f"ruleset:{jur}")
     if not rows:
         raise NotFound(f"no rule set {jur}")
@@ -148,8 +212,56 @@ def history(store, jurisdiction):
              [{"field": "(all)", "old": None, "new": "initial version"}]} for r in rows]
 
 
-def verify(store):
-    return audit.verify(store)
+def _digest(text):
+    raw = text if isinstance(text, bytes) else str(text).encode("utf-8")
+    return hashlib.sha256(raw).hexdigest()
+
+
+def verify(store, expect_head=None, expect_rows=None):
+    """`dialer rules verify`: the audit log's hash chain (and the head kept outside the
+    database: ``expect_head``/``expect_rows``, see audit.verify), every rule-set version
+    against its digest and its audit entry (rules.version with that version and
+    digest), and the versions in force usable (valid, one rule set per region).
+    Returns {"ok", "rows", "head", "versions", "errors": [one line per problem]}."""
+    out = audit.verify(store, expect_head, expect_rows)
+    problems = list(out["errors"])
+    audited = {}
+    for r in store.query("SELECT id, subject, detail FROM audit_log WHERE action = 'rules.version' ORDER BY id"):
+        try:
+            detail = json.loads(r["detail"])
+            key = (r["subject"].split(":", 1)[1], int(detail["version"]))
+            digest = str(detail["digest"])
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            problems.append(f"audit row {r['id']}: not a readable rules.version entry")
+            continue
+        audited.setdefault(key, []).append((r["id"], digest))
+    versions = store.query("SELECT jurisdiction, version, data, digest FROM rule_set_versions "
+                           "ORDER BY jurisdiction, version")
+    for v in versions:
+        label = f"{v['jurisdiction']} version {v['version']}"
+        actual = _digest(v["data"])
+        if actual != v["digest"]:
+            problems.append(f"{label}: its data does not match its digest (changed after it was saved)")
+        entries = audited.pop((v["jurisdiction"], v["version"]), [])
+        if not entries:
+            problems.append(f"{label}: no audit entry records it (added outside the application)")
+        elif not any(d == actual for _, d in entries):
+            problems.append(f"{label}: its data is not the data the audit log recorded (audit row {entries[-1][0]}, "
+                            f"digest {entries[-1][1][:16]}; the data's digest is {actual[:16]})")
+    for (jur, ver), entries in sorted(audited.items()):
+        problems.append(f"{jur} version {ver}: recorded in the audit log (row {entries[0][0]}) but missing from "
+                        f"the rule-set table (deleted)")
+    rows = _in_force(store)
+    for row in rows:
+        try:
+            _compile_in_force(row)
+        except RuleSetError as e:
+            problems.append(str(e))
+    for region, jurs in sorted(_region_owners(rows).items()):
+        if len(jurs) > 1:
+            problems.append(f"region {region} is claimed by rule sets {' and '.join(jurs)}: a region belongs to one")
+    return {"ok": not problems, "rows": out["rows"], "head": out["head"], "versions": len(versions),
+            "errors": problems}
 
 
 # ---------------------------------------------------------------------------------
