@@ -15,6 +15,7 @@ regression fails the test instead of exhausting the machine.
 import codecs
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import resource
 import signal
@@ -26,7 +27,7 @@ from click.testing import CliRunner
 from cli import main
 from dialer.errors import DialerError, InputError
 from rules import audit, service
-from rules.ruleset import LEGAL, MAX_TEXT_BYTES, RANGES, RuleSetError, limits, validate
+from rules.ruleset import LEGAL, MAX_TEXT_BYTES, RANGES, RuleSetError, canonical, limits, validate
 from tests.conftest import default_data
 
 NOW = dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.timezone.utc)
@@ -267,7 +268,6 @@ def test_verify_detects_rule_set_data_edited_in_its_table(seeded):
     assert "US version 1: its data does not match its digest (changed after it was saved)" in out["errors"]
     assert "US version 1: its data is not the data the audit log recorded" in " ".join(out["errors"])
     # the digest recomputed to match: the audit entry still tells
-    import hashlib
     seeded.execute("UPDATE rule_set_versions SET digest = ? WHERE jurisdiction = 'US' AND version = 1",
                    (hashlib.sha256(json.dumps(data, sort_keys=True, indent=2).encode()).hexdigest(),))
     out = service.verify(seeded)
@@ -276,8 +276,6 @@ def test_verify_detects_rule_set_data_edited_in_its_table(seeded):
 
 
 def test_verify_detects_an_unaudited_version_in_force(seeded):
-    from rules.ruleset import canonical
-    import hashlib
     data = default_data("US")
     data["rules"]["registry"]["required"] = False
     text = canonical(data)
@@ -341,7 +339,6 @@ def out_digest(run, jur):
 
 
 def gb_digest(db_path):
-    import hashlib
     con = sqlite3.connect(db_path)
     data = con.execute("SELECT data FROM rule_set_versions WHERE jurisdiction = 'GB'").fetchone()[0]
     con.close()
