@@ -11,7 +11,7 @@ import collections
 import datetime as _dt
 
 from dialer.errors import InputError
-from dialer.timeutil import utc
+from dialer.timeutil import check_instant, shown
 from rules.engine import Screener
 
 from .leads import _lead_rows, lead_of
@@ -19,11 +19,24 @@ from .store import get_campaign
 
 TIME_CATEGORIES = frozenset({"hours", "holiday"})
 MAX_HOURS = 24 * 31
+MAX_STEP = 1440  # minutes: one sample a day
+
+
+def parse_step(step):
+    """--step: whole minutes, 1..MAX_STEP (rules work in whole minutes). InputError."""
+    text = str(step).strip()
+    if isinstance(step, bool) or not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_STEP:
+        raise InputError(f"--step {shown(step)}: give whole minutes between 1 and {MAX_STEP}")
+    return int(text)
 
 
 def dry_run(store, campaign, frm, to, now, step_minutes=60, account=None):
+    """Per sample instant from ``frm`` to ``to`` (instants in years MIN_YEAR..MAX_YEAR, at
+    most MAX_HOURS apart) every ``step_minutes`` (whole minutes, 1..MAX_STEP): the
+    leads dialable then and why the others are not."""
     from rules.service import load_context
-    frm, to = utc(frm), utc(to)
+    step_minutes = parse_step(step_minutes)
+    frm, to = check_instant(frm, "--from"), check_instant(to, "--to")
     if to <= frm:
         raise InputError("--to must be after --from")
     steps = int((to - frm) / _dt.timedelta(minutes=step_minutes))

@@ -41,22 +41,36 @@ def transition(state, action, name="campaign"):
     return to
 
 
+MAX_LINES = 1000  # concurrent calls of one account: far above what one dialer host carries
+
+
 def check_capacity(connection, lines):
     if connection not in CONNECTIONS:
         raise InputError(f"connection must be one of {', '.join(CONNECTIONS)}")
-    if not isinstance(lines, int) or lines < 1:
-        raise InputError("line capacity must be a whole number of at least 1")
+    if not isinstance(lines, int) or isinstance(lines, bool) or not 1 <= lines <= MAX_LINES:
+        raise InputError(f"--lines {lines}: line capacity must be a whole number from 1 to {MAX_LINES}")
     cap = CONNECTIONS[connection]
     if cap is not None and lines > cap:
         raise InputError(f"a {connection} connection carries at most {cap} concurrent calls (terms of service); asked {lines}")
     return lines
 
 
-_DUR = re.compile(r"^(\d+)\s*(m|min|h|d)?$")
+_DUR = re.compile(r"([0-9]{1,7})[ ]*(m|min|h|d)?", re.ASCII)
+_COUNT = re.compile(r"[0-9]{1,7}", re.ASCII)
+MIN_RETRY_MINUTES = 1
+MAX_RETRY_MINUTES = 30 * 1440  # 30 days
+MAX_ATTEMPTS = 20
+
+
+def _shown(text, limit=60):
+    text = str(text)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def parse_retry(text):
-    """'busy=20m/5,no-answer=2h/5' -> rules mapping (merged over the defaults)."""
+    """'busy=20m/5,no-answer=2h/5' -> rules mapping (merged over the defaults). A delay
+    is MIN_RETRY_MINUTES..MAX_RETRY_MINUTES, attempts 1..MAX_ATTEMPTS; InputError
+    naming the rule otherwise."""
     rules = {k: dict(v) for k, v in DEFAULT_RETRY.items()}
     if not text:
         return rules
@@ -68,16 +82,21 @@ def parse_retry(text):
             outcome, spec = part.split("=", 1)
             delay, attempts = spec.split("/", 1)
         except ValueError:
-            raise InputError(f"retry rule {part!r}: write OUTCOME=DELAY/MAX_ATTEMPTS, e.g. busy=20m/5") from None
+            raise InputError(f"--retry rule {_shown(part)}: write OUTCOME=DELAY/MAX_ATTEMPTS, e.g. busy=20m/5") from None
         outcome = outcome.strip()
         if outcome not in DEFAULT_RETRY:
-            raise InputError(f"retry rule {part!r}: outcome must be one of {', '.join(DEFAULT_RETRY)}")
-        m = _DUR.match(delay.strip())
+            raise InputError(f"--retry rule {_shown(part)}: outcome must be one of {', '.join(DEFAULT_RETRY)}")
+        m = _DUR.fullmatch(delay.strip())
         if not m:
-            raise InputError(f"retry rule {part!r}: delay {delay!r} is not a duration (e.g. 20m, 2h, 1d)")
+            raise InputError(f"--retry rule {_shown(part)}: delay {_shown(delay.strip())} is not a duration "
+                             f"(e.g. 20m, 2h, 1d)")
         minutes = int(m.group(1)) * {"m": 1, "min": 1, None: 1, "h": 60, "d": 1440}[m.group(2)]
-        if not attempts.strip().isdigit() or int(attempts) < 1:
-            raise InputError(f"retry rule {part!r}: max attempts must be a whole number of at least 1")
+        if not MIN_RETRY_MINUTES <= minutes <= MAX_RETRY_MINUTES:
+            raise InputError(f"--retry rule {_shown(part)}: the delay must be between {MIN_RETRY_MINUTES} minute "
+                             f"and {MAX_RETRY_MINUTES // 1440} days")
+        if not _COUNT.fullmatch(attempts.strip()) or not 1 <= int(attempts) <= MAX_ATTEMPTS:
+            raise InputError(f"--retry rule {_shown(part)}: max attempts must be a whole number from 1 to "
+                             f"{MAX_ATTEMPTS}")
         rules[outcome] = {"delay_minutes": minutes, "max_attempts": int(attempts)}
     return rules
 

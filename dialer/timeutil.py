@@ -20,20 +20,55 @@ def to_iso(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
 
 
-def parse_instant(text, what="time"):
-    """Parse an ISO 8601 instant given by a user; naive means UTC. Raises InputError."""
+# Instants a user may ask about (check --at, dry-run --from/--to): years outside are a
+# typo, and the year 1 or 9999 overflows the first hour of arithmetic on them.
+MIN_YEAR, MAX_YEAR = 2000, 2099
+
+
+def shown(text, limit=60):
+    """A user's value quoted for a one-line message (repr: no newline; long ones cut)."""
+    text = str(text)
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _out_of_range(text, what):
+    return InputError(f"{what} {shown(text)} is out of range: give an instant between {MIN_YEAR}-01-01 and "
+                      f"{MAX_YEAR}-12-31 (UTC)")
+
+
+def check_instant(dt, what="time"):
+    """``dt`` as an aware UTC datetime if it lies in years MIN_YEAR..MAX_YEAR (UTC);
+    InputError naming ``what`` otherwise (a user's instant: never a traceback)."""
+    try:
+        u = utc(dt)
+    except (OverflowError, ValueError):
+        raise _out_of_range(str(dt), what) from None
+    if not MIN_YEAR <= u.year <= MAX_YEAR:
+        raise _out_of_range(u.strftime("%Y-%m-%dT%H:%M:%SZ") if u.year >= 1000 else str(dt), what)
+    return u
+
+
+def parse_instant(text, what="time", bounded=False):
+    """Parse an ISO 8601 instant given by a user; naive means UTC. Raises InputError.
+    ``bounded``: also refuse instants outside years MIN_YEAR..MAX_YEAR (UTC)."""
     if isinstance(text, _dt.datetime):
-        return utc(text)
+        return check_instant(text, what) if bounded else utc(text)
     s = str(text).strip()
     if s.endswith(("Z", "z")):
         s = s[:-1] + "+00:00"
     try:
         dt = _dt.datetime.fromisoformat(s)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise InputError(
-            f"{what} {text!r} is not an ISO 8601 time (e.g. 2026-11-27T18:30:00Z)"
+            f"{what} {shown(text)} is not an ISO 8601 time (e.g. 2026-11-27T18:30:00Z)"
         ) from None
-    return utc(dt)
+    try:
+        u = utc(dt)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC instant
+        raise _out_of_range(text, what) from None
+    if bounded and not MIN_YEAR <= u.year <= MAX_YEAR:
+        raise _out_of_range(text, what)
+    return u
 
 
 def parse_date(text, what="date"):
@@ -42,7 +77,7 @@ def parse_date(text, what="date"):
     try:
         return _dt.date.fromisoformat(str(text).strip())
     except ValueError:
-        raise InputError(f"{what} {text!r} is not a date (YYYY-MM-DD)") from None
+        raise InputError(f"{what} {shown(text)} is not a date (YYYY-MM-DD)") from None
 
 
 def from_iso(text):

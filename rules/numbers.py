@@ -7,6 +7,8 @@ shared; tests check this against direct computation on random numbers.
 """
 
 import functools
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import phonenumbers
@@ -194,7 +196,7 @@ _NANP_REGIONS = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE[1])
 def normalise(raw, region="US", special_codes=frozenset()):
     """Facts for a number written by a person (see :func:`_normalise`). This wrapper
     is the hot-path shortcut for plain North American numbers, the bulk of lists."""
-    if raw.__class__ is str:
+    if raw.__class__ is str and raw.isascii():
         s = raw.translate(_STRIP_ALL)
         n = len(s)
         if n == 12:
@@ -205,7 +207,7 @@ def normalise(raw, region="US", special_codes=frozenset()):
             d = s if s[0] == "1" and region in _NANP_REGIONS else None
         else:
             d = None
-        if d is not None and d.isdigit() and d[1] in "23456789":
+        if d is not None and d.isdigit() and d[1] in "23456789" and (n == len(raw) or _WELL_FORMED(raw)):
             base = _EXCHANGES.get(d[:7])
             if base is None:
                 base = _EXCHANGES[d[:7]] = _nanp_exchange_facts(d[:7])
@@ -217,6 +219,89 @@ def normalise(raw, region="US", special_codes=frozenset()):
 
 _STRIP_ALL = str.maketrans("", "", " -.()/\t\u00a0\r\n\v\f")
 _EXCHANGES = {}  # '1NPANXX' -> facts, in front of the LRU cache (same objects)
+
+# The shape of a written number (ASCII, after _asciify): an optional "+", then digit
+# runs and parenthesised groups of digits, separated by spaces, "-", "." or "/".
+# Possessive quantifiers: no backtracking, linear on any input.
+_ITEM = r"(?:[0-9]++|\([ ]*+[0-9][0-9 ]*+\))"
+_SEP = r"[ \t\u00a0./-]"
+_WELL_FORMED = re.compile(
+    rf"[ \t\u00a0\r\n\v\f]*+(?:\+[ \t\u00a0]*+)?{_ITEM}(?:{_SEP}*+{_ITEM})*+[ \t\u00a0\r\n\v\f]*+\Z").match
+_SEPARATORS = frozenset(" \t\u00a0./-")
+# characters people paste that mean something ASCII: full-width plus and brackets
+_LOOKALIKE = {"\uff0b": "+", "\uff08": "(", "\uff09": ")", "\u2212": "-", "\u00b7": "."}
+
+
+def _char_name(c):
+    return f"{c!r} (U+{ord(c):04X})" if not c.isascii() or not c.isprintable() else repr(c)
+
+
+def _asciify(s):
+    """A number written with other scripts' decimal digits (Arabic-Indic, full-width,
+    Devanagari...), Unicode dashes and spaces, as ASCII: (text, None), or (None, why)."""
+    out = []
+    for c in s:
+        if c.isascii():
+            out.append(c)
+            continue
+        d = unicodedata.decimal(c, None)
+        if d is not None:
+            out.append(str(d))
+        elif c in _LOOKALIKE:
+            out.append(_LOOKALIKE[c])
+        else:
+            cat = unicodedata.category(c)
+            if cat == "Pd":
+                out.append("-")
+            elif cat == "Zs":
+                out.append(" ")
+            elif c.isalpha():
+                return None, "letters are not allowed in a phone number"
+            else:
+                return None, f"unexpected character {_char_name(c)} in a phone number"
+    return "".join(out), None
+
+
+def _malformed(s):
+    """Why the stripped ASCII text ``s`` is not written like a phone number (it failed
+    _WELL_FORMED). Only called on failure, so it may be slow."""
+    for c in s:
+        if c.isalpha():
+            return "letters are not allowed in a phone number"
+    for c in s:
+        if not (c.isdigit() or c in _SEPARATORS or c in "()+"):
+            return f"unexpected character {_char_name(c)} in a phone number"
+    if "+" in s[1:]:
+        return "'+' may only come first, before the country code"
+    if s[0] == "+":
+        rest = s[1:].lstrip(" \t\u00a0")
+        if not rest or not (rest[0].isdigit() or rest[0] == "("):
+            return "'+' must be followed by the country code"
+        s = rest
+    if s[0] in _SEPARATORS:
+        return f"a phone number cannot start with {s[0]!r}"
+    if s[-1] in _SEPARATORS:
+        return f"a phone number cannot end with {s[-1]!r}"
+    depth = 0
+    group = ""
+    for c in s:
+        if c == "(":
+            if depth:
+                return "nested parentheses in a phone number"
+            depth, group = 1, ""
+        elif c == ")":
+            if not depth:
+                return "')' without its '(' in a phone number"
+            if not any(ch.isdigit() for ch in group):
+                return "empty parentheses in a phone number"
+            if group.strip(" 0123456789"):
+                return f"only digits may stand in parentheses, not {group!r}"
+            depth = 0
+        elif depth:
+            group += c
+    if depth:
+        return "'(' without its ')' in a phone number"
+    return "not written like a phone number"
 
 
 def _normalise(raw, region="US", special_codes=frozenset()):
@@ -231,12 +316,18 @@ def _normalise(raw, region="US", special_codes=frozenset()):
     if raw is None:
         return NumberFacts(input="", error="empty")
     raw_s = str(raw)
-    s = raw_s.strip().translate(_STRIP)
-    if not s:
+    s = raw_s.strip()
+    if not s.isascii():
+        s, why = _asciify(s)
+        if why is not None:
+            return NumberFacts(input=raw_s, error=why)
+        s = s.strip()
+    if not s.translate(_STRIP):
         return NumberFacts(input=raw_s, error="empty")
-    if not _ALLOWED.issuperset(s) or "+" in s[1:]:
-        if any(c.isalpha() for c in s):
-            return NumberFacts(input=raw_s, error="letters are not allowed in a phone number")
+    if not _WELL_FORMED(s):
+        return NumberFacts(input=raw_s, error=_malformed(s))
+    s = s.translate(_STRIP)
+    if not _ALLOWED.issuperset(s) or "+" in s[1:]:  # unreachable after _WELL_FORMED; kept as a guard
         return NumberFacts(input=raw_s, error="unexpected characters in a phone number")
     plus = s[0] == "+"
     digits = s[1:] if plus else s
@@ -249,6 +340,8 @@ def _normalise(raw, region="US", special_codes=frozenset()):
             plus, digits = True, digits[2:]
         elif cc == 1 and digits.startswith("011"):
             plus, digits = True, digits[3:]
+        if plus and not digits:
+            return NumberFacts(input=raw_s, error="no digits after the international prefix")
     if not plus:
         if len(digits) <= 6:
             f = _short_code_facts(raw_s, digits, region, special_codes)
@@ -293,8 +386,11 @@ def _normalise(raw, region="US", special_codes=frozenset()):
         emergency = shortnumberinfo.connects_to_emergency_number(nsn, cc_region) if cc_region != "001" else False
         return NumberFacts(input=raw_s, region=cc_region, emergency=emergency,
                            error=base.error or "not a valid phone number")
+    # outside +1, libphonenumber's own E.164: "+44 (0)20 ..." drops its trunk 0 and is the
+    # same number (and DNC entry) as "+44 20 ..."
+    e164 = "+" + digits if ccs == "1" else base.e164
     return NumberFacts(
-        input=raw_s, e164="+" + digits, value=int(digits), region=base.region, kind=base.kind,
+        input=raw_s, e164=e164, value=int(e164[1:]), region=base.region, kind=base.kind,
         zones=base.zones, state=base.state, emergency=base.emergency,
         profile=base if digits[0] == "1" else None,
     )
@@ -305,3 +401,45 @@ def facts_direct(e164):
     n = phonenumbers.parse(e164)
     f = _facts_from_parsed(e164, n)
     return f
+
+
+def split_country_code(e164_digits):
+    """(country code digits, its first region) of E.164 digits (without '+'), or
+    (None, None) when no country code starts them."""
+    if not e164_digits or not e164_digits.isascii() or not e164_digits.isdigit() or e164_digits[0] == "0":
+        return None, None
+    return _split_country_code(e164_digits)
+
+
+@functools.lru_cache(maxsize=None)
+def national_lengths(cc):
+    """The lengths a national significant number of country code ``cc`` (int) may have
+    (libphonenumber's possible lengths over every region of the code); () if unknown."""
+    out = set()
+    for r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(cc), ()):
+        md = (phonenumbers.PhoneMetadata.metadata_for_nongeo_region(int(cc)) if r == "001"
+              else phonenumbers.PhoneMetadata.metadata_for_region(r))
+        if md is not None and md.general_desc is not None:
+            out.update(md.general_desc.possible_length or ())
+    return tuple(sorted(out))
+
+
+def prefix_reach(digits):
+    """At most how many numbers start with the E.164 prefix ``digits`` (without '+').
+    +1: every 11-digit number with that start (10**(11 - len)); elsewhere the sum over
+    the country's possible national lengths; without a known country code, every
+    number of up to 15 digits."""
+    cc, _ = split_country_code(digits)
+    if cc == "1":
+        return 10 ** max(0, 11 - len(digits))
+    lengths = national_lengths(int(cc)) if cc else ()
+    if not lengths:
+        return sum(10 ** (n - len(digits)) for n in range(max(len(digits), 8), 16))
+    rest = len(digits) - len(cc)
+    return sum(10 ** (n - rest) for n in lengths if n >= rest) or 1
+
+
+# the pieces parse_dnc_pattern shares for wildcards (+44 20*)
+asciify = _asciify
+well_formed = _WELL_FORMED
+malformed = _malformed
