@@ -509,3 +509,62 @@ def m006_open_calls(conn):
     different content, kept aside (``cdr_conflicts``) instead of dropped."""
     from .opencalls import MIGRATION_SQL
     run_script(conn, MIGRATION_SQL)
+
+
+@migration
+def m009_dnc(conn):
+    """Company and campaign DNC lists kept as snapshots (see rules.service.load_dnc):
+
+    * ``dnc_lists``: one row per list (scope ``account:<id>``, ``campaign:<id>``) with
+      its ``version``, bumped in the same transaction as every add, remove and import,
+      and a random ``token`` that ties snapshot files to this database (a file left
+      by another database at the same path is never taken for this list's).
+    * ``dnc_entries.version``: the list version that added the entry (0: before this
+      migration); the index finds what a snapshot of an older version lacks.
+    * ``dnc_removals``: every removal with its version, for the same purpose.
+
+    Every list that has entries starts at version 1."""
+    import uuid
+    run_script(conn, """
+        CREATE TABLE dnc_lists (
+            scope TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            token TEXT NOT NULL
+        );
+        ALTER TABLE dnc_entries ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX dnc_entries_by_version ON dnc_entries (scope, version);
+        CREATE TABLE dnc_removals (
+            id INTEGER PRIMARY KEY,
+            scope TEXT NOT NULL,
+            pattern TEXT NOT NULL,
+            is_prefix INTEGER NOT NULL,
+            version INTEGER NOT NULL
+        );
+        CREATE INDEX dnc_removals_by_version ON dnc_removals (scope, version);
+    """)
+    for (scope,) in conn.execute("SELECT DISTINCT scope FROM dnc_entries ORDER BY scope").fetchall():
+        conn.execute("INSERT INTO dnc_lists (scope, version, token) VALUES (?, 1, ?)", (scope, uuid.uuid4().hex))
+
+
+@migration
+def m007_lists(conn):
+    """Lead-list imports that end, one way or another (see campaigns.leads):
+
+    * ``imports.reason``: why an import failed or was cancelled; ``imports.resumable``
+      (1: a failed import whose staged rows are kept for ``--resume``, 0 otherwise);
+      ``imports.runner``: a token naming the run that owns a running import (a resume
+      takes it over; the run it replaced stops at its next chunk).
+    * ``import_errors.kind``: ``rejected``, ``duplicate`` or ``note`` (a row imported
+      with something the report should say, e.g. an alternate number or a cell beyond
+      the header); old rows are classified from their reason.
+    * An index for the imports of a campaign by status (a second run of the same file,
+      ``campaign finish`` during an import)."""
+    run_script(conn, """
+        ALTER TABLE imports ADD COLUMN reason TEXT;
+        ALTER TABLE imports ADD COLUMN resumable INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE imports ADD COLUMN runner TEXT;
+        ALTER TABLE import_errors ADD COLUMN kind TEXT NOT NULL DEFAULT 'rejected';
+        UPDATE import_errors SET kind = 'duplicate' WHERE reason LIKE 'duplicate%' OR reason LIKE 'already in%';
+        UPDATE import_errors SET kind = 'note' WHERE reason LIKE 'alternate%';
+        CREATE INDEX imports_by_campaign ON imports (campaign_id, status);
+    """)

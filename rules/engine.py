@@ -194,6 +194,11 @@ class Screener:
         self._registry = {}
         self._labels = {r: rs.label for r, rs in context.by_region.items()}
         self._prefixes = tuple(context.dnc.company_prefixes) + tuple(context.dnc.campaign_prefixes)
+        # the lists' membership tests, the fastest form each offers (a NumberSet's bitmap
+        # method; the frozenset's own), and the prefixes by length when they are many
+        self._in_company = _member(context.dnc.company)
+        self._in_campaign = _member(context.dnc.campaign)
+        self._prefix_match = _prefix_matcher(self._prefixes)
         self._profiles = {}
         # membership tests of the registries, the fastest form each offers
         self._in_registry = {j: getattr(r.numbers, "contains_int", r.numbers.__contains__)
@@ -405,9 +410,8 @@ class Screener:
                                         f"{life[1]} ({life[0]}) is a life-line number"),)
         if rs is None:
             return Verdict(f.input, f.e164, False, reasons, self.at)
-        dnc = ctx.dnc
-        if (value in dnc.company or value in dnc.campaign or (in_registry is not None and in_registry(value))
-                or (self._prefixes and f.e164.startswith(self._prefixes, 1))):
+        if (self._in_company(value) or self._in_campaign(value) or (in_registry is not None and in_registry(value))
+                or (self._prefixes and self._prefix_match(f.e164))):
             reasons = reasons + tuple(self._dnc_reasons(rs, value, f.e164, []))
         if timed:
             reasons = reasons + timed
@@ -480,6 +484,24 @@ class Screener:
         if f.e164 is None and f.short_code is None:
             reasons.append(Reason("INVALID", "invalid", f.error or "not a valid phone number"))
         return Verdict(f.input, f.e164, False, tuple(reasons), self.at, ruleset=label)
+
+
+def _member(numbers):
+    """The membership test of a DNC list (a NumberSet or any set of ints)."""
+    return getattr(numbers, "contains_int", None) or numbers.__contains__
+
+
+_PREFIX_TUPLE_MAX = 16  # up to this many prefixes str.startswith(tuple) is fastest
+
+
+def _prefix_matcher(prefixes):
+    """f(e164) -> does the number start with one of ``prefixes`` (digits without '+')?
+    Many prefixes: one set look-up per distinct prefix length, not one test each."""
+    if len(prefixes) <= _PREFIX_TUPLE_MAX:
+        return lambda e164: e164.startswith(prefixes, 1)
+    pset = frozenset(prefixes)
+    lengths = tuple(sorted({len(p) for p in pset}))
+    return lambda e164: any(e164[1:1 + n] in pset for n in lengths)
 
 
 def _no_ruleset(region):

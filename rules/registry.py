@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import json
 import operator
 import os
 import re
@@ -49,6 +50,8 @@ __all__ = [
     "NumberSet",
     "parse_registry_lines",
     "parse_registry_file",
+    "save_list_snapshot",
+    "load_list_snapshot",
 ]
 
 
@@ -200,7 +203,7 @@ class NumberSet:
         return cls._wrap(BitMap64())
 
     @classmethod
-    def from_array(cls, values: np.ndarray) -> "NumberSet":
+    def from_array(cls, values: np.ndarray, allow_dense: bool = True) -> "NumberSet":
         """Build from a numpy array of non-negative integers (ideally uint64).
 
         Sorted input is fastest (~50 million values/s: 250M numbers in ~5 s),
@@ -221,7 +224,7 @@ class NumberSet:
         arr = np.ascontiguousarray(arr)
         dense = None
         dense_count = 0
-        if arr.size >= _DENSE_MIN:
+        if allow_dense and arr.size >= _DENSE_MIN:
             dense, dense_count, arr = _split_dense(arr)
         bm = BitMap64()
         for i in range(0, arr.size, _BUILD_CHUNK):
@@ -355,6 +358,8 @@ class NumberSet:
         return iter(self.to_array().tolist())
 
     def __eq__(self, other) -> bool:
+        if isinstance(other, (set, frozenset)):
+            return len(self) == len(other) and all(self.__contains__(v) for v in other)
         if not isinstance(other, NumberSet):
             return NotImplemented
         if self._dense is None and other._dense is None:
@@ -388,6 +393,25 @@ class NumberSet:
         if self._dense is None:
             return rest
         return np.sort(np.concatenate([self._dense_values(), rest]))
+
+    def with_changes(self, add=(), remove=()) -> "NumberSet":
+        """A new set: this one without ``remove`` and then with ``add`` (iterables of
+        non-negative ints). This set is left as it is (it may be in use elsewhere)."""
+        add = np.asarray(list(add) if not isinstance(add, np.ndarray) else add, dtype=np.uint64)
+        remove = np.asarray(list(remove) if not isinstance(remove, np.ndarray) else remove, dtype=np.uint64)
+        if self._dense is not None:  # rare (>= 50M numbers): through the array
+            arr = self.to_array()
+            if remove.size:
+                arr = arr[~np.isin(arr, remove)]
+            return NumberSet.from_array(np.concatenate([arr, add]) if add.size else arr)
+        bm = BitMap64(self._bm)
+        if remove.size:
+            bm.difference_update(BitMap64(array.array("Q", remove.tobytes())))
+        if add.size:
+            buf = array.array("Q")
+            buf.frombytes(add.tobytes())
+            bm.update(buf)
+        return NumberSet._wrap(bm)
 
     def memory_bytes(self) -> int:
         """Size of the Roaring structure (its portable serialized size).
@@ -876,3 +900,101 @@ def parse_registry_file(path, country_code="1",
     numbers = NumberSet.from_array(arr)
     del arr
     return numbers, stats
+
+
+# ---------------------------------------------------------------------------
+# Company and campaign list snapshots
+# ---------------------------------------------------------------------------
+
+_LIST_MAGIC = b"DNCLIST\x01"
+_LIST_HEAD = struct.Struct("<8sI")  # magic, meta length
+_LIST_PAYLOAD = struct.Struct("<Q")  # roaring payload length
+_META_MAX = 1 << 30
+
+
+def save_list_snapshot(path, numbers: "NumberSet", prefixes, meta: dict) -> str:
+    """Atomically write one DNC list (exact numbers and prefix patterns) with ``meta``
+    (JSON-able: which list and version it is) to ``path``; return the file's sha256.
+
+    Layout: magic, meta length (uint32 LE), meta (JSON, with ``prefixes`` and
+    ``count`` added), payload length (uint64 LE), the portable 64-bit Roaring
+    serialization of the numbers, sha256 of everything before it. Written to a
+    temporary file of its own (two processes may save the same list at once),
+    fsynced, renamed over ``path``."""
+    path = os.fspath(path)
+    bm = numbers._bm
+    if numbers._dense is not None:
+        bm = BitMap64()
+        buf = array.array("Q")
+        buf.frombytes(numbers.to_array().tobytes())
+        bm.update(buf)
+    body = dict(meta, prefixes=sorted(prefixes), count=len(bm))
+    meta_b = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    payload = bm.serialize()
+    parts = [_LIST_HEAD.pack(_LIST_MAGIC, len(meta_b)), meta_b, _LIST_PAYLOAD.pack(len(payload)), payload]
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    parts.append(h.digest())
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def load_list_snapshot(path, expect: Optional[dict] = None):
+    """Read a file written by :func:`save_list_snapshot`: ``(NumberSet, prefixes,
+    meta)``. Raises :class:`RegistryError` when the file is missing, unreadable,
+    truncated, fails its checksum, or its meta differs from ``expect`` on any key
+    given there (a snapshot of another list, version or database)."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise RegistryError(f"DNC list snapshot not found: {path}") from None
+    except OSError as e:
+        raise RegistryError(f"cannot read DNC list snapshot {path}: {e}") from e
+    size = len(data)
+    if size < _LIST_HEAD.size + _LIST_PAYLOAD.size + _DIGEST_LEN or data[:8] != _LIST_MAGIC:
+        raise RegistryError(f"{path} is not a DNC list snapshot (or is truncated)")
+    view = memoryview(data)
+    try:
+        if hashlib.sha256(view[:size - _DIGEST_LEN]).digest() != bytes(view[size - _DIGEST_LEN:]):
+            raise RegistryError(f"DNC list snapshot {path} is corrupt (checksum mismatch)")
+        _, meta_len = _LIST_HEAD.unpack_from(data, 0)
+        at = _LIST_HEAD.size + meta_len
+        if meta_len > _META_MAX or at + _LIST_PAYLOAD.size > size - _DIGEST_LEN:
+            raise RegistryError(f"DNC list snapshot {path} is corrupt (bad header)")
+        try:
+            meta = json.loads(bytes(view[_LIST_HEAD.size:at]).decode("utf-8"))
+        except ValueError as e:
+            raise RegistryError(f"DNC list snapshot {path} is corrupt (meta: {e})") from None
+        (payload_len,) = _LIST_PAYLOAD.unpack_from(data, at)
+        at += _LIST_PAYLOAD.size
+        if at + payload_len != size - _DIGEST_LEN:
+            raise RegistryError(f"DNC list snapshot {path} is corrupt (length mismatch)")
+        try:
+            bm = BitMap64.deserialize(view[at:at + payload_len])
+        except Exception as e:
+            raise RegistryError(f"DNC list snapshot {path} is corrupt: cannot decode bitmap ({e})") from e
+    finally:
+        view.release()
+    if not isinstance(meta, dict) or meta.get("count") != len(bm) or not isinstance(meta.get("prefixes"), list):
+        raise RegistryError(f"DNC list snapshot {path} is corrupt (count or prefixes)")
+    for key, want in (expect or {}).items():
+        if meta.get(key) != want:
+            raise RegistryError(f"DNC list snapshot {path} is for {key} {meta.get(key)!r}, not {want!r}")
+    return NumberSet._wrap(bm), tuple(meta["prefixes"]), meta

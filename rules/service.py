@@ -2,6 +2,8 @@
 one of these. They load what the pure engine needs from the store, and record
 every change in the audit log."""
 
+import array
+import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -10,15 +12,19 @@ import json
 import os
 import pathlib
 import re
+import sqlite3
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from dialer.errors import InputError, NotFound
-from dialer.timeutil import from_iso, parse_date, to_iso, utc
+import numpy as np
+
+from dialer.errors import DialerError, InputError, NotFound
+from dialer.timeutil import check_instant, from_iso, parse_date, shown, to_iso, utc
 
 from . import audit
 from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, is_campaign_wide, screen
-from .numbers import country_code_of, normalise
+from .numbers import (asciify, country_code_of, malformed, normalise, prefix_reach, split_country_code,
+                      well_formed)
 from .ruleset import (RuleSetError, canonical, compile_windows, decode_text, diff, load_yaml, parse_text, read_limited,
                       set_field, validate, _Errors, _show)
 
@@ -351,7 +357,8 @@ def _scope(store, source, campaign, account=None):
     from campaigns.store import resolve_account
     if source == "campaign":
         if not campaign:
-            raise InputError("--campaign NAME is needed for the campaign DNC list")
+            raise InputError("--source campaign needs --campaign NAME: the campaign whose own DNC list this is "
+                             "(for the account-wide list, use --source company)")
         camp = _campaign_row(store, campaign, account)
         return f"campaign:{camp['id']}", camp["account_id"]
     if campaign and source == "company":
@@ -360,57 +367,122 @@ def _scope(store, source, campaign, account=None):
     return f"account:{acc['id']}", acc["id"]
 
 
-def parse_dnc_pattern(text, region="US"):
+def _wildcard_digits(text, body, region):
+    """The E.164 digits (no '+') of a wildcard's part before the '*'."""
+    example = "e.g. +1212* or 212555*"
+    if not body:
+        raise InputError(f"{shown(text)} is not a number prefix ({example})")
+    if not body.isascii():
+        body, why = asciify(body)
+        if why is not None:
+            raise InputError(f"{shown(text)} is not a number prefix: {why}")
+    if not well_formed(body):
+        raise InputError(f"{shown(text)} is not a number prefix ({malformed(body)}; {example})")
+    digits = body.translate(_PREFIX_STRIP)
+    plus = digits.startswith("+")
+    digits = digits.lstrip("+")
+    if not plus:
+        cc = country_code_of(region)
+        if digits.startswith("00"):
+            digits = digits[2:]
+        elif cc == 1 and digits.startswith("011"):
+            digits = digits[3:]
+        elif cc == 1 and len(digits) in (3, 6) and digits[0] in "23456789":
+            digits = "1" + digits
+        elif cc == 1 and digits.startswith("1") and len(digits) in (4, 7):
+            pass
+        else:
+            raise InputError(f"{shown(text)}: write a prefix with its country code (+44 20*) "
+                             f"or, for North America, an area code (212*) or area code and exchange (212555*)")
+    if len(digits) < 2 or digits.startswith("0"):
+        raise InputError(f"{shown(text)}: a prefix needs a country code and at least one more digit")
+    if len(digits) > 15:
+        raise InputError(f"{shown(text)}: longer than any phone number (E.164 has at most 15 digits)")
+    if split_country_code(digits)[0] is None and len(digits) >= 3:
+        raise InputError(f"{shown(text)}: no country has a code that starts +{digits[:3]}")
+    return digits
+
+
+def wildcard_width(digits):
+    """Why a prefix (E.164 digits without '+') is too wide to add without --wide, or
+    None: it must be at least a North American area code (+1NPA), elsewhere the
+    country code and two more digits."""
+    cc = split_country_code(digits)[0]
+    if cc is None:
+        return "it spans several country codes"
+    if cc == "1":
+        return "wider than a North American area code" if len(digits) < 4 else None
+    if len(digits) < len(cc) + 2:
+        return f"shorter than the country code +{cc} and two more digits"
+    return None
+
+
+def _wildcard_info(pattern):
+    return {"entry": f"+{pattern}*", "may_block": prefix_reach(pattern)}
+
+
+def _too_wide(text, pattern, where=""):
+    return InputError(f"{where}{shown(text)}: the wildcard +{pattern}* may block up to {prefix_reach(pattern):,} "
+                      f"numbers ({wildcard_width(pattern)}); add --wide to confirm")
+
+
+def parse_dnc_pattern(text, region="US", wide=False):
     """A number or a wildcard ('+1212*', '212*', '1212555*') -> (pattern, is_prefix).
-    Patterns are E.164 digits without '+'. Raises InputError."""
+    Patterns are E.164 digits without '+'. A wildcard wider than a North American area
+    code (+1 and fewer than 3 more digits) or, outside +1, shorter than its country
+    code and two more digits may block millions or billions of numbers: it needs
+    ``wide`` (--wide). Raises InputError."""
     s = str(text).strip()
     if s.endswith("*"):
-        body = s[:-1].strip()
-        digits = "".join(c for c in body if c.isdigit())
-        if not digits or any(c.isalpha() for c in body):
-            raise InputError(f"{text!r} is not a number prefix (e.g. +1212* or 212555*)")
-        if not body.startswith("+"):
-            cc = country_code_of(region)
-            if body.startswith("00"):
-                digits = digits[2:]
-            elif cc == 1 and len(digits) in (3, 6) and digits[0] in "23456789":
-                digits = "1" + digits
-            elif cc == 1 and digits.startswith("1") and len(digits) in (4, 7):
-                pass
-            else:
-                raise InputError(f"{text!r}: write a prefix with its country code (+44 20*) "
-                                 f"or, for North America, an area code (212*) or area code and exchange (212555*)")
-        if len(digits) < 2:
-            raise InputError(f"{text!r}: a prefix needs a country code and at least one more digit")
+        digits = _wildcard_digits(text, s[:-1].strip(), region)
+        if not wide and wildcard_width(digits):
+            raise _too_wide(text, digits)
         return digits, True
     f = normalise(s, region)
     if f.e164 is None:
-        raise InputError(f"{text!r} is not a valid phone number: {f.error}")
+        raise InputError(f"{shown(text)} is not a valid phone number: {f.error}")
     return f.e164[1:], False
 
 
-def add_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason="", account=None):
+def bump_list_version(store, scope):
+    """The list's next version, in the caller's transaction: every add, remove and
+    import bumps it, so a snapshot of the list knows what it lacks."""
+    row = store.query_one("SELECT version FROM dnc_lists WHERE scope = ?", (scope,))
+    if row is None:
+        store.execute("INSERT INTO dnc_lists (scope, version, token) VALUES (?, 1, ?)", (scope, uuid.uuid4().hex))
+        return 1
+    store.execute("UPDATE dnc_lists SET version = version + 1 WHERE scope = ?", (scope,))
+    return row["version"] + 1
+
+
+_INSERT_ENTRY = ("INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason, version) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, pattern) DO NOTHING")
+
+
+def add_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason="", account=None,
+            wide=False):
     """Put numbers (or prefix wildcards) on an account's company list (``source="company"``:
     the account's own list; ``account`` a name, an id, or None for the installation's
-    only account) or on a campaign's list; effective at once."""
+    only account) or on a campaign's list; effective at once. Wildcards wider than an
+    area code need ``wide``; the result says how many numbers each may block."""
     if not numbers:
         raise InputError("give at least one number")
-    parsed = [parse_dnc_pattern(n, region) for n in numbers]  # all or nothing
+    parsed = [parse_dnc_pattern(n, region, wide=wide) for n in numbers]  # all or nothing
+    wild = [_wildcard_info(p) for p, x in parsed if x]
     with store.transaction():
         scope, account_id = _scope(store, source, campaign, account)
+        version = bump_list_version(store, scope)
         added = 0
         for pattern, is_prefix in parsed:
-            cur = store.execute(
-                "INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (scope, pattern) DO NOTHING",
-                (scope, pattern, int(is_prefix), to_iso(now), actor, reason or ""),
-            )
+            cur = store.execute(_INSERT_ENTRY, (scope, pattern, int(is_prefix), to_iso(now), actor, reason or "",
+                                                version))
             added += cur.rowcount
-        audit.append(store, now, actor, "dnc.add", f"dnc:{scope}", reason or "",
-                     {"patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "added": added},
-                     account_id=account_id)
+        detail = {"patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "added": added}
+        if wild:
+            detail["wildcards"] = wild
+        audit.append(store, now, actor, "dnc.add", f"dnc:{scope}", reason or "", detail, account_id=account_id)
     return {"scope": scope, "added": added, "already": len(parsed) - added,
-            "entries": ["+" + p + ("*" if x else "") for p, x in parsed]}
+            "entries": ["+" + p + ("*" if x else "") for p, x in parsed], "wildcards": wild}
 
 
 def remove_dnc(store, numbers, now, actor, source="company", campaign=None, region="US", reason="", account=None):
@@ -418,83 +490,148 @@ def remove_dnc(store, numbers, now, actor, source="company", campaign=None, regi
         raise InputError("give at least one number")
     if not reason or not reason.strip():
         raise InputError("say why (--reason TEXT): removing a number from a DNC list is recorded with its reason")
-    parsed = [parse_dnc_pattern(n, region) for n in numbers]
+    parsed = [parse_dnc_pattern(n, region, wide=True) for n in numbers]  # removing a wide wildcard needs no --wide
     with store.transaction():
         scope, account_id = _scope(store, source, campaign, account)
+        version = bump_list_version(store, scope)
         removed = 0
-        for pattern, _ in parsed:
-            removed += store.execute("DELETE FROM dnc_entries WHERE scope = ? AND pattern = ?", (scope, pattern)).rowcount
+        for pattern, is_prefix in parsed:
+            n = store.execute("DELETE FROM dnc_entries WHERE scope = ? AND pattern = ?", (scope, pattern)).rowcount
+            if n:
+                store.execute("INSERT INTO dnc_removals (scope, pattern, is_prefix, version) VALUES (?, ?, ?, ?)",
+                              (scope, pattern, int(is_prefix), version))
+            removed += n
         audit.append(store, now, actor, "dnc.remove", f"dnc:{scope}", reason, {
             "patterns": ["+" + p + ("*" if x else "") for p, x in parsed], "removed": removed}, account_id=account_id)
     return {"scope": scope, "removed": removed, "not_listed": len(parsed) - removed}
 
 
-def _read_lines(path):
+def _iter_lines(path):
+    """(line number, text) of a DNC list file, read as it goes (a 10M-line list is
+    never held whole): UTF-8, UTF-16 with a BOM, else Latin-1 line by line."""
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        fh = open(path, "rb")
     except FileNotFoundError:
         raise InputError(f"file not found: {path}") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a directory, not a file") from None
-    if b"\x00" in raw[:4096] and not raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise InputError(f"{path} looks binary, not a text list of numbers")
-    for enc in ("utf-8-sig", "utf-16", "latin-1"):
-        try:
-            text = raw.decode(enc) if not (enc == "utf-16" and not raw.startswith((b"\xff\xfe", b"\xfe\xff"))) else None
-        except UnicodeDecodeError:
-            continue
-        if text is not None:
-            return text.splitlines()
-    return raw.decode("latin-1").splitlines()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    with fh:
+        head = fh.read(4096)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            fh.seek(0)
+            text = io.TextIOWrapper(fh, encoding="utf-16", errors="replace", newline=None)
+            n = 0
+            for line in text:
+                for part in line.splitlines() or [""]:
+                    n += 1
+                    yield n, part
+            return
+        if b"\x00" in head:
+            raise InputError(f"{path} looks binary, not a text list of numbers")
+        fh.seek(3 if head.startswith(b"\xef\xbb\xbf") else 0)
+        n = 0
+        for raw in fh:
+            for part in raw.splitlines() or [b""]:
+                n += 1
+                try:
+                    yield n, part.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield n, part.decode("latin-1")
+
+
+_FTC_AREA = re.compile(r"[0-9]{3}", re.ASCII)
+_FTC_NUMBER = re.compile(r"[0-9]{7}", re.ASCII)
+_PREFIX_STRIP = str.maketrans("", "", " -.()/\t\u00a0")
+_IMPORT_CHUNK = 50_000
+
+
+def _dnc_cell(line):
+    """The number or wildcard of one list line: an FTC 'area,number' line (212,5550100)
+    is the 10-digit US number; any other CSV line, its first cell."""
+    if "," not in line:
+        return line.strip()
+    cells = line.split(",", 2)
+    area = cells[0].strip().strip('"').strip()
+    number = cells[1].strip().strip('"').strip()
+    if _FTC_AREA.fullmatch(area) and _FTC_NUMBER.fullmatch(number):
+        return f"+1{area}{number}"
+    return area
 
 
 def import_dnc(store, path, now, actor, source="company", campaign=None, as_of=None, jurisdiction="US",
-               region="US", progress=None, account=None):
+               region="US", progress=None, account=None, wide=False):
     """Import a DNC file. ``national``: a registry snapshot with its ``as_of`` date,
     kept as a compact bitmap file beside the database (written whole, then recorded in
     one transaction: a crash leaves the previous registry in force). ``company`` /
-    ``campaign``: numbers and wildcards, one transaction. Junk lines are counted and
-    reported; the rest is imported. ``company`` is the account's own list (``account``:
-    name, id, or None for the installation's only account); national registries are
-    shared by every account."""
+    ``campaign``: numbers, FTC 'area,number' lines and wildcards (those wider than an
+    area code need ``wide``), one transaction, then the list's snapshot is rebuilt.
+    Junk lines are counted and reported; the rest is imported. ``company`` is the
+    account's own list (``account``: name, id, or None for the installation's only
+    account); national registries are shared by every account."""
     if source not in SOURCES:
         raise InputError(f"--source must be one of {', '.join(SOURCES)}")
     if source == "national":
         if account is not None or campaign is not None:
             raise InputError("a national registry is shared by every account: drop --account and --campaign")
         return _import_national(store, path, now, actor, as_of, jurisdiction, progress)
-    if source == "company" and not campaign:
-        from campaigns.store import resolve_account
-        resolve_account(store, account)  # before the file is read: a missing account is the first error
-    lines = _read_lines(path)
-    parsed, junk = [], []
-    for n, line in enumerate(lines, start=1):
-        cell = line.split(",")[0].strip().strip('"') if "," in line else line.strip()
+    _scope(store, source, campaign, account)  # before the file is read: a missing --campaign or account comes first
+    numbers, prefixes, junk = array.array("Q"), {}, []
+    lines = junk_count = 0
+    for n, line in _iter_lines(path):
+        lines = n
+        cell = _dnc_cell(line)
         if not cell or cell.startswith("#"):
             continue
         try:
-            parsed.append(parse_dnc_pattern(cell, region))
+            pattern, is_prefix = parse_dnc_pattern(cell, region, wide=True)
         except InputError as e:
             if n == 1 and any(c.isalpha() for c in cell):
                 continue  # header
-            junk.append({"line": n, "text": line[:80], "reason": str(e)})
+            junk_count += 1
+            if len(junk) < 10:
+                junk.append({"line": n, "text": line[:80], "reason": str(e)})
+            continue
+        if is_prefix:
+            if not wide and wildcard_width(pattern):
+                raise _too_wide(cell, pattern, where=f"{os.path.basename(str(path))} line {n}: ")
+            prefixes.setdefault(pattern, n)
+        else:
+            numbers.append(int(pattern))
+    parsed = len(numbers) + len(prefixes)
     if not parsed:
-        raise InputError(f"no numbers found in {path} ({len(junk)} junk lines); nothing imported")
+        raise InputError(f"no numbers found in {path} ({junk_count} junk lines); nothing imported")
+    wild = [_wildcard_info(p) for p in prefixes]
+    name = f"import {os.path.basename(str(path))}"
+    # in order and once each: a B-tree filled in key order writes each page once (10M
+    # numbers in random order took minutes), and the rows lie in the order a rebuild reads
+    values = np.sort(np.frombuffer(numbers, dtype=np.uint64)) if numbers else np.empty(0, np.uint64)
+    del numbers
+    if values.size > 1:
+        values = values[np.r_[True, values[1:] != values[:-1]]]
     with store.transaction():
         scope, account_id = _scope(store, source, campaign, account)
+        version = bump_list_version(store, scope)
+        at = to_iso(now)
         added = 0
-        for pattern, is_prefix in parsed:
-            added += store.execute(
-                "INSERT INTO dnc_entries (scope, pattern, is_prefix, added_at, added_by, reason) VALUES (?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (scope, pattern) DO NOTHING",
-                (scope, pattern, int(is_prefix), to_iso(now), actor, f"import {os.path.basename(str(path))}"),
-            ).rowcount
-        audit.append(store, now, actor, "dnc.import", f"dnc:{scope}", f"import {os.path.basename(str(path))}",
-                     {"lines": len(lines), "numbers": len(parsed), "added": added, "junk": len(junk)},
-                     account_id=account_id)
-    return {"source": source, "scope": scope, "lines": len(lines), "numbers": len(parsed), "added": added,
-            "duplicates": len(parsed) - added, "junk": len(junk), "junk_examples": junk[:10]}
+        for i in range(0, values.size, _IMPORT_CHUNK):
+            added += store.conn.executemany(_INSERT_ENTRY, ((scope, str(v), 0, at, actor, name, version)
+                                                            for v in values[i:i + _IMPORT_CHUNK].tolist())).rowcount
+        if prefixes:
+            added += store.conn.executemany(_INSERT_ENTRY, ((scope, p, 1, at, actor, name, version)
+                                                            for p in prefixes)).rowcount
+        detail = {"lines": lines, "numbers": parsed, "added": added, "junk": junk_count}
+        if wild:
+            detail["wildcards"] = wild[:20]
+        audit.append(store, now, actor, "dnc.import", f"dnc:{scope}", name, detail, account_id=account_id)
+    try:
+        _list_state(store, scope)  # the snapshot now, not in the live dialer's next claim
+    except (OSError, sqlite3.Error, DialerError):
+        pass  # the import stands; the next check builds the snapshot (or fails, and blocks)
+    return {"source": source, "scope": scope, "lines": lines, "numbers": parsed, "added": added,
+            "duplicates": parsed - added, "junk": junk_count, "junk_examples": junk, "wildcards": wild[:20],
+            "wildcards_total": len(wild), "may_block": sum(w["may_block"] for w in wild)}
 
 
 def _import_national(store, path, now, actor, as_of, jurisdiction, progress):
@@ -576,27 +713,168 @@ def current_registries(store):
     return out
 
 
+# Company and campaign lists: a snapshot per list (a bitmap of its numbers and its
+# prefixes), in memory and in a file beside the database, labelled with the list's
+# version. A check reads one row (the version); a list that changed is brought up to
+# date from the entries and removals of the versions its snapshot lacks (an index
+# range), or rebuilt whole when those are many, or when the file is missing or
+# corrupt (never skipped: without its list a number is not checked).
+_list_cache = {}  # (database path, scope) -> _ListState
+DELTA_MAX = 200_000  # changes since a snapshot beyond which the list is read whole
+DELTA_SAVE = 20_000  # changes since a snapshot file beyond which a new file is written
+
+
+@dataclass(frozen=True)
+class _ListState:
+    scope: str
+    token: str
+    version: int
+    numbers: object  # NumberSet of the exact numbers
+    prefixes: frozenset  # digit strings
+
+
+@contextlib.contextmanager
+def _read_view(store):
+    """One consistent view of the database for several reads (a list's version and its
+    entries): a read transaction, unless the caller is already in one."""
+    if store.conn.in_transaction:
+        yield
+        return
+    store.execute("BEGIN")
+    try:
+        yield
+    finally:
+        store.conn.execute("COMMIT")
+
+
+def _snapshot_name(scope, version):
+    return f"dnclist-{scope.replace(':', '-')}-v{version}.snap"
+
+
+def _list_files(store, scope):
+    """This list's snapshot files, newest version first: [(version, path)]."""
+    stem = f"dnclist-{scope.replace(':', '-')}-v"
+    out = []
+    for p in store.files_dir.glob(stem + "*.snap"):
+        v = p.name[len(stem):-5]
+        if v.isdigit():
+            out.append((int(v), p))
+    return sorted(out, reverse=True)
+
+
+def _read_whole(store, scope):
+    """(numbers, prefixes) of a list straight from its entries."""
+    from .registry import NumberSet
+    cur = store.execute("SELECT pattern FROM dnc_entries WHERE scope = ? AND is_prefix = 0", (scope,))
+    values = array.array("Q")
+    while True:
+        rows = cur.fetchmany(100_000)
+        if not rows:
+            break
+        values.extend(int(r[0]) for r in rows)
+    prefixes = frozenset(r["pattern"] for r in store.query(
+        "SELECT pattern FROM dnc_entries WHERE scope = ? AND is_prefix = 1", (scope,)))
+    return NumberSet.from_array(np.frombuffer(values, dtype=np.uint64) if values else np.empty(0, np.uint64),
+                                allow_dense=False), prefixes
+
+
+def _catch_up(store, st, version):
+    """``st`` brought to ``version`` from the entries and removals it lacks, or None when
+    they are more than DELTA_MAX (then the list is read whole). Returns (state, changes)."""
+    added = store.query("SELECT pattern, is_prefix FROM dnc_entries WHERE scope = ? AND version > ? LIMIT ?",
+                        (st.scope, st.version, DELTA_MAX + 1))
+    removed = store.query("SELECT pattern, is_prefix FROM dnc_removals WHERE scope = ? AND version > ? LIMIT ?",
+                          (st.scope, st.version, DELTA_MAX + 1))
+    if len(added) + len(removed) > DELTA_MAX:
+        return None, 0
+    # what is listed now and was added after the snapshot, plus what the snapshot had
+    # and was not removed since (a number removed and added again is in ``added``)
+    numbers = st.numbers.with_changes(add=[int(r["pattern"]) for r in added if not r["is_prefix"]],
+                                      remove=[int(r["pattern"]) for r in removed if not r["is_prefix"]])
+    prefixes = (st.prefixes - {r["pattern"] for r in removed if r["is_prefix"]}) | \
+        {r["pattern"] for r in added if r["is_prefix"]}
+    return _ListState(st.scope, st.token, version, numbers, frozenset(prefixes)), len(added) + len(removed)
+
+
+def _save_state(store, st):
+    """Write the state's snapshot file (best effort: a check never fails for want of a
+    cache file) and remove this list's older ones."""
+    from .registry import save_list_snapshot
+    target = store.files_dir / _snapshot_name(st.scope, st.version)
+    try:
+        save_list_snapshot(target, st.numbers, st.prefixes, {"scope": st.scope, "version": st.version,
+                                                             "token": st.token})
+    except OSError:
+        return
+    for v, p in _list_files(store, st.scope):
+        if v != st.version:
+            p.unlink(missing_ok=True)
+
+
+def _from_files(store, scope, token, version):
+    """The newest valid snapshot file of this list at or below ``version``, caught up;
+    None when there is none (a corrupt or foreign file is removed, never trusted)."""
+    from .registry import RegistryError, load_list_snapshot
+    for v, path in _list_files(store, scope):
+        if v > version:
+            continue  # from a later state of the database (restored from a backup?)
+        try:
+            numbers, prefixes, _ = load_list_snapshot(path, {"scope": scope, "version": v, "token": token})
+        except RegistryError:
+            path.unlink(missing_ok=True)
+            continue
+        st = _ListState(scope, token, v, numbers, frozenset(prefixes))
+        if v == version:
+            return st
+        st, changes = _catch_up(store, st, version)
+        if st is not None:
+            if changes >= DELTA_SAVE:
+                _save_state(store, st)
+            return st
+    return None
+
+
+def _list_state(store, scope):
+    """A company or campaign list as it stands: from memory while its version is the
+    same, else caught up or loaded from its snapshot file, else read whole (and saved)."""
+    key = (str(store.path), scope)
+    with _read_view(store):
+        row = store.query_one("SELECT version, token FROM dnc_lists WHERE scope = ?", (scope,))
+        if row is None:  # no versioned write yet (an opt-out list a new account took over): read it whole
+            numbers, prefixes = _read_whole(store, scope)
+            return _ListState(scope, "", 0, numbers, prefixes)
+        version, token = row["version"], row["token"]
+        st = _list_cache.get(key)
+        if st is not None and st.token == token and st.version == version:
+            return st
+        new = None
+        if st is not None and st.token == token and st.version < version:
+            new, _ = _catch_up(store, st, version)
+        if new is None:
+            new = _from_files(store, scope, token, version)
+        if new is None:
+            numbers, prefixes = _read_whole(store, scope)
+            new = _ListState(scope, token, version, numbers, prefixes)
+            _save_state(store, new)
+    _list_cache[key] = new
+    return new
+
+
 def load_dnc(store, campaign_id=None, account_id=None):
     """The DNC lists that apply: the national registries (shared), the account's own
     company list (``account:<id>``; a campaign's account when only ``campaign_id`` is
-    given) and the campaign's list. No account: no company list."""
-    company, cprefix, camp, camp_prefix = set(), [], set(), []
+    given) and the campaign's list. No account: no company list. Each list comes from
+    its snapshot (see _list_state): a check never reads a whole list."""
     if campaign_id is not None and account_id is None:
         row = store.query_one("SELECT account_id FROM campaigns WHERE id = ?", (campaign_id,))
         account_id = row["account_id"] if row else None
-    account_scope = f"account:{int(account_id)}" if account_id is not None else None
-    scopes = ([account_scope] if account_scope else []) + ([f"campaign:{campaign_id}"] if campaign_id else [])
-    if not scopes:
-        scopes = [""]  # no list: nothing matches
-    marks = ",".join("?" * len(scopes))
-    for r in store.query(f"SELECT scope, pattern, is_prefix FROM dnc_entries WHERE scope IN ({marks})", scopes):
-        if r["scope"] == account_scope:
-            (cprefix.append(r["pattern"]) if r["is_prefix"] else company.add(int(r["pattern"])))
-        else:
-            (camp_prefix.append(r["pattern"]) if r["is_prefix"] else camp.add(int(r["pattern"])))
-    return DncLists(registries=current_registries(store), company=frozenset(company),
-                    company_prefixes=tuple(sorted(cprefix)), campaign=frozenset(camp),
-                    campaign_prefixes=tuple(sorted(camp_prefix)))
+    company = _list_state(store, f"account:{int(account_id)}") if account_id is not None else None
+    camp = _list_state(store, f"campaign:{int(campaign_id)}") if campaign_id is not None else None
+    return DncLists(registries=current_registries(store),
+                    company=company.numbers if company else frozenset(),
+                    company_prefixes=tuple(sorted(company.prefixes)) if company else (),
+                    campaign=camp.numbers if camp else frozenset(),
+                    campaign_prefixes=tuple(sorted(camp.prefixes)) if camp else ())
 
 
 def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=False, account=None):
@@ -731,7 +1009,7 @@ def check_numbers(store, numbers, now, at=None, region="US", campaign=None, lead
     row, or name within ``account``), else ``account`` (name or id), else the
     installation's only account (its company list and call history; none while no
     account exists)."""
-    at = utc(at) if at is not None else utc(now)
+    at = check_instant(at, "--at") if at is not None else utc(now)
     camp, account_id = resolve_scope(store, campaign, account)
     ctx = load_context(store, now, region, camp["id"] if camp else None, account_id)
     sc = Screener(ctx, at)
