@@ -37,6 +37,24 @@ XLSX
     is given. Trailing empty header cells are dropped (openpyxl pads rows to the
     sheet's declared width, so they are an artefact, not columns).
 
+    Limits, checked before openpyxl reads anything, each refused with one line (a
+    workbook is a ZIP archive, and a small upload can inflate to gigabytes or make
+    openpyxl pad millions of empty cells):
+    * the members' declared uncompressed sizes: ``XLSX_MAX_BYTES`` in all,
+      ``XLSX_MAX_PART`` for any part openpyxl reads whole (everything but the
+      worksheets and the shared strings), ``XLSX_MAX_SHARED`` for the shared strings,
+      and at most ``XLSX_MAX_RATIO`` times the member's compressed size (legitimate
+      sheets compress 10-20 times; a deflate bomb about 1000 times). The actual size
+      cannot exceed the declared one: zipfile stops there and fails the CRC check.
+    * the shared strings and the chosen sheet are scanned (expat, streaming, early
+      exit) before openpyxl parses them: a cell longer than ``CELL_MAX_CHARS``
+      (32 767, Excel's own limit), a row or column beyond Excel's 1 048 576 rows
+      and 16 384 columns (XFD), a cell or row made of too many XML elements, or more
+      than ``XLSX_MAX_CELLS`` cells (rows x the last column holding a value, and cell
+      elements, empty formatted ones included) is refused. Only columns up to the
+      last one holding a value are read: empty formatted cells far to the right
+      (column XFD) cost nothing.
+
 Rows
     * Row numbers are 1-based *records* of the file, the header's included (it is
       row 1 in the usual case): the number Excel shows next to the row. Blank records
@@ -76,6 +94,15 @@ SNIFF_CHARS = 64 * 1024  # delimiter detection looks at this much text
 SNIFF_RECORDS = 500
 DELIMITERS = (",", ";", "\t", "|")  # in order of preference on a tie
 BUFFER_BYTES = 256 * 1024
+MAX_COLUMNS = 16_384  # Excel's columns (A..XFD)
+MAX_ROWS = 1_048_576  # Excel's rows
+CELL_MAX_CHARS = 32_767  # Excel's longest cell
+XLSX_MAX_BYTES = 512 << 20  # all members of a workbook, uncompressed
+XLSX_MAX_PART = 64 << 20  # a part openpyxl reads whole (styles, workbook, theme, ...)
+XLSX_MAX_SHARED = 256 << 20  # the shared strings (held in memory as one list)
+XLSX_MAX_RATIO = 100  # uncompressed / compressed, for members over 1 MiB
+XLSX_MAX_CELLS = 20_000_000  # rows x last used column, and cell elements
+XML_MAX_ELEMENTS = 100_000  # elements in one cell, one shared string or one row
 
 # Characters that make a cell blank (Ctrl-Z ends some old DOS files; NBSP and
 # zero-width space come from copy-paste).
@@ -83,12 +110,30 @@ _BLANK = " \t\r\n\x0b\x0c\x1a\xa0\ufeff\u200b"
 
 
 class FileError(InputError):
-    """An uploaded lead-list file cannot be read; the message names the file and the problem."""
+    """An uploaded lead-list file cannot be read; the message names the file and the problem.
+
+    The message is always one line: control characters that come from the file
+    (a sheet or member name with a newline, say) are shown escaped."""
+
+    def __init__(self, message, code=None):
+        super().__init__(one_line(message), code)
+
+
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1 (NEL), line/paragraph separators
+
+
+def one_line(text) -> str:
+    """``text`` on one line: control characters (newlines included) escaped."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], str(text))
 
 
 @dataclass
 class Table:
-    """A header and a lazy stream of ``(row_number, cells)``; see the module docstring."""
+    """A header and a lazy stream of ``(row_number, cells)``; see the module docstring.
+
+    ``header`` names are unique (a repeated name gets ``_2``, ``_3``...);
+    ``source_header`` has the names as the file wrote them (stripped), so a caller
+    can tell two columns the file calls ``phone`` from one it calls ``phone_2``."""
 
     header: list[str]
     rows: Iterator[tuple[int, list[str]]]
@@ -96,6 +141,7 @@ class Table:
     delimiter: str | None
     kind: str
     size_bytes: int
+    source_header: list[str] = field(default_factory=list)  # the names before duplicates got a _2
     _progress: Callable[[], float] = field(default=lambda: 0.0, repr=False, compare=False)
     _close: Callable[[], None] = field(default=lambda: None, repr=False, compare=False)
 
@@ -117,22 +163,38 @@ class Table:
 # ----------------------------------------------------------------------------- public
 
 
-def open_table(path: str, sheet: str | None = None) -> Table:
+def open_table(path, sheet: str | None = None, name: str | None = None) -> Table:
     """Open a CSV or XLSX lead list (type detected from the content).
 
-    ``sheet`` picks an XLSX worksheet by name (the first worksheet otherwise); it is
-    ignored for CSV. Raises :class:`FileError` for anything wrong with the file.
+    ``path`` is a file name, or an open binary file (seekable, with a file
+    descriptor: e.g. the import's snapshot, a :func:`tempfile.TemporaryFile`), which
+    is read through duplicated descriptors and left open. ``name`` is what messages
+    call the file (default: the base name of ``path``). ``sheet`` picks an XLSX
+    worksheet by name (the first worksheet otherwise); it is ignored for CSV. Raises
+    :class:`FileError` for anything wrong with the file.
     """
-    path = os.fspath(path)
-    name = os.path.basename(path.rstrip("/\\")) or path
+    if hasattr(path, "fileno"):
+        source = path
+        name = name or os.path.basename(str(getattr(source, "name", "") or "")) or "the file"
+
+        def opener():
+            raw = open(os.dup(source.fileno()), "rb", buffering=0)
+            raw.seek(0)
+            return raw
+    else:
+        path = os.fspath(path)
+        name = name or os.path.basename(path.rstrip("/\\")) or path
+
+        def opener():
+            return open(path, "rb", buffering=0)
     try:
-        st = os.stat(path)
+        st = os.fstat(path.fileno()) if hasattr(path, "fileno") else os.stat(path)
         if stat.S_ISDIR(st.st_mode):
             raise FileError(f"{name} is a folder, not a file")
         if not stat.S_ISREG(st.st_mode):
             raise FileError(f"{name} is not a regular file")
-        with open(path, "rb") as f:
-            head = f.read(SAMPLE_BYTES)
+        with opener() as f:
+            head = _read_full(f, SAMPLE_BYTES)
             whole = len(head) < SAMPLE_BYTES or not f.read(1)
     except FileNotFoundError:
         raise FileError(f"{name} does not exist") from None
@@ -144,26 +206,46 @@ def open_table(path: str, sheet: str | None = None) -> Table:
     if not head:
         raise FileError(f"{name} is empty")
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08"):
-        return _open_xlsx(path, name, size, sheet)
-    return _open_csv(path, name, size, head, whole)
+        return _open_xlsx(opener, name, size, sheet)
+    return _open_csv(opener, name, size, head, whole)
 
 
-_TRIGGERS = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")  # incl. full-width = + - @
+def _read_full(f, n):
+    """Up to ``n`` bytes (a raw file may return fewer per read)."""
+    parts, got = [], 0
+    while got < n:
+        b = f.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+_TRIGGERS = frozenset("=+-@\uff1d\uff0b\uff0d\uff20")  # incl. full-width = + - @
+# Characters a spreadsheet may skip before it looks for a formula, and control
+# characters that must not start an exported cell (OWASP: tab, CR; also LF and NUL).
+_LEADING = " \t\r\n\x00\x0b\x0c\xa0\u3000\ufeff\u200b"
+_CONTROL_START = frozenset("\t\r\n\x00\x0b\x0c")
 
 
 def neutralise(cell: str) -> str:
     """Make a cell safe for an exported CSV report (CSV/formula injection).
 
-    A cell starting with ``= + - @``, a tab or a carriage return (or the full-width
-    forms of ``= + - @``, which some spreadsheet locales also treat as formulas) gets a
-    single quote in front, so spreadsheets show it as text instead of evaluating it.
-    Anything else is returned unchanged. ``None`` becomes "".
+    Following OWASP's CSV injection guidance (and ASVS 1.2.10), a cell gets a single
+    quote in front, so spreadsheets show it as text instead of evaluating it, when it
+    starts with ``= + - @`` (or their full-width forms, which some spreadsheet locales
+    also treat as formulas), when it starts with a tab, CR, LF or NUL, or when such a
+    trigger comes after leading blanks (spaces, tabs, CR/LF, no-break spaces: some
+    spreadsheets trim them and then see the formula). Quoting the cell's delimiters
+    and quotes (RFC 4180) is the CSV writer's job. Anything else is returned
+    unchanged. ``None`` becomes "".
     """
     if cell is None:
         return ""
     if not isinstance(cell, str):
         cell = str(cell)
-    if cell and cell[0] in _TRIGGERS:
+    if cell and (cell[0] in _TRIGGERS or cell[0] in _CONTROL_START or cell.lstrip(_LEADING)[:1] in _TRIGGERS):
         return "'" + cell
     return cell
 
@@ -171,8 +253,12 @@ def neutralise(cell: str) -> str:
 # ----------------------------------------------------------------------------- common
 
 
+def _source_names(cells: list[str]) -> list[str]:
+    return [(c.replace("\ufeff", "").strip() or f"column_{i}") for i, c in enumerate(cells, 1)]
+
+
 def _clean_header(cells: list[str]) -> list[str]:
-    names = [(c.replace("\ufeff", "").strip() or f"column_{i}") for i, c in enumerate(cells, 1)]
+    names = _source_names(cells)
     taken = set(names)
     seen: set[str] = set()
     out = []
@@ -229,9 +315,15 @@ def _make_table(name, records, close, state, progress, kind, size, encoding=None
     except BaseException:
         close()
         raise
+    if len(header) > MAX_COLUMNS:
+        close()
+        raise FileError(f"{name}: the header has {len(header)} columns; a list has at most {MAX_COLUMNS} "
+                        "(Excel's limit)")
+    source = _source_names(header)
     header = _clean_header(header)
     return Table(header=header, rows=_shaped(first, records, len(header), state), encoding=encoding,
-                 delimiter=delimiter, kind=kind, size_bytes=size, _progress=progress, _close=close)
+                 delimiter=delimiter, kind=kind, size_bytes=size, source_header=source, _progress=progress,
+                 _close=close)
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -395,7 +487,7 @@ def _csv_records(reader, name, close, start=0):
         close()
 
 
-def _open_csv(path, name, size, head, whole) -> Table:
+def _open_csv(opener, name, size, head, whole) -> Table:
     # Magic numbers first: a PDF's first kilobyte can be plain ASCII.
     _check_text(name, head, "")
     encoding, codec, errors = _detect_encoding(head, whole)
@@ -410,7 +502,7 @@ def _open_csv(path, name, size, head, whole) -> Table:
     delimiter = m.group(1) if m else _sniff(text, truncated=not whole)
 
     try:
-        raw = open(path, "rb", buffering=0)
+        raw = opener()
     except OSError as e:
         raise FileError(f"{name} cannot be read: {e.strerror or e}") from None
     buffered = io.BufferedReader(raw, buffer_size=BUFFER_BYTES)
@@ -529,10 +621,10 @@ def _cell_text(cell) -> str:
     return str(v)
 
 
-def _xlsx_records(ws, name, state, close):
+def _xlsx_records(ws, name, state, close, width):
     n = 0
     try:
-        for cells in ws.iter_rows():
+        for cells in ws.iter_rows(max_col=width):
             n += 1
             state.rows = n
             vals = [_cell_text(c) for c in cells]
@@ -550,16 +642,253 @@ def _xlsx_records(ws, name, state, close):
         close()
 
 
-def _open_xlsx(path, name, size, sheet) -> Table:
+# -- limits, checked before openpyxl reads a part ----------------------------------
+
+_WORKSHEET_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"
+_SHARED_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+_COL_LETTERS = re.compile(r"\$?([A-Za-z]{1,3})")
+
+
+class _Refused(Exception):
+    """A limit the scan found crossed (becomes a FileError naming the file)."""
+
+
+def _local(tag: str) -> str:
+    return tag[tag.rfind(":") + 1:]
+
+
+def _no_dtd(*_):
+    raise _Refused("it contains an XML document type declaration (DTD), which no workbook has")
+
+
+def _expat(member_stream, handlers: dict):
+    """Feed a member through expat in 64 KiB pieces; handlers may raise _Refused."""
+    from xml.parsers import expat
+    p = expat.ParserCreate()
+    p.buffer_text = True
+    p.StartDoctypeDeclHandler = _no_dtd
+    p.EntityDeclHandler = _no_dtd
+    for k, v in handlers.items():
+        setattr(p, k, v)
+    while True:
+        data = member_stream.read(1 << 16)
+        if not data:
+            break
+        p.Parse(data, False)
+    p.Parse(b"", True)
+
+
+def _human(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}".replace(".0 ", " ")
+        n /= 1024
+
+
+def _content_types(zf, name) -> dict:
+    """Part name (without the leading /) -> content type, from [Content_Types].xml."""
+    info = next((i for i in zf.infolist() if i.filename.lower() == "[content_types].xml"), None)
+    if info is None or info.file_size > XLSX_MAX_PART:
+        return {}
+    out = {}
+
+    def start(tag, attrs):
+        if _local(tag) == "Override" and "PartName" in attrs:
+            out[attrs["PartName"].lstrip("/")] = attrs.get("ContentType", "")
+    _scan(zf, info.filename, name, {"StartElementHandler": start})
+    return out
+
+
+def _check_members(zf, name):
+    """Declared sizes and compression ratios of every member, and the shared strings'
+    cells; before openpyxl opens anything (it reads every part but the worksheets whole)."""
+    infos = zf.infolist()
+    total = sum(i.file_size for i in infos)
+    if total > XLSX_MAX_BYTES:
+        raise FileError(f"{name} would inflate to {_human(total)} when unzipped; a workbook may hold at most "
+                        f"{_human(XLSX_MAX_BYTES)}: split the list, or save it as CSV")
+    types = _content_types(zf, name)
+    shared = {p for p, t in types.items() if t == _SHARED_TYPE}
+    sheets = {p for p, t in types.items() if t == _WORKSHEET_TYPE}
+    for i in infos:
+        if i.file_size > (1 << 20) and i.file_size > XLSX_MAX_RATIO * max(i.compress_size, 1):
+            raise FileError(f"{name}: its part {i.filename} inflates {i.file_size // max(i.compress_size, 1)} times "
+                            f"(from {_human(i.compress_size)} to {_human(i.file_size)}); a workbook compresses "
+                            f"less than {XLSX_MAX_RATIO} times: this one is damaged or built to exhaust memory")
+        if i.filename in shared:
+            limit = XLSX_MAX_SHARED
+        elif i.filename in sheets or i.filename.lower().startswith("xl/worksheets/"):
+            continue  # streamed; scanned when its sheet is read
+        else:
+            limit = XLSX_MAX_PART
+        if i.file_size > limit:
+            raise FileError(f"{name}: its part {i.filename} is {_human(i.file_size)} unzipped, over the "
+                            f"{_human(limit)} such a part may have: the workbook is damaged or built to exhaust "
+                            "memory; save it again from Excel, or as CSV")
+    for part in sorted(shared):
+        _scan_shared_strings(zf, part, name)
+
+
+def _scan_shared_strings(zf, part, name):
+    st = {"in_si": False, "in_t": 0, "chars": 0, "elems": 0, "n": 0}
+
+    def start(tag, attrs):
+        t = _local(tag)
+        if t == "si":
+            st["in_si"], st["chars"], st["elems"] = True, 0, 0
+            st["n"] += 1
+        elif st["in_si"]:
+            st["elems"] += 1
+            if st["elems"] > XML_MAX_ELEMENTS:
+                raise _Refused(f"shared string {st['n']} is made of more than {XML_MAX_ELEMENTS} XML elements")
+            if t == "t":
+                st["in_t"] += 1
+
+    def end(tag):
+        t = _local(tag)
+        if t == "si":
+            st["in_si"] = False
+        elif t == "t" and st["in_t"]:
+            st["in_t"] -= 1
+
+    def chars(data):
+        if st["in_t"]:
+            st["chars"] += len(data)
+            if st["chars"] > CELL_MAX_CHARS:
+                raise _Refused(f"shared string {st['n']} is longer than {CELL_MAX_CHARS} characters "
+                               "(the longest cell Excel can hold)")
+
+    _scan(zf, part, name, {"StartElementHandler": start, "EndElementHandler": end,
+                           "CharacterDataHandler": chars})
+
+
+def _scan(zf, part, name, handlers):
+    try:
+        with zf.open(part) as f:
+            _expat(f, handlers)
+    except _Refused as e:
+        raise FileError(f"{name} cannot be read: in its part {part}, {e}; the workbook is damaged or built to "
+                        "exhaust memory: save it again from Excel, or export it as CSV") from None
+    except FileError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as e:  # ExpatError, BadZipFile (bad CRC), zlib.error, EOFError, NotImplementedError, ...
+        raise FileError(f"{name} is a damaged XLSX workbook (part {part}: {type(e).__name__}: {e}); open it in "
+                        "Excel and save it again, or export it as CSV") from None
+
+
+def _column_number(ref: str) -> int | None:
+    m = _COL_LETTERS.match(ref)
+    if not m:
+        return None
+    n = 0
+    for ch in m.group(1).upper():
+        n = n * 26 + ord(ch) - 64
+    return n
+
+
+def _scan_sheet(zf, part, name, title) -> int:
+    """Check a worksheet part against the limits; return the last column holding a value."""
+    st = {"row": 0, "col": 0, "width": 0, "cells": 0, "row_elems": 0, "in_c": False, "c_elems": 0,
+          "text": 0, "chars": 0, "has": False, "ref": ""}
+
+    def where():
+        return st["ref"] or f"row {st['row']}"
+
+    def start(tag, attrs):
+        t = _local(tag)
+        if t == "c":
+            ref = attrs.get("r")
+            if ref:
+                col = _column_number(ref)
+                if col is None:
+                    raise _Refused(f"cell reference {ref[:20]!r} is not a cell reference")
+            else:
+                col = st["col"] + 1
+            if col > MAX_COLUMNS:
+                raise _Refused(f"cell {ref[:20] if ref else _ref(col, st['row'])} is beyond column XFD "
+                               f"({MAX_COLUMNS}), Excel's last column")
+            st["col"], st["ref"] = col, (ref[:20] if ref else _ref(col, st["row"]))
+            st["in_c"], st["c_elems"], st["chars"], st["has"] = True, 0, 0, False
+            st["cells"] += 1
+            if st["cells"] > XLSX_MAX_CELLS:
+                raise _Refused(f"the sheet has more than {XLSX_MAX_CELLS:,} cells (empty formatted ones count)")
+            st["row_elems"] += 1
+        elif st["in_c"]:
+            st["c_elems"] += 1
+            st["row_elems"] += 1
+            if st["c_elems"] > XML_MAX_ELEMENTS:
+                raise _Refused(f"cell {where()} is made of more than {XML_MAX_ELEMENTS} XML elements")
+            if t in ("v", "t", "f"):
+                st["text"] += 1
+        elif t == "row":
+            r = attrs.get("r")
+            if r is not None:
+                if not (r.isascii() and r.isdigit()):
+                    raise _Refused(f"row number {r[:20]!r} is not a number")
+                row = int(r)
+            else:
+                row = st["row"] + 1
+            if not 1 <= row <= MAX_ROWS:
+                raise _Refused(f"row {row} is beyond Excel's {MAX_ROWS:,} rows")
+            st["row"], st["col"], st["row_elems"], st["ref"] = row, 0, 0, ""
+            if row * max(st["width"], 1) > XLSX_MAX_CELLS:
+                raise _Refused(_too_many(st))
+        if st["row_elems"] > XML_MAX_ELEMENTS:
+            raise _Refused(f"row {st['row']} is made of more than {XML_MAX_ELEMENTS} XML elements")
+
+    def end(tag):
+        t = _local(tag)
+        if t == "c":
+            st["in_c"] = False
+            if st["has"] and st["col"] > st["width"]:
+                st["width"] = st["col"]
+                if st["row"] * st["width"] > XLSX_MAX_CELLS:
+                    raise _Refused(_too_many(st))
+        elif st["in_c"] and t in ("v", "t", "f") and st["text"]:
+            st["text"] -= 1
+
+    def chars(data):
+        if st["in_c"] and st["text"]:
+            st["chars"] += len(data)
+            if data.strip():
+                st["has"] = True
+            if st["chars"] > CELL_MAX_CHARS:
+                raise _Refused(f"cell {where()} is longer than {CELL_MAX_CHARS} characters (the longest cell "
+                               "Excel can hold)")
+
+    try:
+        _scan(zf, part, name, {"StartElementHandler": start, "EndElementHandler": end,
+                               "CharacterDataHandler": chars})
+    except FileError as e:
+        raise FileError(str(e).replace(f"in its part {part},", f"sheet {title!r}:", 1)) from None
+    return st["width"]
+
+
+def _ref(col, row) -> str:
+    from openpyxl.utils import get_column_letter
+    return f"{get_column_letter(col)}{row}" if 1 <= col <= MAX_COLUMNS else f"column {col} of row {row}"
+
+
+def _too_many(st) -> str:
+    from openpyxl.utils import get_column_letter
+    return (f"it is {st['row']:,} rows by {st['width']:,} columns (a value in column "
+            f"{get_column_letter(st['width'])}), over the {XLSX_MAX_CELLS:,} cells a list may have; delete the "
+            "stray cells far to the right or below, or save the sheet as CSV")
+
+
+def _open_xlsx(opener, name, size, sheet) -> Table:
     try:
         import openpyxl
     except ImportError:  # pragma: no cover - a deployment problem, not the user's
         raise FileError(f"{name} is an XLSX workbook, but the XLSX reader (openpyxl) is not installed") from None
     try:
-        f = open(path, "rb")
+        f = io.BufferedReader(opener())
     except OSError as e:
         raise FileError(f"{name} cannot be read: {e.strerror or e}") from None
     wb = None
+    zf = None
 
     def close():
         if wb is not None:
@@ -567,12 +896,14 @@ def _open_xlsx(path, name, size, sheet) -> Table:
                 wb.close()
             except Exception:
                 pass
+        if zf is not None:
+            zf.close()
         f.close()
 
     try:
         try:
-            with zipfile.ZipFile(f) as zf:
-                problem = _zip_problem(name, set(zf.namelist()))
+            zf = zipfile.ZipFile(f)
+            problem = _zip_problem(name, set(zf.namelist()))
         except MemoryError:
             raise
         except Exception as e:  # BadZipFile, NotImplementedError (odd versions), struct.error, ...
@@ -580,6 +911,7 @@ def _open_xlsx(path, name, size, sheet) -> Table:
                             "or export it as CSV") from None
         if problem:
             raise FileError(problem)
+        _check_members(zf, name)
         f.seek(0)
         try:
             with warnings.catch_warnings():
@@ -605,6 +937,11 @@ def _open_xlsx(path, name, size, sheet) -> Table:
             ws = wb[match[0]]
             if not hasattr(ws, "iter_rows"):
                 raise FileError(f"sheet {match[0]!r} of {name} is a chart, not a table")
+        part = getattr(ws, "_worksheet_path", None)
+        if part not in set(zf.namelist()):
+            raise FileError(f"{name} is a damaged XLSX workbook (sheet {ws.title!r} has no part); open it in "
+                            "Excel and save it again, or export it as CSV")
+        width = _scan_sheet(zf, part, name, ws.title)
         declared = ws.max_row if isinstance(ws.max_row, int) and ws.max_row > 0 else None
         ws.reset_dimensions()  # declared dimensions are often wrong; read what is there
     except BaseException:
@@ -618,7 +955,7 @@ def _open_xlsx(path, name, size, sheet) -> Table:
             return 1.0
         return min(state.rows / declared, 0.999) if declared else 0.0
 
-    records = _xlsx_records(ws, name, state, close)
+    records = _xlsx_records(ws, name, state, close, max(width, 1))
 
     def close_all():
         records.close()
