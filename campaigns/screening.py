@@ -13,18 +13,19 @@ from .leads import resolve_mapping
 
 
 def read_leads(path, region="US", mapping=None):
-    table = open_table(str(path))
-    fmap = resolve_mapping(table.header, mapping)
-
-    def get(cells, field):
-        cols = fmap.get(field)
-        return " ".join(cells[i].strip() for i in cols if cells[i].strip()) or None if cols else None
-
-    leads = [Lead(phone=get(cells, "phone") or "", state=get(cells, "state"), zone=get(cells, "zone"),
-                  business=get(cells, "business"), region=region) for _, cells in table.rows]
+    with open_table(str(path)) as table:
+        fmap = resolve_mapping(table.header, mapping, table.source_header)
+        leads = [Lead(phone=_get(cells, fmap, "phone") or "", state=_get(cells, fmap, "state"),
+                      zone=_get(cells, fmap, "zone"), business=_get(cells, fmap, "business"), region=region)
+                 for _, cells in table.rows]
     if not leads:
         raise InputError(f"{path} has a header but no rows")
     return leads
+
+
+def _get(cells, fmap, field):
+    cols = fmap.get(field)
+    return " ".join(cells[i].strip() for i in cols if cells[i].strip()) or None if cols else None
 
 
 def screen_file(store, path, now, at=None, region="US", campaign=None, examples=3, mapping=None, account=None):
