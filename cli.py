@@ -98,7 +98,8 @@ def main(ctx, db, user):
 # --------------------------------------------------------------------------------- check
 
 def _at(at):
-    return parse_instant(at, "--at") if at else None
+    """--at as an instant; absent means now, but an empty value is a mistake, not now."""
+    return parse_instant(at, "--at", bounded=True) if at is not None else None
 
 
 def _verdict_text(v):
@@ -179,17 +180,23 @@ def dnc():
 @click.option("--as-of", help="Date of a national registry copy (YYYY-MM-DD).")
 @click.option("--jurisdiction", default="US", show_default=True, help="Jurisdiction of a national registry.")
 @click.option("--region", default="US", show_default=True, help="Region for numbers without a country code.")
+@click.option("--wide", is_flag=True, help="Confirm wildcards wider than an area code (+1 2*, +44*): each may block "
+                                           "millions of numbers.")
 @json_option
 @pass_app
-def dnc_import(app, file, source, campaign, account, as_of, jurisdiction, region, as_json):
+def dnc_import(app, file, source, campaign, account, as_of, jurisdiction, region, wide, as_json):
     """Import a DNC file (one number or wildcard a line; FTC 'area,number' lines too):
     a national registry (shared by every account), the account's company list, or a
-    campaign's list."""
+    campaign's list (--source campaign --campaign NAME)."""
     from rules.service import import_dnc
     out = import_dnc(app.store, file, app.now(), app.user, source=source, campaign=campaign, as_of=as_of,
-                     jurisdiction=jurisdiction, region=region, account=account)
+                     jurisdiction=jurisdiction, region=region, account=account, wide=wide)
     text = (f"imported {out['numbers']} numbers ({out.get('added', out['numbers'])} new) from {out['lines']} lines; "
             f"{out['junk']} junk lines")
+    if out.get("wildcards_total"):
+        text += (f"\n{out['wildcards_total']} wildcards, which may block up to {out['may_block']:,} numbers: "
+                 + ", ".join(f"{w['entry']} ({w['may_block']:,})" for w in out["wildcards"][:5])
+                 + (", ..." if out["wildcards_total"] > 5 else ""))
     if out["junk_examples"]:
         text += "\n" + "\n".join(f"  line {j['line']}: {j['text']}" for j in out["junk_examples"])
     _emit(out, as_json, text)
@@ -206,14 +213,17 @@ def _dnc_scope_options(f):
 @dnc.command("add")
 @click.argument("numbers", nargs=-1, required=True)
 @_dnc_scope_options
+@click.option("--wide", is_flag=True, help="Confirm wildcards wider than an area code (+1 2*, +44*): each may block "
+                                           "millions of numbers.")
 @json_option
 @pass_app
-def dnc_add(app, numbers, campaign, account, region, reason, as_json):
+def dnc_add(app, numbers, campaign, account, region, reason, wide, as_json):
     """Add numbers or wildcards (+1212*, 212555*) to the account's company (or a campaign's) DNC list."""
     from rules.service import add_dnc
     out = add_dnc(app.store, numbers, app.now(), app.user, source="campaign" if campaign else "company",
-                  campaign=campaign, region=region, reason=reason, account=account)
-    _emit(out, as_json, f"added {out['added']} to {out['scope']} DNC ({out['already']} already listed)")
+                  campaign=campaign, region=region, reason=reason, account=account, wide=wide)
+    _emit(out, as_json, f"added {out['added']} to {out['scope']} DNC ({out['already']} already listed)" + "".join(
+        f"\n  wildcard {w['entry']} may block up to {w['may_block']:,} numbers" for w in out["wildcards"]))
 
 
 @dnc.command("remove")
@@ -578,7 +588,7 @@ _state_command("finish", "Finish a campaign for good.")
 @click.argument("name")
 @click.option("--from", "frm", required=True, help="ISO 8601 start (naive = UTC).")
 @click.option("--to", "to", required=True, help="ISO 8601 end.")
-@click.option("--step", default=60, show_default=True, help="Minutes between samples.")
+@click.option("--step", default="60", show_default=True, help="Minutes between samples (whole minutes, 1 to 1440).")
 @click.option("--account", help="The account (needed once the installation has several).")
 @json_option
 @pass_app
@@ -586,8 +596,8 @@ def campaign_dry_run(app, name, frm, to, step, account, as_json):
     """Walk the campaign through virtual time: per hour, how many leads would be
     dialable and why the others would not."""
     from campaigns.dryrun import dry_run
-    out = dry_run(app.store, name, parse_instant(frm, "--from"), parse_instant(to, "--to"), app.now(), step,
-                  account=account)
+    out = dry_run(app.store, name, parse_instant(frm, "--from", bounded=True), parse_instant(to, "--to", bounded=True),
+                  app.now(), step, account=account)
     if as_json:
         _emit(out, True)
         return
@@ -601,7 +611,7 @@ def campaign_dry_run(app, name, frm, to, step, account, as_json):
 
 @main.group(name="list", cls=_Group)
 def list_():
-    """Lead lists: import, errors."""
+    """Lead lists: import, errors, show, cancel."""
 
 
 @list_.command("import")
@@ -611,7 +621,7 @@ def list_():
 @click.option("--map", "mapping", help="Columns for fields, e.g. phone=Mobile,name=Customer,business=Company.")
 @click.option("--region", default="US", show_default=True, help="Region for numbers without a country code.")
 @click.option("--dedupe", type=click.Choice(["list", "campaign", "account", "none"]), default="campaign", show_default=True)
-@click.option("--resume", type=int, help="Resume an interrupted import (its id).")
+@click.option("--resume", type=int, help="Resume an interrupted or failed import (its id; give the same file).")
 @json_option
 @pass_app
 def list_import(app, file, campaign, account, mapping, region, dedupe, resume, as_json):
@@ -645,7 +655,9 @@ def list_import(app, file, campaign, account, mapping, region, dedupe, resume, a
                f"multi-line groups {p['multiline_groups']} ({p['multiline_leads']} leads)")
     for cat, exs in p["examples"].items():
         click.echo(f"  e.g. {cat}: " + "; ".join(f"{e['phone']} (row {e['row']}): {e['detail']}" for e in exs[:2]))
-    if out["rejected"] or out["duplicates"]:
+    if out.get("notes"):
+        click.echo(f"  notes  {out['notes']:>6}  rows imported with a remark (e.g. cells beyond the header)")
+    if out["rejected"] or out["duplicates"] or out.get("notes"):
         click.echo(f"per-row report: dialer list errors {out['import_id']} [--csv]")
 
 
@@ -665,8 +677,41 @@ def list_errors(app, import_id, as_csv, account, as_json):
         for r in rows:
             _emit(r, True)
     else:
+        from campaigns.files import one_line
         for r in rows:
-            click.echo(f"row {r['row']:>7}  {r['column']:<14} {r['value']!r:<24} {r['reason']}")
+            click.echo(f"row {r['row']:>7}  {one_line(r['column']):<14} {r['value']!r:<24} {one_line(r['reason'])}")
+
+
+@list_.command("show")
+@click.argument("import_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def list_show(app, import_id, account, as_json):
+    """An import: its status (running, done, failed, cancelled), counts and reason."""
+    from campaigns.leads import import_status
+    from campaigns.files import one_line
+    j = import_status(app.store, import_id, account)
+    _emit(j, as_json, f"import {j['import_id']} ({one_line(j['file'])} into {j['campaign']}): {j['status']}, "
+                      f"{j['rows_done']} rows read, {j['imported']} imported, {j['rejected']} rejected, "
+                      f"{j['duplicates']} duplicates" + (f"; {one_line(j['reason'])}" if j["reason"] else "")
+                      + ("; resumable (--resume)" if j["resumable"] and j["status"] != "done" else ""))
+
+
+@list_.command("cancel")
+@click.argument("import_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@json_option
+@pass_app
+def list_cancel(app, import_id, account, reason, as_json):
+    """Cancel an import that is running, was interrupted or failed: its staged rows
+    (never dialable) are removed, the import is marked cancelled (audited). A run still
+    going stops at its next chunk."""
+    from campaigns.leads import cancel_import
+    out = cancel_import(app.store, import_id, app.now(), app.user, account=account, reason=reason)
+    _emit(out, as_json, f"import {import_id}: cancelled (was {out['was']}), {out['staged_removed']} staged rows "
+                        f"removed")
 
 
 @main.group(cls=_Group)

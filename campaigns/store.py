@@ -13,7 +13,7 @@ import wave
 from decimal import Decimal, InvalidOperation
 
 from dialer.errors import InputError, NotFound
-from dialer.timeutil import to_iso
+from dialer.timeutil import shown, to_iso
 from rules import audit
 from rules.numbers import normalise
 from rules.ruleset import _Errors, compile_windows
@@ -44,6 +44,9 @@ def create_account(store, name, now, actor, connection="fiber", lines=30):
                 "SELECT ?, pattern, is_prefix, added_at, added_by, reason FROM dnc_entries WHERE scope = 'company' "
                 "ON CONFLICT (scope, pattern) DO NOTHING", (f"account:{acc_id}",)).rowcount
             store.execute("DELETE FROM dnc_entries WHERE scope = 'company'")
+            if adopted:
+                from rules.service import bump_list_version
+                bump_list_version(store, f"account:{acc_id}")  # its snapshot is built from these entries
         detail = {"name": name, "connection": connection, "line_capacity": lines}
         if adopted:
             detail["dnc_taken_over"] = adopted
@@ -232,15 +235,38 @@ def check_greeting(path):
     return {"rate": rate, "seconds": round(frames / rate, 2)}
 
 
-def _abandon_target(text):
+def _decimal_option(text, option, example):
+    """A finite decimal number from a user's option value; InputError naming the option."""
     try:
-        v = Decimal(str(text))
-    except InvalidOperation:
-        raise InputError(f"abandon target {text!r} is not a number (e.g. 0.03 for 3 %)") from None
+        v = Decimal(str(text).strip())
+    except (InvalidOperation, ValueError):
+        v = None
+    if v is None or not v.is_finite():
+        raise InputError(f"{option} {shown(text)} is not a finite number (e.g. {example})")
+    return v
+
+
+def _abandon_target(text):
+    """--abandon-target: a fraction 0..0.03, or a percentage above 1 (2.5 = 2.5 %)."""
+    v = _decimal_option(text, "--abandon-target", "0.03 for 3 %")
+    if v < 0:
+        raise InputError(f"--abandon-target {shown(text)} is negative: give a fraction between 0 and 0.03 "
+                         f"(or a percentage up to 3)")
     if v > 1:
         v = v / 100  # given in percent
-    if not Decimal(0) <= v <= Decimal("0.03"):
-        raise InputError(f"abandon target {text} is above the legal cap of 3 %")
+    if v > Decimal("0.03"):
+        raise InputError(f"--abandon-target {shown(text)} is above the legal cap of 3 %: give a fraction between 0 "
+                         f"and 0.03 (or a percentage up to 3)")
+    return v
+
+
+def _power_ratio(text):
+    """--ratio: lines per free agent in power mode, 1..5."""
+    if text is None or not str(text).strip():
+        raise InputError("power mode needs --ratio, a number of lines per free agent between 1 and 5 (e.g. 1.5)")
+    v = _decimal_option(text, "--ratio", "1.5")
+    if not Decimal(1) <= v <= Decimal(5):
+        raise InputError(f"--ratio {shown(text)}: the power ratio must be between 1 and 5 lines per free agent")
     return v
 
 
@@ -257,12 +283,9 @@ def create_campaign(store, name, account, now, actor, region="US", caller_id=Non
         raise InputError(f"dial mode must be one of {', '.join(model.DIAL_MODES)}")
     ratio = None
     if dial_mode == "power":
-        try:
-            ratio = Decimal(str(power_ratio))
-        except InvalidOperation:
-            raise InputError("power mode needs --ratio, a number of lines per free agent (e.g. 1.5)") from None
-        if not Decimal(1) <= ratio <= Decimal(5):
-            raise InputError("power ratio must be between 1 and 5 lines per free agent")
+        ratio = _power_ratio(power_ratio)
+    elif power_ratio is not None:
+        _power_ratio(power_ratio)  # checked even when unused: a typo is still a typo
     target = _abandon_target(abandon_target)
     retry_rules = model.parse_retry(retry) if isinstance(retry, str) or retry is None else retry
     cid = None
@@ -367,13 +390,26 @@ def show_campaign(store, name, account=None):
 
 def change_state(store, name, action, now, actor, reason="", account=None):
     """start / pause / finish, with only legal transitions. Starting needs a caller ID
-    the rules accept and, for predictive and power modes, the safe-harbor greeting."""
+    the rules accept and, for predictive and power modes, the safe-harbor greeting.
+    Finishing is refused while an import of the campaign holds staged rows (running,
+    interrupted, or failed and resumable): its list would land in a finished campaign,
+    or be stranded there. The message names the import; let it end, or cancel it
+    (``dialer list cancel ID``), then finish."""
     from rules.service import load_context
     from rules.engine import caller_id_reasons
     with store.transaction():
         camp = get_campaign(store, name, account)
         label = camp["name"]
         to = model.transition(camp["state"], action, f"campaign {label!r}")
+        if action == "finish":
+            from .files import one_line
+            from .leads import _holding
+            held = _holding(store, camp["id"])
+            if held:
+                j = held[0]
+                raise InputError(f"campaign {label!r} cannot finish while import {j['id']} ({one_line(j['file_name'])}, "
+                                 f"{j['status']}) holds rows of a list: let it end, or cancel it with: "
+                                 f"dialer list cancel {j['id']}")
         if action == "start":
             ctx = load_context(store, now, campaign=camp["id"])
             problems = [r.detail for r in caller_id_reasons(camp["caller_id"], ctx.campaign.own_numbers, ctx)]
