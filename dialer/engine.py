@@ -210,14 +210,10 @@ class Dialer:
     def state(self):
         c = self.floor.counts(self.cid)
         dialing = sum(1 for lg in self.legs.values() if lg.state in ("dialing", "ringing"))
-        talking = sum(1 for lg in self.legs.values() if lg.state == "bridged")
-        harbor = sum(1 for lg in self.legs.values() if lg.state == "safe_harbor")
-        # lines are the account's: the other campaigns' calls take them too
-        own = dialing + len(self.waiting) + talking + harbor
-        in_use = max(own, self.gate.in_use(self.account_id))
+        # lines are the account's (every leg of every campaign holds one in the gate)
         return PacingState(now=self.reactor.seconds(), agents=c.agents, ready=c.ready, busy=c.busy,
                            talking=c.talking, dialing=dialing, waiting=len(self.waiting), lines=self.lines,
-                           lines_in_use=in_use)
+                           lines_in_use=self.gate.in_use(self.account_id))
 
     def tick_floor(self):
         """End the wrap-ups past their limit."""

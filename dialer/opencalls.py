@@ -40,12 +40,9 @@ def open_call(store, call, at):
                                               if call.get("verdict") is not None else None)
     cols = ", ".join(_OPEN_COLUMNS + ("updated_at",))
     marks = ", ".join("?" * (len(_OPEN_COLUMNS) + 1))
-    # a CDR already written for this id (a replay after it): nothing to keep open
-    if store.query_one("SELECT 1 AS x FROM cdrs WHERE call_id = ?", (call["call_id"],)):
-        return False
-    store.execute(f"INSERT INTO open_calls ({cols}) VALUES ({marks}) ON CONFLICT (call_id) DO NOTHING",
-                  values + [at])
-    return True
+    # the journal applies writes in order, so a call's open row always precedes its CDR
+    return store.execute(f"INSERT INTO open_calls ({cols}) VALUES ({marks}) ON CONFLICT (call_id) DO NOTHING",
+                         values + [at]).rowcount == 1
 
 
 def progress(store, call_id, answered_at=None, bridged_at=None, agent_id=None, at=None):

@@ -470,13 +470,7 @@ class NumberSet:
         sha256 differs from ``expected_sha256``.
         """
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise RegistryError(f"DNC registry file not found: {path}") from None
-        except OSError as e:
-            raise RegistryError(f"cannot read DNC registry file {path}: {e}") from e
+        data = _read_whole(path, "DNC registry file")
         size = len(data)
         if expected_sha256 is not None:
             actual = hashlib.sha256(data).hexdigest()
@@ -954,19 +948,24 @@ def save_list_snapshot(path, numbers: "NumberSet", prefixes, meta: dict) -> str:
     return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
+def _read_whole(path, what):
+    """A file's bytes, or RegistryError naming ``what`` is missing or unreadable."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise RegistryError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise RegistryError(f"cannot read {what} {path}: {e}") from e
+
+
 def load_list_snapshot(path, expect: Optional[dict] = None):
     """Read a file written by :func:`save_list_snapshot`: ``(NumberSet, prefixes,
     meta)``. Raises :class:`RegistryError` when the file is missing, unreadable,
     truncated, fails its checksum, or its meta differs from ``expect`` on any key
     given there (a snapshot of another list, version or database)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise RegistryError(f"DNC list snapshot not found: {path}") from None
-    except OSError as e:
-        raise RegistryError(f"cannot read DNC list snapshot {path}: {e}") from e
+    data = _read_whole(path, "DNC list snapshot")
     size = len(data)
     if size < _LIST_HEAD.size + _LIST_PAYLOAD.size + _DIGEST_LEN or data[:8] != _LIST_MAGIC:
         raise RegistryError(f"{path} is not a DNC list snapshot (or is truncated)")
