@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from dialer.errors import DialerError
-from dialer.store import Store, default_db_path
-from dialer.timeutil import parse_instant, system_now
+from core.errors import DialerError
+from core.store import Store, default_db_path
+from core.timeutil import parse_instant, system_now
 
 
 class _Group(click.Group):
@@ -912,7 +912,7 @@ def trunk_check(app, name, account, timeout, as_json):
 def simulate(app, scenario, policy, seeds, grid, grid_agents, grid_p, cases, as_json):
     """Run a pacing policy on a simulated floor (SCENARIO is a JSON file, see scenarios/),
     or the benchmark grid with --grid."""
-    from dialer.sim import load_scenario, run_grid, run_seeds
+    from dialer.pacing.sim import load_scenario, run_grid, run_seeds
     if grid:
         try:
             agents = [int(x) for x in grid_agents.split(",")]
@@ -953,7 +953,7 @@ def demo(app, fresh, seconds, agents, sip):
     campaign and its list, then a predictive campaign dialing over real SIP on loopback
     (SIPp as the carrier and as the agents' phones)."""
     from dialer.demo import run, run_live
-    from dialer.store import Store
+    from core.store import Store
     import pathlib
     path = pathlib.Path(app.db_path).with_name("demo.db")
     if fresh:

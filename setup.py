@@ -18,7 +18,7 @@ setup(
     long_description_content_type="text/markdown",
     license="AGPL-3.0-or-later",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["dialer", "dialer.*", "rules", "rules.*", "campaigns", "campaigns.*"]),
+    packages=find_packages(include=["core", "core.*", "dialer", "dialer.*", "rules", "rules.*", "campaigns", "campaigns.*"]),
     py_modules=["cli"],
     package_data={"rules": ["defaults/*.json", "defaults/*.csv"], "dialer.sip": ["scenarios/*.xml"]},
     install_requires=[
@@ -37,7 +37,7 @@ setup(
         "pyyaml>=6.0",
         "openpyxl>=3.1",
     ],
-    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90"],
+    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "import-linter>=2.0"],
                     "bench": ["scipy>=1.11", "matplotlib>=3.7"]},
     entry_points={"console_scripts": ["dialer=cli:main"]},
 )

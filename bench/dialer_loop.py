@@ -35,10 +35,10 @@ from campaigns.store import add_number, add_user, change_state, create_account, 
 from dialer.agents import check_pin, occupancy, set_pin  # noqa: E402
 from dialer.demo import callable_area  # noqa: E402
 from dialer.engine import Dialer, route_by_odds, wind_down  # noqa: E402
-from dialer.errors import InputError  # noqa: E402
+from core.errors import InputError  # noqa: E402
 from dialer.journal import Journal  # noqa: E402
 from dialer.sip.pool import WorkerPool  # noqa: E402
-from dialer.store import Store  # noqa: E402
+from core.store import Store  # noqa: E402
 from rules import service  # noqa: E402
 from sip_harness import Sipp, free_udp_port, write_tone  # noqa: E402
 

@@ -109,7 +109,7 @@ CHILD = r"""
 import json, sys, time, datetime as dt
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from dialer.store import Store
+from core.store import Store
 from rules import service
 t_import = time.perf_counter() - t0
 s = Store(sys.argv[2])
@@ -178,7 +178,7 @@ def main(argv=None):
     res = {"bench": "dnc_list", "n": args.n, "python": platform.python_version(), "workdir_kept": args.keep}
     try:
         from campaigns.store import create_account
-        from dialer.store import Store
+        from core.store import Store
         from rules import service
 
         path = os.path.join(work, "optouts.txt")

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def build(db, csv_path, now, workdir):
     from campaigns.leads import import_list
     from campaigns.store import add_number, change_state, create_account, create_campaign
-    from dialer.store import Store
+    from core.store import Store
     from rules import service
     store = Store(db)
     service.ensure_defaults(store, now)
@@ -50,7 +50,7 @@ def main():
     args = ap.parse_args()
     import import_bench
     from campaigns.hopper import Hopper
-    from dialer.store import Store
+    from core.store import Store
     os.makedirs(args.workdir, exist_ok=True)
     now = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday noon Eastern
     csv_path = os.path.join(args.workdir, f"leads-{args.n}.csv")

@@ -54,7 +54,7 @@ def main():
             os.remove(db + s)
     from campaigns.leads import import_list
     from campaigns.store import add_number, create_account, create_campaign
-    from dialer.store import Store
+    from core.store import Store
     from rules import service
     now = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)
     store = Store(db)

@@ -21,7 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from dialer.sim import GRID_AGENTS, GRID_P, GRID_POLICIES, run_grid_point  # noqa: E402
+from dialer.pacing.sim import GRID_AGENTS, GRID_P, GRID_POLICIES, run_grid_point  # noqa: E402
 
 VICIDIAL = ("vicidial-hard", "vicidial-average", "vicidial-tapered")
 LP_TIME_LIMIT = float(os.environ.get("PACING_LP_TIME_LIMIT", "900"))  # seconds per LP solve
@@ -175,7 +175,7 @@ def power_equal(path, out_path, min_agents=50):
     with at least ``min_agents`` agents: power re-run on the same seeds at k x 0.95^i
     (or x 1.05^i when the best k ran below the predictive rate) until its mean abandon
     rate crosses the predictive policy's, then its occupancy interpolated linearly."""
-    from dialer.sim import grid_scenario, run_seeds
+    from dialer.pacing.sim import grid_scenario, run_seeds
     with open(path) as fh:
         points = [json.loads(x) for x in fh if x.strip()]
     points = [pt for pt in points if isinstance(pt.get("policies"), dict) and pt["agents"] >= min_agents]

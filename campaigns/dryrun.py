@@ -10,8 +10,8 @@ dry run does not place: they are judged against the history as it stands."""
 import collections
 import datetime as _dt
 
-from dialer.errors import InputError
-from dialer.timeutil import check_instant, shown
+from core.errors import InputError
+from core.timeutil import check_instant, shown
 from rules.engine import Screener
 
 from .leads import _lead_rows, lead_of

@@ -85,7 +85,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Callable, Iterator
 
-from dialer.errors import InputError
+from core.errors import InputError
 
 __all__ = ["FileError", "Table", "open_table", "neutralise"]
 

@@ -11,8 +11,8 @@ the hopper for good. So a claim never wades through leads that are not due.
 
 import datetime as _dt
 
-from dialer.errors import InputError
-from dialer.timeutil import to_iso, utc
+from core.errors import InputError
+from core.timeutil import to_iso, utc
 from rules.engine import NEVER_CATEGORIES as NEVER, Screener, is_campaign_wide, next_allowed
 
 from .leads import lead_of

@@ -14,9 +14,9 @@ import uuid
 
 import pytz
 
-from dialer.errors import DialerError, InputError, NotFound, StoreError
-from dialer.timeutil import to_iso, utc
-from rules import audit
+from core.errors import DialerError, InputError, NotFound, StoreError
+from core.timeutil import to_iso, utc
+from core import audit
 from rules.engine import (NEVER_CATEGORIES, Lead, Screener, business_group, find_runs, is_campaign_wide,
                           next_allowed, run_group)
 from rules.numbers import NumberFacts, US_STATES, STATE_CODES, normalise

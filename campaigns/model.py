@@ -5,7 +5,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 
-from dialer.errors import InputError
+from core.errors import InputError
 
 CAMPAIGN_STATES = ("draft", "running", "paused", "finished")
 TRANSITIONS = {  # action -> (allowed from, to)

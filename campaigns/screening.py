@@ -3,8 +3,8 @@ summarised for people (`dialer screen FILE`)."""
 
 import collections
 
-from dialer.errors import InputError
-from dialer.timeutil import utc
+from core.errors import InputError
+from core.timeutil import utc
 from rules.engine import Lead
 from rules.service import check_numbers
 

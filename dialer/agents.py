@@ -28,10 +28,11 @@ import re
 import secrets
 from dataclasses import dataclass, replace
 
-from rules import audit
+from core import audit
 
-from .errors import InputError, NotFound, StateError
-from .timeutil import from_iso, from_ms, to_iso, utc
+from core.pins import check_pin, hash_pin, verify_pin  # noqa: F401 (used by callers)
+from core.errors import InputError, NotFound, StateError
+from core.timeutil import from_iso, from_ms, to_iso, utc
 
 AGENT_STATES = ("logged_out", "ready", "paused", "on_call", "wrap_up")
 TRANSITIONS = {  # action -> {from: to}
@@ -124,7 +125,7 @@ class Agent:
 
 @dataclass(frozen=True)
 class AgentCounts:
-    """What pacing reads (see dialer.pacing.PacingState)."""
+    """What pacing reads (see dialer.pacing.policies.PacingState)."""
 
     logged_in: int  # every state but logged_out
     agents: int  # logged in and not paused: ready + on_call + wrap_up
@@ -281,35 +282,6 @@ class AgentFloor:
 # PINs and login (store)
 # ---------------------------------------------------------------------------------
 
-_SCRYPT = (2 ** 14, 8, 1)  # n, r, p: ~16 MiB, tens of ms per check
-
-
-def hash_pin(pin, salt=None):
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    n, r, p = _SCRYPT
-    digest = hashlib.scrypt(pin.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
-    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
-
-
-def verify_pin(pin, stored):
-    try:
-        kind, n, r, p, salt, digest = stored.split("$")
-        if kind != "scrypt":
-            return False
-        got = hashlib.scrypt(str(pin).encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p),
-                             dklen=len(digest) // 2)
-    except (ValueError, AttributeError):
-        return False
-    return hmac.compare_digest(got.hex(), digest)
-
-
-def check_pin(pin):
-    pin = str(pin or "")
-    if not pin.isdigit() or not 4 <= len(pin) <= 12 or not pin.isascii():
-        raise InputError("a PIN is 4 to 12 digits")
-    if len(set(pin)) == 1 or pin in "01234567890123456789" or pin in "98765432109876543210":
-        raise InputError("PIN too easy to guess (one digit repeated or a run like 1234): choose another")
-    return pin
 
 
 def _user(store, account, user):
@@ -325,7 +297,7 @@ def _user(store, account, user):
 def set_pin(store, account, user, pin, now, actor):
     """Set a user's agent PIN: only a salted scrypt hash is kept; clears a lockout.
     ``account``: name, id, or None for the installation's only account."""
-    from campaigns.store import resolve_account
+    from core.tenancy import resolve_account
     pin = check_pin(pin)
     acc = resolve_account(store, account)
     row = _user(store, acc["name"], user)

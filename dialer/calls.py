@@ -22,8 +22,8 @@ Inputs that do not move the leg (``admitted``, ``media``, ``dtmf``,
 ``ring_timeout``, ``hangup``, ``recording_done``, a second ``ringing``) are still
 legal only in the states listed. ``ring_timeout`` and ``hangup`` are the parent's
 *requests* (CANCEL / BYE); the leg ends when the worker reports ``ended``. An
-illegal input raises :class:`~dialer.errors.StateError` and leaves the leg as it
-was; a malformed one raises :class:`~dialer.errors.InputError`.
+illegal input raises :class:`~core.errors.StateError` and leaves the leg as it
+was; a malformed one raises :class:`~core.errors.InputError`.
 
 Ring timeout: an unanswered call rings at least 15 s (US TSR safe harbor, 47 CFR
 64.1200(a)(6); Ofcom), counted from the first ringing report (else from the
@@ -53,8 +53,8 @@ from decimal import Decimal, InvalidOperation
 
 from automat import MethodicalMachine, NoTransition
 
-from .errors import InputError, StateError
-from .timeutil import ms_to_iso, to_ms
+from core.errors import InputError, StateError
+from core.timeutil import ms_to_iso, to_ms
 
 STATES = ("dialing", "ringing", "answered", "bridged", "safe_harbor", "ended")
 LIVE_STATES = STATES[:-1]

@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
 
-from .errors import InputError, NotFound, StateError
-from .timeutil import from_ms, ms_to_iso, to_iso, utc
+from core.errors import InputError, NotFound, StateError
+from core.timeutil import from_ms, ms_to_iso, to_iso, utc
 
 _COLUMNS = ("call_id", "account_id", "campaign_id", "lead_id", "agent_id", "trunk", "caller_id", "destination",
             "started_at", "answered_at", "bridged_at", "ended_at", "duration_ms", "ring_ms", "billable_ms", "billsec",

@@ -11,8 +11,8 @@ took the command, withdraws it (``expire``) so it can never fire later by surpri
 import time
 
 from .agents import disposition_outcome
-from .errors import InputError, NotFound
-from .timeutil import to_iso
+from core.errors import InputError, NotFound
+from core.timeutil import to_iso
 
 COMMANDS = ("dispose", "pause", "ready", "logout", "dial")
 
@@ -20,7 +20,7 @@ COMMANDS = ("dispose", "pause", "ready", "logout", "dial")
 def _agent(store, account, user):
     """The agent ``user`` of ``account`` (name, id, or None for the installation's only
     account): its user row and the account row."""
-    from campaigns.store import resolve_account
+    from core.tenancy import resolve_account
     acc = resolve_account(store, account)
     row = store.query_one("SELECT id, name, role, account_id FROM users WHERE account_id = ? AND name = ?",
                           (acc["id"], user))

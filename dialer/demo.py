@@ -7,7 +7,7 @@ the campaign, the SIP carrier simulator and agents.
 
 import pathlib
 
-from dialer.timeutil import utc
+from core.timeutil import utc
 
 SAMPLES = pathlib.Path(__file__).resolve().parent.parent / "samples"
 SAMPLE_NUMBERS = ("(212) 555-0142", "212-555-0150", "+1 305 555 0110", "911", "1-411", "1-800-222-1222",

@@ -33,12 +33,12 @@ from campaigns.hopper import Hopper, HopperBlocked
 from .agents import AgentFloor, agent_event_row, login_user, verify_pin
 from .calls import CallLeg
 from .cdr import Cdr
-from .errors import DialerError, StoreError
+from core.errors import DialerError, StoreError
 from .gate import AccountGate, AgentSessions, LoginGuard, source_host
 from .ids import uuid7
 from .journal import APPLIERS
-from .timeutil import to_iso
-from .pacing import PacingState, Power, Predictive, Preview, Progressive
+from core.timeutil import to_iso
+from .pacing.policies import PacingState, Power, Predictive, Preview, Progressive
 
 log = Logger(namespace="dialer.engine")
 

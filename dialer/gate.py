@@ -28,7 +28,7 @@ PostgreSQL implements with leased rows; this one holds one process's state.
 
 import collections
 
-from .errors import StateError
+from core.errors import StateError
 
 
 class AccountGate:

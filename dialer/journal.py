@@ -27,7 +27,7 @@ import threading
 
 from twisted.logger import Logger
 
-from .errors import DialerError, StoreError
+from core.errors import DialerError, StoreError
 
 log = Logger(namespace="dialer.journal")
 
@@ -42,7 +42,7 @@ def applier(kind):
 
 
 def _now(payload):
-    from .timeutil import from_iso
+    from core.timeutil import from_iso
     return from_iso(payload["at"])
 
 
@@ -51,7 +51,7 @@ def _apply_cdr(store, payload):
     from .cdr import Cdr, write_cdr
     fields = dict(payload["cdr"])
     if fields.get("callback_at"):
-        from .timeutil import from_iso
+        from core.timeutil import from_iso
         fields["callback_at"] = from_iso(fields["callback_at"])
     write_cdr(store, Cdr(**fields), _now(payload))
 
@@ -84,7 +84,7 @@ def _apply_call_progress(store, payload):
 
 @applier("audit")
 def _apply_audit(store, payload):
-    from rules import audit
+    from core import audit
     audit.append(store, _now(payload), payload["actor"], payload["action"], payload["subject"],
                  payload.get("reason", ""), payload.get("detail", {}), account_id=payload.get("account_id"))
 
@@ -140,7 +140,7 @@ class Journal:
             if self._open_store is not None:
                 self._store = self._open_store()
             else:
-                from .store import Store
+                from core.store import Store
                 self._store = Store(self.store_path, timeout=1.0, migrate=False)
         return self._store
 

@@ -24,7 +24,7 @@ import json
 
 from twisted.logger import Logger
 
-from .timeutil import from_iso, to_iso, to_ms
+from core.timeutil import from_iso, to_iso, to_ms
 
 log = Logger(namespace="dialer.opencalls")
 

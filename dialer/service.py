@@ -20,7 +20,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from .engine import wind_down
-from .errors import DialerError, InputError
+from core.errors import DialerError, InputError
 
 log = Logger(namespace="dialer.service")
 
@@ -258,7 +258,7 @@ def _plain(obj):
 
 
 def _iso(seconds):
-    from .timeutil import to_iso
+    from core.timeutil import to_iso
     return to_iso(_dt.datetime.fromtimestamp(seconds, _dt.timezone.utc))
 
 
@@ -267,7 +267,7 @@ def recover_unclean_stop(journal, db_path, now, node="local"):
     does not start), then every call an unclean stop interrupted gets its CDR and the
     leads held without a call go back (``dialer.opencalls.recover``)."""
     from .opencalls import recover
-    from .store import Store
+    from core.store import Store
     journal.apply_pending()
     if journal.backlog:
         raise DialerError(f"not starting: {journal.backlog} write(s) of the last run could not be applied "
@@ -287,7 +287,7 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
     import sys
 
     from .journal import Journal
-    from .store import Store
+    from core.store import Store
     if reactor is None:
         from twisted.internet import reactor
     store = Store(db_path, timeout=0.2)  # the reactor's reads: a locked file answers at once

@@ -20,9 +20,9 @@ from decimal import Decimal, InvalidOperation
 
 from twisted.logger import Logger
 
-from dialer.errors import DialerError, InputError, NotFound
-from dialer.timeutil import to_iso
-from rules import audit
+from core.errors import DialerError, InputError, NotFound
+from core.timeutil import to_iso
+from core import audit
 from rules.numbers import normalise
 
 log = Logger(namespace="dialer.trunks")
@@ -113,7 +113,7 @@ def _public(row, account=None):
 
 def _account(store, account):
     """The account row: ``account`` is a name, an id, or None for the installation's only account."""
-    from campaigns.store import resolve_account
+    from core.tenancy import resolve_account
     return resolve_account(store, account)
 
 
@@ -130,7 +130,7 @@ def _row(store, account_id, account, name):
 def add_trunk(store, account, name, proxy, now, actor, username=None, password=None, realm=None,
               register=False, cps=10, caller_id=None, region="US"):
     """Add a trunk to an account. Returns it as shown (without the password)."""
-    from campaigns.store import account_numbers
+    from core.tenancy import account_numbers
     acc = _account(store, account)
     account = acc["name"]
     name = (name or "").strip()

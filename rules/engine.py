@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import holidays as _holidays
 import pytz
 
-from dialer.timeutil import utc
+from core.timeutil import utc
 
 from .numbers import normalise
 from .ruleset import fmt_window

@@ -18,7 +18,7 @@ import holidays as _holidays
 import phonenumbers
 import yaml
 
-from dialer.errors import InputError
+from core.errors import InputError
 
 from .numbers import STATE_CODES, TYPE_NAMES
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dialer.errors import DialerError, InputError, NotFound
-from dialer.timeutil import check_instant, from_iso, parse_date, shown, to_iso, utc
+from core.errors import DialerError, InputError, NotFound
+from core.timeutil import check_instant, from_iso, parse_date, shown, to_iso, utc
 
-from . import audit
+from core import audit
 from .engine import CampaignRules, Context, DncLists, Lead, Registry, Screener, is_campaign_wide, screen
 from .numbers import (asciify, country_code_of, malformed, normalise, prefix_reach, split_country_code,
                       well_formed)
@@ -347,14 +347,17 @@ _registry_cache = {}
 
 
 def _campaign_row(store, name, account=None):
-    from campaigns.store import get_campaign
-    return get_campaign(store, name, account)
+    """The campaign's row with its calling hours decoded (what the rules read of it)."""
+    from core.tenancy import campaign_row
+    row = campaign_row(store, name, account)
+    row["hours"] = json.loads(row["hours"]) if row.get("hours") else None
+    return row
 
 
 def _scope(store, source, campaign, account=None):
     """The DNC list written: (scope, account id). ``company`` is the account's own list
     (``account:<id>``), ``campaign`` a campaign's list (``campaign:<id>``)."""
-    from campaigns.store import resolve_account
+    from core.tenancy import resolve_account
     if source == "campaign":
         if not campaign:
             raise InputError("--source campaign needs --campaign NAME: the campaign whose own DNC list this is "
@@ -952,7 +955,7 @@ def resolve_scope(store, campaign=None, account=None, required=False):
     """(campaign row or None, account id or None) for a check: the campaign's account;
     else ``account``; else the installation's only account (None while there is none,
     unless ``required``; several accounts: InputError asking for --account)."""
-    from campaigns.store import resolve_account
+    from core.tenancy import resolve_account
     if campaign is not None:
         camp = _campaign_row(store, campaign, account)
         return camp, camp["account_id"]
@@ -976,7 +979,7 @@ def load_context(store, now, region="US", campaign=None, account=None):
         camp = _campaign_row(store, campaign, account)
         camp_id, account_id = camp["id"], camp["account_id"]
         region = camp["region"] or region
-        from campaigns.store import account_numbers
+        from core.tenancy import account_numbers
         waived = frozenset(r["jurisdiction"] for r in store.query(
             "SELECT jurisdiction FROM dnc_waivers WHERE campaign_id = ? AND revoked_at IS NULL", (camp_id,)))
         hours = None
@@ -986,7 +989,7 @@ def load_context(store, now, region="US", campaign=None, account=None):
         camp_rules = CampaignRules(name=camp["name"], hours=hours, registry_waived=waived,
                                    caller_id=camp["caller_id"], own_numbers=account_numbers(store, camp["account_id"]))
     elif account is not None:
-        from campaigns.store import resolve_account
+        from core.tenancy import resolve_account
         account_id = resolve_account(store, account)["id"]
     return Context(rulesets=rulesets, default_region=region.upper(), dnc=load_dnc(store, camp_id, account_id),
                    lifeline=load_lifeline(store), campaign=camp_rules)

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 import pytz
 
-from dialer.store import Store
+from core.store import Store
 from rules.engine import Context, DncLists, Registry
 from rules.ruleset import validate
 

@@ -16,7 +16,7 @@ from dialer.cdr import Cdr, conflicts, write_cdr
 from dialer.engine import Dialer
 from dialer.gate import AccountGate, AgentSessions, LoginGuard
 from dialer.opencalls import list_open, recover
-from dialer.store import Store
+from core.store import Store
 from rules import service
 from sip_harness import write_tone
 

@@ -17,7 +17,7 @@ from campaigns.store import add_number, add_user, change_state, create_account, 
 from dialer.agents import set_pin
 from dialer.journal import Journal
 from dialer.service import Service
-from dialer.store import Store
+from core.store import Store
 from dialer.trunks import add_trunk
 from rules import service
 from sip_harness import carrier_calls, free_udp_port, max_concurrent, needs_sip, write_tone

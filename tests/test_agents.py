@@ -9,8 +9,8 @@ from campaigns.store import add_user, create_account, create_campaign
 from dialer import agents
 from dialer.agents import (AgentCounts, AgentFloor, TRANSITIONS, agent_events, authenticate, campaign_dispositions,
                            disposition_outcome, occupancy, record_agent_events, set_pin)
-from dialer.errors import InputError, NotFound, StateError
-from dialer.timeutil import to_ms
+from core.errors import InputError, NotFound, StateError
+from core.timeutil import to_ms
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)
 

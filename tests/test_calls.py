@@ -7,8 +7,8 @@ import pytest
 
 from dialer import calls
 from dialer.calls import TRANSITIONS, CallLeg, billable_seconds, check_ring_timeout, code_disposition
-from dialer.errors import InputError, StateError
-from dialer.timeutil import to_ms
+from core.errors import InputError, StateError
+from core.timeutil import to_ms
 
 T0 = to_ms(dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc))
 

@@ -8,7 +8,7 @@ import pytest
 from campaigns import model
 from campaigns.store import (add_number, add_user, change_state, create_account, create_campaign, get_campaign,
                              set_greeting, show_account)
-from dialer.errors import InputError
+from core.errors import InputError
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)
 

@@ -12,8 +12,8 @@ from campaigns.leads import get_lead, import_list
 from campaigns.store import create_account, create_campaign
 from dialer.calls import CallLeg
 from dialer.cdr import Cdr, attach_recording, campaign_stats, export_csv, list_cdrs, write_cdr
-from dialer.errors import InputError, NotFound, StateError
-from dialer.timeutil import to_ms
+from core.errors import InputError, NotFound, StateError
+from core.timeutil import to_ms
 from rules import service
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)

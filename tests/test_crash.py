@@ -14,7 +14,7 @@ import select
 import signal
 import time
 
-from dialer.store import Store
+from core.store import Store
 from sip_harness import carrier_calls, free_udp_port, needs_sip
 from test_accounts_sip import account_with_two_campaigns
 from test_engine_sip import callable_area

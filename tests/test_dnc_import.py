@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from dialer.errors import InputError
-from rules import audit, service
+from core.errors import InputError
+from core import audit, service
 
 NOW = dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.timezone.utc)
 AT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)
@@ -90,7 +90,7 @@ def test_crash_between_file_and_commit_keeps_previous_registry(store, tmp_path, 
 def test_killed_import_process_leaves_previous_registry(db_path, tmp_path):
     """SIGKILL a real import process mid-way: the database still has the old registry
     and the next import works."""
-    from dialer.store import Store
+    from core.store import Store
     s = Store(db_path)
     service.ensure_defaults(s, NOW)
     service.import_dnc(s, _registry(tmp_path, "a.txt", ["2125550100"]), NOW, "t", source="national",
@@ -102,7 +102,7 @@ def test_killed_import_process_leaves_previous_registry(db_path, tmp_path):
             fh.write(f"{201 + i % 700},{2000000 + i}\n")
     code = (
         "import sys, os, signal, datetime as dt\n"
-        "from dialer.store import Store\n"
+        "from core.store import Store\n"
         "from rules import service\n"
         "s = Store(sys.argv[1])\n"
         "def progress(done, total=None):\n"

@@ -10,7 +10,7 @@ from twisted.internet import task
 from campaigns.leads import import_list
 from campaigns.store import add_number, change_state, create_account, create_campaign
 from dialer.engine import Dialer
-from dialer.store import Store
+from core.store import Store
 from rules import service
 from sip_harness import write_tone
 
@@ -170,7 +170,7 @@ def test_a_disposition_from_the_cli_ends_the_wrap_up(tmp_path):
 
 def test_commands_are_checked_before_they_are_queued(tmp_path):
     from dialer.commands import submit
-    from dialer.errors import InputError, NotFound
+    from core.errors import InputError, NotFound
     d, clock, pool, store, uid = _one_agent(tmp_path)
     for kw, err in [(dict(user="nobody", command="pause"), NotFound),
                     (dict(user="bob", command="dispose"), InputError),

@@ -14,8 +14,8 @@ from dialer.cdr import list_cdrs
 from dialer.demo import callable_area as demo_area
 from dialer.engine import Dialer
 from dialer.sip.pool import WorkerPool
-from dialer.store import Store
-from dialer.timeutil import to_iso
+from core.store import Store
+from core.timeutil import to_iso
 from rules import service
 from sip_harness import free_udp_port, needs_sip, write_tone
 

@@ -12,7 +12,7 @@ from dialer.agents import set_pin
 from dialer.cdr import list_cdrs
 from dialer.engine import CongestionBrake, Dialer
 from dialer.sip.pool import WorkerPool
-from dialer.timeutil import to_iso
+from core.timeutil import to_iso
 from sip_harness import free_udp_port, needs_sip
 from test_engine_sip import callable_area, run, setup_campaign, until
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from campaigns.files import FileError, Table, neutralise, open_table
-from dialer.errors import InputError
+from core.errors import InputError
 
 
 def write(tmp_path, name, data):

@@ -3,7 +3,7 @@ objects, instants given by the test."""
 
 import pytest
 
-from dialer.errors import StateError
+from core.errors import StateError
 from dialer.gate import AccountGate, AgentSessions, LoginGuard, source_host
 from dialer.ids import uuid7
 

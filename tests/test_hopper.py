@@ -10,8 +10,8 @@ import pytest
 from campaigns.hopper import Hopper, HopperBlocked
 from campaigns.leads import import_list, record_outcome, schedule_callback
 from campaigns.store import add_number, change_state, create_account, create_campaign
-from dialer.errors import InputError
-from dialer.store import Store
+from core.errors import InputError
+from core.store import Store
 from rules import service
 
 T0 = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday 12:00 New York
@@ -99,7 +99,7 @@ def placed(store, row, t, outcome, call_id):
     """A call the dialer placed to this lead and its record (the CDR path: the only
     writer of call attempts)."""
     from dialer.cdr import Cdr, write_cdr
-    from dialer.timeutil import to_ms
+    from core.timeutil import to_ms
     lead = store.query_one("SELECT * FROM leads WHERE id = ?", (row["id"],))
     start = to_ms(t)
     cdr = Cdr(call_id=call_id, account_id=lead["account_id"], destination=lead["phone"], started_ms=start,

@@ -13,8 +13,8 @@ from campaigns.hopper import Hopper
 from campaigns.leads import import_list
 from campaigns.store import add_number, change_state, create_account, create_campaign
 from cli import main
-from dialer.errors import InputError
-from dialer.store import Store
+from core.errors import InputError
+from core.store import Store
 from rules import service
 
 NOW = dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.timezone.utc)

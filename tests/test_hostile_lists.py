@@ -28,8 +28,8 @@ from campaigns.leads import (cancel_import, errors_csv, import_errors, import_li
                              schedule_callback)
 from campaigns.store import add_number, change_state, create_account, create_campaign
 from cli import main
-from dialer.errors import InputError, StoreError
-from dialer.store import Store
+from core.errors import InputError, StoreError
+from core.store import Store
 from rules import service
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday 12:00 New York
@@ -117,7 +117,7 @@ def test_rerun_of_an_interrupted_import_is_refused_and_names_the_job(db_path, st
     f = numbers_csv(tmp_path / "big.csv", 2125550000, 5000)
     code = (
         "import sys, os, signal, datetime as dt\n"
-        "from dialer.store import Store\n"
+        "from core.store import Store\n"
         "from campaigns.leads import import_list\n"
         "s = Store(sys.argv[1])\n"
         "def progress(rows, fraction):\n"
@@ -384,8 +384,8 @@ def _run_limited(db_path, path, mem_bytes=1536 << 20, cpu_seconds=60):
         "import sys, json, resource, datetime as dt\n"
         f"resource.setrlimit(resource.RLIMIT_AS, ({mem_bytes}, {mem_bytes}))\n"
         f"resource.setrlimit(resource.RLIMIT_CPU, ({cpu_seconds}, {cpu_seconds}))\n"
-        "from dialer.store import Store\n"
-        "from dialer.errors import DialerError\n"
+        "from core.store import Store\n"
+        "from core.errors import DialerError\n"
         "from campaigns.leads import import_list\n"
         "s = Store(sys.argv[1])\n"
         "try:\n"

@@ -25,8 +25,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli import main
-from dialer.errors import DialerError, InputError
-from rules import audit, service
+from core.errors import DialerError, InputError
+from core import audit, service
 from rules.ruleset import LEGAL, MAX_TEXT_BYTES, RANGES, RuleSetError, canonical, limits, validate
 from tests.conftest import default_data
 

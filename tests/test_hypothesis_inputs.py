@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from campaigns.store import create_account, create_campaign
 from cli import main
-from dialer.errors import InputError
-from dialer.store import Store
+from core.errors import InputError
+from core.store import Store
 from rules import service
 from rules.numbers import normalise
 

@@ -28,8 +28,8 @@ from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from campaigns.files import open_table
 from campaigns.leads import DEDUPE, import_errors, import_list
 from campaigns.store import create_account, create_campaign
-from dialer.errors import InputError
-from dialer.store import Store
+from core.errors import InputError
+from core.store import Store
 from rules import service
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)

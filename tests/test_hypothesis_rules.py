@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cli import main
-from dialer.errors import DialerError
-from dialer.store import Store
+from core.errors import DialerError
+from core.store import Store
 from rules import service
 from rules.engine import Context, Lead, Screener, evaluate, next_allowed
 from tests.conftest import default_data

@@ -11,7 +11,7 @@ import pytest
 
 from campaigns.leads import errors_csv, import_errors, import_list, preview
 from campaigns.store import add_number, create_account, create_campaign
-from dialer.errors import InputError
+from core.errors import InputError
 from rules import service
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday 12:00 New York
@@ -150,7 +150,7 @@ def test_binary_junk(store, tmp_path, camp):
 
 
 def test_killed_import_leaves_a_resumable_job_and_no_dialable_half(db_path, tmp_path):
-    from dialer.store import Store
+    from core.store import Store
     s = Store(db_path)
     service.ensure_defaults(s, NOW)
     create_account(s, "acme", NOW, "t")
@@ -163,7 +163,7 @@ def test_killed_import_leaves_a_resumable_job_and_no_dialable_half(db_path, tmp_
             fh.write(f"+1212{5550000 + i},n{i}\n")
     code = (
         "import sys, os, signal, datetime as dt\n"
-        "from dialer.store import Store\n"
+        "from core.store import Store\n"
         "from campaigns.leads import import_list\n"
         "s = Store(sys.argv[1])\n"
         "def progress(rows, fraction):\n"

@@ -12,7 +12,7 @@ from campaigns.store import create_account
 from dialer.cdr import Cdr
 from dialer.engine import cdr_payload
 from dialer.journal import Journal
-from dialer.timeutil import to_iso, to_ms
+from core.timeutil import to_iso, to_ms
 
 NOW = dt.datetime(2026, 11, 27, 17, 0, tzinfo=dt.timezone.utc)
 
@@ -43,7 +43,7 @@ def lock(db_path):
 
 def journal(db_path, **kw):
     # a short busy timeout so a locked database answers in a fraction of a second
-    from dialer.store import Store
+    from core.store import Store
     return Journal(db_path, open_store=lambda: Store(db_path, timeout=0.05, migrate=False), **kw)
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dialer.mdp import evaluate, thresholds_for
+from dialer.pacing.mdp import evaluate, thresholds_for
 
 
 def test_progressive_as_a_threshold_policy_matches_the_closed_form():

@@ -12,10 +12,10 @@ import sqlite3
 import pytest
 
 from campaigns.store import create_account, create_campaign
-from dialer import migrations
-from dialer.errors import StoreError
-from dialer.store import Store, connect
-from rules import audit
+from core import migrations
+from core.errors import StoreError
+from core.store import Store, connect
+from core import audit
 
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)
 TS = "2026-11-24T17:00:00.000Z"

@@ -7,10 +7,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from dialer import mdp
-from dialer.pacing import PacingState, Predictive, Progressive, abandon_table, excess_answers, free_weights, \
+from dialer.pacing import mdp
+from dialer.pacing.policies import PacingState, Predictive, Progressive, abandon_table, excess_answers, free_weights, \
     thresholds_from
-from dialer.sim import REALISTIC, VALIDATION, load_scenario, simulate
+from dialer.pacing.sim import REALISTIC, VALIDATION, load_scenario, simulate
 
 
 def state(now=0.0, agents=10, ready=10, busy=0, dialing=0, waiting=0, lines=1000):

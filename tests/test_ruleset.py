@@ -6,8 +6,8 @@ import sqlite3
 
 import pytest
 
-from dialer.errors import InputError
-from rules import audit, service
+from core.errors import InputError
+from core import audit, service
 from rules.ruleset import RuleSetError, load_text, validate
 from tests.conftest import default_data
 

@@ -13,7 +13,7 @@ import time
 
 
 from campaigns.store import add_number, add_user, change_state, create_account, create_campaign
-from dialer.store import Store
+from core.store import Store
 from dialer.trunks import add_trunk
 from rules import service
 from sip_harness import ROOT, free_udp_port, needs_sip, write_tone

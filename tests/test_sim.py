@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from dialer.errors import InputError
-from dialer.pacing import PacingState, Power, Preview, Progressive, Vicidial
-from dialer.sim import REALISTIC, VALIDATION, load_scenario, make_dist, simulate
+from core.errors import InputError
+from dialer.pacing.policies import PacingState, Power, Preview, Progressive, Vicidial
+from dialer.pacing.sim import REALISTIC, VALIDATION, load_scenario, make_dist, simulate
 
 
 def mean(xs):

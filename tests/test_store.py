@@ -6,10 +6,10 @@ import pytest
 from twisted.internet import defer, reactor
 from twisted.trial import unittest as trial
 
-from dialer import migrations
-from dialer.errors import StoreError
-from dialer.store import Store
-from dialer.writer import StoreService
+from core import migrations
+from core.errors import StoreError
+from core.store import Store
+from core.writer import StoreService
 
 
 def test_wal_and_migrations_are_idempotent(db_path):

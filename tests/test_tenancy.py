@@ -17,9 +17,9 @@ from campaigns.store import (add_number, add_user, change_state, create_account,
 from cli import login_name, main
 from dialer.agents import verify_pin
 from dialer.cdr import Cdr, list_cdrs, write_cdr
-from dialer.errors import InputError, NotFound
-from dialer.timeutil import to_ms
-from rules import audit, service
+from core.errors import InputError, NotFound
+from core.timeutil import to_ms
+from core import audit, service
 
 T0 = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday 12:00 in New York and Miami
 MIAMI = "+13055550100"

@@ -14,10 +14,10 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from campaigns.store import add_number, create_account, create_campaign
 from dialer import trunks
-from dialer.errors import InputError, NotFound
+from core.errors import InputError, NotFound
 from dialer.sip import protocol
 from dialer.sip.pool import NotRegistered, WorkerPool
-from rules import audit
+from core import audit
 from sip_harness import IP, free_udp_port, needs_sip
 
 NOW = dt.datetime(2026, 11, 27, 15, 0, tzinfo=dt.timezone.utc)

@@ -61,7 +61,7 @@ import time
 from twisted.internet import defer, error, protocol as tprotocol
 from twisted.logger import Logger
 
-from dialer.errors import DialerError
+from core.errors import DialerError
 from dialer.sip import protocol
 
 log = Logger(namespace="dialer.sip.pool")

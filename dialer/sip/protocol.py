@@ -69,7 +69,7 @@ import json
 TIE_HEADER = "X-Dialer-Agent"
 
 # pjsua's media I/O queue holds 64 sockets; each call takes 2 (RTP + RTCP) and a closed
-# socket's slot is freed about 0.5 s later. See ../shared/reference/pjsua2.md.
+# socket's slot is freed about 0.5 s later. See docs/pjsua2.md.
 SOCKET_SLOTS = 64
 SOCKET_LINGER_S = 0.6
 MAX_CALLS = 32

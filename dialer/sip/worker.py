@@ -5,7 +5,7 @@ One Endpoint, one UDP transport, one local account (plus trunk accounts register
 command), up to 32 calls. Commands arrive as JSON lines on stdin, events leave as JSON
 lines on ``--events-fd`` (see ``dialer.sip.protocol``). pjsua's own log goes to stdout.
 
-Rules this file follows (measured, see ../shared/reference/pjsua2.md):
+Rules this file follows (measured, see docs/pjsua2.md):
 
 - one thread: ``threadCnt = 0`` for the SIP stack *and* the media I/O, and every
   callback runs inside our ``libHandleEvents`` call. Callbacks pjsua fires from its

@@ -5,7 +5,7 @@ PostgreSQL backend can be added beside it. Times are ISO 8601 UTC text; money
 (later) is Decimal text.
 
 Writes go through one writer: in the CLI that is the process itself; under the
-reactor it is :class:`dialer.writer.StoreWriter`, a one-thread pool.
+reactor it is :class:`core.writer.StoreWriter`, a one-thread pool.
 """
 
 import contextlib

@@ -1,5 +1,5 @@
 """A discrete-event simulator of a calling floor that drives the real pacing
-policies (``dialer.pacing``) on a virtual clock.
+policies (``dialer.pacing.policies``) on a virtual clock.
 
 Callee outcomes use common random numbers: lead ``i`` has the same uniforms (is it a
 live answer, how long it rings, how long the talk and wrap-up last) under every
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dialer.errors import InputError
+from core.errors import InputError
 
-from .pacing import PacingState
+from .policies import PacingState
 
 _NORMAL = statistics.NormalDist()
 
@@ -365,7 +365,7 @@ def make_policy(name, scenario=None):
     """'progressive', 'preview', 'power:2.0', 'predictive', 'vicidial-hard',
     'vicidial-average', 'vicidial-tapered'. The scenario gives the predictive policy its
     campaign settings (abandon cap and window, connect window) and TAPERED its shift end."""
-    from .pacing import Power, Predictive, Preview, Progressive, Vicidial
+    from .policies import Power, Predictive, Preview, Progressive, Vicidial
     sc = scenario or Scenario()
     n = (name or "").strip().lower()
     if n == "progressive":

@@ -419,7 +419,7 @@ def m005_tenancy(conn):
       the user), ``imports`` and ``dnc_waivers`` (from the campaign), ``audit_log``
       (the account an entry is about; NULL for installation-wide entries: rule sets,
       national registries, life-line numbers). The audit log is append-only, so its
-      old rows keep NULL, and their hash is computed as before (``rules.audit``
+      old rows keep NULL, and their hash is computed as before (``core.audit``
       hashes ``account_id`` only when it is set).
     * The company DNC list is per account: scope ``company`` becomes
       ``account:<id>`` (campaign lists stay ``campaign:<id>``, national registries

@@ -15,8 +15,8 @@ import hashlib
 import json
 import re
 
-from dialer.errors import InputError
-from dialer.timeutil import to_iso
+from core.errors import InputError
+from core.timeutil import to_iso
 
 GENESIS = "0" * 64
 
