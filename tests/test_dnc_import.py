@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from core.errors import InputError
-from core import audit, service
+from core import audit
+from rules import service
 
 NOW = dt.datetime(2026, 11, 27, 18, 0, tzinfo=dt.timezone.utc)
 AT = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)

@@ -26,7 +26,8 @@ from click.testing import CliRunner
 
 from cli import main
 from core.errors import DialerError, InputError
-from core import audit, service
+from core import audit
+from rules import service
 from rules.ruleset import LEGAL, MAX_TEXT_BYTES, RANGES, RuleSetError, canonical, limits, validate
 from tests.conftest import default_data
 

@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 
 from core.errors import InputError
-from core import audit, service
+from core import audit
+from rules import service
 from rules.ruleset import RuleSetError, load_text, validate
 from tests.conftest import default_data
 

@@ -19,7 +19,8 @@ from dialer.agents import verify_pin
 from dialer.cdr import Cdr, list_cdrs, write_cdr
 from core.errors import InputError, NotFound
 from core.timeutil import to_ms
-from core import audit, service
+from core import audit
+from rules import service
 
 T0 = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday 12:00 in New York and Miami
 MIAMI = "+13055550100"
