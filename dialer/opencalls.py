@@ -111,33 +111,3 @@ def recover(store, now, node="local"):
     return {"calls": written, "already_recorded": len(rows) - written, "leads_released": released}
 
 
-MIGRATION_SQL = """
-    CREATE TABLE open_calls (
-        call_id TEXT PRIMARY KEY,
-        account_id INTEGER NOT NULL REFERENCES accounts(id),
-        campaign_id INTEGER REFERENCES campaigns(id),
-        lead_id INTEGER,
-        destination TEXT NOT NULL,
-        trunk TEXT,
-        caller_id TEXT,
-        started_at TEXT NOT NULL,
-        answered_at TEXT,
-        bridged_at TEXT,
-        agent_id INTEGER,
-        ruleset TEXT,
-        verdict TEXT,
-        node TEXT NOT NULL,
-        consumer TEXT,
-        updated_at TEXT NOT NULL
-    );
-    CREATE INDEX open_calls_by_node ON open_calls (node, call_id);
-    CREATE TABLE cdr_conflicts (
-        id INTEGER PRIMARY KEY,
-        call_id TEXT NOT NULL,
-        account_id INTEGER,
-        at TEXT NOT NULL,
-        cdr TEXT NOT NULL,
-        kept TEXT NOT NULL
-    );
-    CREATE INDEX cdr_conflicts_by_call ON cdr_conflicts (call_id);
-"""
