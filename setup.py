@@ -31,7 +31,6 @@ setup(
         "sqlite-utils>=3.36",
         "click>=8.1",
         "holidays>=0.50",
-        "automat>=22.10",
         "pyroaring>=1.0",
         "numpy>=1.24",
         "pyyaml>=6.0",

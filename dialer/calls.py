@@ -4,8 +4,8 @@ Pure: no I/O and no clock of its own. Every input takes ``now`` (an aware
 datetime or epoch milliseconds); without it the leg asks the ``clock`` it was
 given. Instants are kept as UTC epoch milliseconds.
 
-States and inputs (:data:`TRANSITIONS` is the one table; the automat machine is
-built from it)::
+States and inputs (:data:`TRANSITIONS` is the one table: an input is legal in the
+states it lists and moves the leg to the state it names)::
 
     dialing --ringing--> ringing --answered--> answered --agent_assigned--> bridged
        |                    |                     '--window_expired--> safe_harbor
@@ -50,8 +50,6 @@ reason are always kept)::
 
 import math
 from decimal import Decimal, InvalidOperation
-
-from automat import MethodicalMachine, NoTransition
 
 from core.errors import InputError, StateError
 from core.timeutil import ms_to_iso, to_ms
@@ -211,8 +209,6 @@ def verdict_summary(verdict):
 class CallLeg:
     """One customer call, from the dial decision to the worker's ``ended`` report."""
 
-    _machine = MethodicalMachine()
-
     def __init__(self, call_id, destination, now=None, *, clock=None, account_id=None, campaign_id=None,
                  lead_id=None, caller_id=None, trunk=None, worker_id=None, ruleset=None, verdict=None,
                  ring_timeout_s=RING_TIMEOUT_MIN_S, min_ring_s=RING_TIMEOUT_MIN_S,
@@ -238,6 +234,7 @@ class CallLeg:
                              f"({', '.join(summary.get('reasons') or []) or 'blocked'})")
         self.verdict = summary
         self.ruleset = ruleset or (summary or {}).get("ruleset")
+        self._state = "dialing"
         self.account_id, self.campaign_id, self.lead_id = account_id, campaign_id, lead_id
         self.caller_id, self.trunk, self.worker_id = caller_id, trunk, worker_id
         self.created_ms = _ms(now, clock, f"call {call_id}")
@@ -256,142 +253,52 @@ class CallLeg:
         # the outcome, set at ``ended``
         self.disposition = self.abandoned = self.hangup_by = self.hangup_cause = None
 
-    # -- the machine --------------------------------------------------------------------
-    @_machine.state(initial=True, serialized="dialing")
-    def _dialing(self):
-        pass
-
-    @_machine.state(serialized="ringing")
-    def _ringing(self):
-        pass
-
-    @_machine.state(serialized="answered")
-    def _answered(self):
-        pass
-
-    @_machine.state(serialized="bridged")
-    def _bridged(self):
-        pass
-
-    @_machine.state(serialized="safe_harbor")
-    def _safe_harbor(self):
-        pass
-
-    @_machine.state(serialized="ended")
-    def _ended(self):
-        pass
-
-    @_machine.serializer()
-    def _state_name(self, state):
-        return state
-
-    @_machine.input()
-    def _in_admitted(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_ringing(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_media(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_answered(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_agent_assigned(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_window_expired(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_dtmf(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_ring_timeout(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_hangup(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_ended(self, at, data):
-        pass
-
-    @_machine.input()
-    def _in_recording_done(self, at, data):
-        pass
-
-    @_machine.output()
-    def _out_admitted(self, at, data):
+    # -- what each legal input records (run after its check, before the state moves) --
+    def _on_admitted(self, at, data):
         self.admitted_ms = at
 
-    @_machine.output()
-    def _out_ringing(self, at, data):
+    def _on_ringing(self, at, data):
         if self.ringing_ms is None:
             self.ringing_ms = at
         self.ring_code = data["code"]
 
-    @_machine.output()
-    def _out_media(self, at, data):
+    def _on_media(self, at, data):
         if self.media_ms is None:
             self.media_ms = at
 
-    @_machine.output()
-    def _out_answered(self, at, data):
+    def _on_answered(self, at, data):
         self.answered_ms = at
         self.answer_code = data["code"]
 
-    @_machine.output()
-    def _out_agent_assigned(self, at, data):
+    def _on_agent_assigned(self, at, data):
         self.agent = data["agent"]
         self.bridged_ms = at
 
-    @_machine.output()
-    def _out_window_expired(self, at, data):
+    def _on_window_expired(self, at, data):
         self.safe_harbor_ms = at
 
-    @_machine.output()
-    def _out_dtmf(self, at, data):
+    def _on_dtmf(self, at, data):
         self.dtmf_digits.append((at, data["digit"]))
         if data["opt_out"]:
             self.opted_out = True
 
-    @_machine.output()
-    def _out_ring_timeout(self, at, data):
+    def _on_ring_timeout(self, at, data):
         self.hangup_request = ("dialer", "ring timeout", at)
 
-    @_machine.output()
-    def _out_hangup(self, at, data):
+    def _on_hangup(self, at, data):
         self.hangup_request = (data["by"], data["reason"], at)
 
-    @_machine.output()
-    def _out_ended(self, at, data):
+    def _on_ended(self, at, data):
         self._finish(at, data)
 
-    @_machine.output()
-    def _out_recording_done(self, at, data):
+    def _on_recording_done(self, at, data):
         self.recording_path = data["path"]
         self.recording_ms = data["duration_ms"]
-
-    _states = {"dialing": _dialing, "ringing": _ringing, "answered": _answered, "bridged": _bridged,
-               "safe_harbor": _safe_harbor, "ended": _ended}
-    for _name, _moves in TRANSITIONS.items():
-        for _src, _dst in _moves.items():
-            _states[_src].upon(locals()["_in_" + _name], enter=_states[_dst], outputs=[locals()["_out_" + _name]])
-    del _states, _name, _moves, _src, _dst
 
     # -- state --------------------------------------------------------------------------
     @property
     def state(self):
-        return self._state_name()
+        return self._state
 
     @property
     def ring_deadline_ms(self):
@@ -420,12 +327,10 @@ class CallLeg:
         check = getattr(self, "_check_" + name, None)
         if check is not None:
             check(at, data, state)
-        try:
-            getattr(self, "_in_" + name)(at, data)
-        except NoTransition:  # the table and the machine are one: defensive only
-            raise StateError(f"call {self.call_id} is {state}: it cannot {_WHAT[name]}") from None
+        getattr(self, "_on_" + name)(at, data)
+        self._state = TRANSITIONS[name][state]
         self.last_ms = max(self.last_ms, at)
-        return self.state
+        return self._state
 
     # -- checks (raise before anything changes) -----------------------------------------
     def _check_ringing(self, at, data, state):

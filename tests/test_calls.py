@@ -61,7 +61,7 @@ def valid_args(name, leg):
 
 
 def facts(leg):
-    """What the leg knows (without automat's own bookkeeping)."""
+    """What the leg knows (its public attributes)."""
     return {k: v for k, v in vars(leg).items() if not k.startswith("_")}
 
 
