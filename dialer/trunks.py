@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from core.errors import DialerError, InputError, NotFound
 from core.timeutil import to_iso
+from core.retry import Backoff
 from core import audit
 from rules.numbers import normalise
 
@@ -329,7 +330,7 @@ class TrunkRegistrar:
         self.attempts = {}          # worker port -> attempts so far
         self.timed_out = set()      # ports whose attempt passed the deadline (a late failure is stale)
         self.failures = 0           # consecutive failed results (all workers)
-        self.rounds = 0             # retries scheduled since the last success (back-off)
+        self.backoff = None if backoff_s is None else Backoff(backoff_s, backoff_max_s)  # since the last success
         self.retry = None           # IDelayedCall
         self.logged_cause = None
         self.last = None            # the last result dict
@@ -447,7 +448,8 @@ class TrunkRegistrar:
         if ms is None and not was_failing and self.trunk.register:
             return                                  # a refresh: nothing new to say
         self.failures = 0
-        self.rounds = 0
+        if self.backoff is not None:
+            self.backoff.reset()
         self.logged_cause = None
         if self.retry is not None and self.retry.active() and not self._failing_workers():
             self.retry.cancel()
@@ -468,10 +470,9 @@ class TrunkRegistrar:
     def _failed(self, port, code, reason, cause):
         self.failures += 1
         retry_in = None
-        if self.backoff_s is not None and self.started:
+        if self.backoff is not None and self.started:
             if self.retry is None or not self.retry.active():
-                retry_in = min(self.backoff_max_s, self.backoff_s * 2 ** self.rounds)
-                self.rounds += 1
+                retry_in = self.backoff.next()
                 self.retry = self.reactor.callLater(retry_in, self._retry)
             else:
                 retry_in = max(0.0, self.retry.getTime() - self.reactor.seconds())
