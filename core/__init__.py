@@ -1,2 +1,2 @@
 """The kernel every layer builds on: errors, time, the store and its migrations, the
-single writer, the audit chain, and who owns what (accounts and their campaigns)."""
+audit chain, and who owns what (accounts and their campaigns)."""

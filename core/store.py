@@ -5,7 +5,8 @@ PostgreSQL backend can be added beside it. Times are ISO 8601 UTC text; money
 (later) is Decimal text.
 
 Writes go through one writer: in the CLI that is the process itself; under the
-reactor it is :class:`core.writer.StoreWriter`, a one-thread pool.
+reactor it is the write journal's thread (``dialer.journal.Journal``), which also
+runs the live loop's reads (``Journal.call``).
 """
 
 import contextlib

@@ -13,8 +13,14 @@ exactly once. A write that fails for another reason (a bug, bad data) is moved
 to ``<spool>.failed`` with its error and the journal goes on: it is kept, never
 dropped.
 
-``apply_pending`` is the synchronous core (tests drive it directly);
-``start``/``stop`` run it on a writer thread under a reactor.
+The writer thread is also the live loop's one store thread: ``call(fn, ...)``
+runs ``fn(store, ...)`` there, on the writer's connection, in order with the
+journaled writes (a call sees every write ``put`` before it applied), and returns a
+Deferred fired on the reactor thread. Code that does its store work through
+``call`` keeps the reactor thread off the database, and the file has one writer.
+
+``apply_pending`` and ``process`` are the synchronous core (tests drive them
+directly); ``start``/``stop`` run them on the writer thread under a reactor.
 """
 
 import collections
@@ -25,9 +31,12 @@ import pathlib
 import sqlite3
 import threading
 
+from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from core.errors import DialerError, StoreError
+from core.retry import Backoff
 
 log = Logger(namespace="dialer.journal")
 
@@ -109,10 +118,20 @@ def _apply_command_done(store, payload):
                   (payload["at"], payload["result"], payload["id"]))
 
 
-class Journal:
-    """An outbox of writes for one database. ``put`` is called on the reactor thread."""
+class _Call:
+    """A function queued for the store thread: ``after`` is the last write put before it."""
+    __slots__ = ("after", "fn", "args", "kw", "d")
 
-    def __init__(self, store_path, spool_path=None, name="dialer", batch=50, open_store=None):
+    def __init__(self, after, fn, args, kw, d):
+        self.after, self.fn, self.args, self.kw, self.d = after, fn, args, kw, d
+
+
+class Journal:
+    """An outbox of writes for one database, and its one store thread. ``put`` and
+    ``call`` are called on the reactor thread. ``reactor`` fires the calls' Deferreds
+    (``callFromThread``); the global reactor when None."""
+
+    def __init__(self, store_path, spool_path=None, name="dialer", batch=50, open_store=None, reactor=None):
         self.store_path = pathlib.Path(store_path)
         self.spool_path = pathlib.Path(spool_path) if spool_path else self.store_path.with_name(
             self.store_path.name + f".{name}.journal")
@@ -124,6 +143,9 @@ class Journal:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._pending = collections.deque()  # (seq, kind, payload), not yet committed
+        self._calls = collections.deque()  # _Call, in the order they were made
+        self._reactor = reactor
+        self._closed = False  # stop() began: new calls fail at once
         self._seq = 0
         self._applied = 0
         self._spool = None
@@ -195,40 +217,48 @@ class Journal:
             return len(self._pending)
 
     # -- applying ---------------------------------------------------------------------
-    def apply_pending(self):
-        """Apply what is pending, in order, in batches. Returns how many were applied;
-        raises nothing: a locked store leaves the writes pending (``failing`` says why)."""
+    def apply_pending(self, upto=None):
+        """Apply what is pending (the writes numbered ``upto`` or less, when given), in
+        order, in batches. Returns how many were applied; raises nothing: a locked store
+        leaves the writes pending (``failing`` says why)."""
         done = 0
         while True:
-            with self._lock:
-                batch = list(itertools.islice(self._pending, self.batch))
-            if not batch:
-                break
-            try:
-                store = self._store_conn()
-                os.fsync(self._spool.fileno())  # on disk before the database says applied
-                applied = self._apply_batch(store, batch)
-            except StoreError as e:
-                if self.failing is None:
-                    log.warn("database unavailable ({err}): {n} write(s) kept in the journal {path}, retrying",
-                             err=str(e), n=self.backlog, path=str(self.spool_path))
-                self.failing = str(e)
+            n = self._apply_one_batch(upto)
+            if n is None:
                 return done
-            if self.failing is not None:
-                log.info("database available again: the journal is catching up ({n} write(s) waiting)",
-                         n=self.backlog)
-                self.failing = None
-            with self._lock:
-                for _ in range(applied):
-                    self._pending.popleft()
-                self._applied = batch[applied - 1][0]
-                empty = not self._pending
-                if empty:  # everything is in the database: the spool starts afresh
-                    self._spool.seek(0)
-                    self._spool.truncate()
-            done += applied
-            self.applied_total += applied
-        return done
+            done += n
+
+    def _apply_one_batch(self, upto=None):
+        """One batch of pending writes (numbered ``upto`` or less): how many were applied,
+        None when there was nothing to apply or the store refused."""
+        with self._lock:
+            batch = list(itertools.takewhile(lambda item: upto is None or item[0] <= upto,
+                                             itertools.islice(self._pending, self.batch)))
+        if not batch:
+            return None
+        try:
+            store = self._store_conn()
+            os.fsync(self._spool.fileno())  # on disk before the database says applied
+            applied = self._apply_batch(store, batch)
+        except StoreError as e:
+            if self.failing is None:
+                log.warn("database unavailable ({err}): {n} write(s) kept in the journal {path}, retrying",
+                         err=str(e), n=self.backlog, path=str(self.spool_path))
+            self.failing = str(e)
+            return None
+        if self.failing is not None:
+            log.info("database available again: the journal is catching up ({n} write(s) waiting)",
+                     n=self.backlog)
+            self.failing = None
+        with self._lock:
+            for _ in range(applied):
+                self._pending.popleft()
+            self._applied = batch[applied - 1][0]
+            if not self._pending:  # everything is in the database: the spool starts afresh
+                self._spool.seek(0)
+                self._spool.truncate()
+        self.applied_total += applied
+        return applied
 
     def _apply_batch(self, store, batch):
         """One transaction: the writes and the new high-water mark. A write that fails
@@ -271,38 +301,116 @@ class Journal:
                           "ON CONFLICT (name) DO UPDATE SET applied_seq = excluded.applied_seq", (self.name, seq))
         return 1
 
-    # -- the writer thread ------------------------------------------------------------
-    def start(self, retry_min=0.25, retry_max=5.0):
-        self._thread = threading.Thread(target=self._run, args=(retry_min, retry_max), name=f"journal-{self.name}",
-                                        daemon=True)
-        self._thread.start()
+    # -- calls on the store thread -----------------------------------------------------
+    def call(self, fn, *args, **kw):
+        """Run ``fn(store, *args, **kw)`` on the store thread, with the writer's
+        connection, after every write ``put`` before this call; a Deferred fired on the
+        reactor thread with its result or its failure. When the database is locked or
+        unavailable (a write before it cannot be applied, or ``fn`` finds it locked) the
+        Deferred fails with ``StoreError``: nothing waits for the database for ever.
+        Once ``stop`` began, a call fails at once (``StoreError``)."""
+        d = defer.Deferred()
+        with self._lock:
+            if not self._closed:
+                self._calls.append(_Call(self._seq, fn, args, kw, d))
+                self._wake.notify()
+                return d
+        d.errback(StoreError("the dialer's store thread is stopped"))
+        return d
 
-    def _run(self, retry_min, retry_max):
-        delay = retry_min
+    def process(self):
+        """Apply the pending writes and run the queued calls, in the order they were
+        made, until nothing is left or the store refuses a write. A call behind a write
+        the store refused fails with ``StoreError``. Runs on the store thread (tests
+        call it directly)."""
         while True:
             with self._lock:
-                while not self._pending and not self._stopping:
-                    self._wake.wait()
-                if self._stopping and not self._pending:
+                call = self._calls[0] if self._calls else None
+            if call is None:
+                if self._apply_one_batch() is None:
                     return
-            self.apply_pending()
+                continue
+            if self._apply_one_batch(call.after) is not None:
+                continue  # one batch at a time: a call made meanwhile is not kept waiting
+            with self._lock:
+                if not self._calls or self._calls[0] is not call:  # failed by stop() meanwhile
+                    continue
+                self._calls.popleft()
+                behind = bool(self._pending) and self._pending[0][0] <= call.after
+            if behind:
+                self._settle(call, Failure(StoreError(
+                    f"database unavailable ({self.failing}): {self.backlog} write(s) waiting in the journal")))
+            else:
+                self._settle(call, *self._run_call(call))
+
+    def _run_call(self, call):
+        """(result, None) or (None, Failure)."""
+        try:
+            store = self._store_conn()
+        except Exception:  # noqa: BLE001 - the database cannot be opened: handed to the caller
+            return None, Failure()
+        try:
+            out = call.fn(store, *call.args, **call.kw), None
+        except sqlite3.OperationalError as e:  # locked, busy, I/O: the store, not the call
+            out = None, Failure(StoreError(f"database {self.store_path}: {e}"))
+        except Exception:  # noqa: BLE001 - handed to the caller
+            out = None, Failure()
+        if store.conn.in_transaction:  # never left open for the next writes to join
+            store.conn.execute("ROLLBACK")
+            if out[1] is None:
+                name = getattr(call.fn, "__qualname__", repr(call.fn))
+                out = None, Failure(DialerError(f"{name} left a transaction open on the store thread; rolled back"))
+        return out
+
+    def _settle(self, call, result, failure=None):
+        reactor = self._reactor
+        if reactor is None:
+            from twisted.internet import reactor
+        if failure is None:
+            reactor.callFromThread(call.d.callback, result)
+        else:
+            reactor.callFromThread(call.d.errback, failure)
+
+    def _fail_calls(self, why):
+        with self._lock:
+            calls = list(self._calls)
+            self._calls.clear()
+        for c in calls:
+            self._settle(c, None, Failure(StoreError(why)))
+
+    # -- the writer thread ------------------------------------------------------------
+    def start(self, retry_min=0.25, retry_max=5.0):
+        backoff = Backoff(retry_min, retry_max)  # a bad setting is refused here, not in the thread
+        self._thread = threading.Thread(target=self._run, args=(backoff,), name=f"journal-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _run(self, backoff):
+        while True:
+            with self._lock:
+                while not self._pending and not self._calls and not self._stopping:
+                    self._wake.wait()
+                if self._stopping and not self._pending and not self._calls:
+                    return
+            self.process()
             if self.failing is None:
-                delay = retry_min
+                backoff.reset()
                 continue
             with self._lock:  # the store refused: wait, then try again (a stop ends the wait)
                 if self._stopping:
                     return
-                self._wake.wait(delay)
-            delay = min(retry_max, delay * 2)
+                self._wake.wait(backoff.next())
 
     def stop(self, timeout=10.0):
         """Let the writer finish what it can within ``timeout`` s; what is left stays in
-        the spool for the next start."""
+        the spool for the next start. Calls made from now on fail at once; calls still
+        queued when the writer ends (or the time is up) fail with ``StoreError``."""
         with self._lock:
             self._stopping = True
+            self._closed = True
             self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._fail_calls("the dialer's store thread stopped before this call ran")
         if self._thread is None or not self._thread.is_alive():
             with self._lock:
                 self._spool.close()

@@ -1,12 +1,18 @@
 """The dialer's write journal on a real SQLite file: writes kept while the database
 is locked, applied once it is free, replayed exactly once after a crash, a bad write
-set aside (never dropped), the writer thread drained on stop."""
+set aside (never dropped), the writer thread drained on stop; calls on the store
+thread in order with the writes, failing with StoreError when the database is locked
+or the journal stopped."""
 
 import datetime as dt
 import json
+import pathlib
 import sqlite3
+import threading
 
 import pytest
+from twisted.internet import defer
+from twisted.trial import unittest as trial
 
 from campaigns.store import create_account
 from dialer.cdr import Cdr
@@ -158,3 +164,182 @@ def test_stop_while_locked_leaves_the_writes_for_the_next_start(store, db_path, 
     again = journal(db_path)
     assert again.apply_pending() == 1
     assert cdr_ids(store) == ["call-1"]
+
+
+# -- the store thread: calls in order with the writes ------------------------------------
+class AtOnce:
+    """A reactor stand-in whose ``callFromThread`` runs at once: ``process`` fires the
+    calls' Deferreds on the test's thread."""
+
+    def callFromThread(self, f, *args, **kw):
+        f(*args, **kw)
+
+
+def outcome(d):
+    """The value or Failure a Deferred fired with (it must have fired); the Deferred is
+    left holding None."""
+    out = []
+    d.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    return out[0]
+
+
+def count_cdrs(store):
+    return store.query_one("SELECT COUNT(*) AS n FROM cdrs")["n"]
+
+
+def test_a_call_sees_the_writes_put_before_it_and_not_those_after(store, db_path, account):
+    j = journal(db_path, reactor=AtOnce(), batch=2)
+    first = j.call(count_cdrs)  # before any write
+    for n in range(5):
+        j.put("cdr", cdr_item(account, n))
+    middle = j.call(count_cdrs)
+    j.put("cdr", cdr_item(account, 5))
+    last = j.call(lambda s, extra: count_cdrs(s) + extra, extra=100)
+    assert not first.called  # nothing runs until the store thread does
+    j.process()
+    assert (outcome(first), outcome(middle), outcome(last)) == (0, 5, 106)
+    assert j.backlog == 0 and count_cdrs(store) == 6
+
+
+def test_a_call_runs_on_the_writers_connection(store, db_path, account):
+    j = journal(db_path, reactor=AtOnce())
+    d = j.call(lambda s: s)
+    j.process()
+    assert outcome(d) is j._store_conn()
+
+
+def test_a_call_behind_writes_the_locked_database_refuses_fails_with_store_error(store, db_path, account):
+    from core.errors import StoreError
+    j = journal(db_path, reactor=AtOnce())
+    other = lock(db_path)
+    j.put("cdr", cdr_item(account, 1))
+    d = j.call(count_cdrs)
+    j.process()
+    f = outcome(d)
+    assert f.check(StoreError) and "database unavailable" in f.getErrorMessage()
+    assert j.backlog == 1 and j.failing
+    other.execute("ROLLBACK")
+    other.close()
+    again = j.call(count_cdrs)
+    j.process()
+    assert outcome(again) == 1 and j.backlog == 0 and j.failing is None
+
+
+def test_a_call_that_finds_the_database_locked_fails_with_store_error(store, db_path, account):
+    from core.errors import StoreError
+    j = journal(db_path, reactor=AtOnce())
+    other = lock(db_path)
+
+    def claim(s):  # BEGIN IMMEDIATE, as the hopper's claim
+        with s.transaction():
+            return "claimed"
+
+    def raw_insert(s):  # sqlite3's own error: the store thread turns it into StoreError too
+        s.conn.execute("INSERT INTO accounts (name, created_at) VALUES ('x', 'now')")
+
+    a, b = j.call(claim), j.call(raw_insert)
+    j.process()
+    for f in (outcome(a), outcome(b)):
+        assert f.check(StoreError) and "locked" in f.getErrorMessage()
+    other.execute("ROLLBACK")
+    other.close()
+    c = j.call(claim)
+    j.process()
+    assert outcome(c) == "claimed"
+
+
+def test_a_failing_call_reaches_its_caller_and_the_journal_goes_on(store, db_path, account):
+    j = journal(db_path, reactor=AtOnce())
+    bad = j.call(lambda s: 1 / 0)
+    j.put("cdr", cdr_item(account, 1))
+    after = j.call(count_cdrs)
+    j.process()
+    assert outcome(bad).check(ZeroDivisionError)
+    assert outcome(after) == 1
+
+
+def test_a_call_that_leaves_a_transaction_open_is_rolled_back(store, db_path, account):
+    from core.errors import DialerError
+    j = journal(db_path, reactor=AtOnce())
+
+    def sloppy(s):
+        s.conn.execute("BEGIN IMMEDIATE")
+        s.conn.execute("INSERT INTO accounts (name, created_at) VALUES ('sloppy', 'now')")
+
+    d = j.call(sloppy)
+    j.put("cdr", cdr_item(account, 1))  # must not join (and commit) the open transaction
+    j.process()
+    f = outcome(d)
+    assert f.check(DialerError) and "left a transaction open" in f.getErrorMessage()
+    assert store.query("SELECT name FROM accounts WHERE name = 'sloppy'") == []
+    assert count_cdrs(store) == 1
+
+
+def test_calls_fail_cleanly_once_the_journal_stops(store, db_path, account):
+    from core.errors import StoreError
+    j = journal(db_path, reactor=AtOnce())
+    queued = j.call(count_cdrs)  # the writer never ran (not started)
+    j.stop()
+    assert outcome(queued).check(StoreError)
+    late = outcome(j.call(count_cdrs))
+    assert late.check(StoreError) and "stopped" in late.getErrorMessage()
+
+
+class StoreThreadTest(trial.TestCase):
+    """The writer thread under the real reactor: calls run there, in order with the
+    writes, and their Deferreds fire on the reactor thread."""
+
+    def setUp(self):
+        import shutil
+        import tempfile
+        from core.store import Store
+        tmp = tempfile.mkdtemp(prefix="journal-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        self.path = pathlib.Path(tmp) / "dialer.db"
+        s = Store(self.path)
+        self.account = create_account(s, "acme", NOW, "t")["id"]
+        s.close()
+        self.j = journal(self.path)
+
+    @defer.inlineCallbacks
+    def test_calls_run_on_the_writer_thread_after_the_writes_before_them(self):
+        self.j.start(retry_min=0.01, retry_max=0.05)
+        self.addCleanup(self.j.stop)
+        for n in range(120):
+            self.j.put("cdr", cdr_item(self.account, n))
+        where = []
+
+        def count(store):
+            where.append(threading.get_ident())
+            return count_cdrs(store)
+
+        counts = yield defer.gatherResults([self.j.call(count) for _ in range(3)])
+        self.assertEqual(counts, [120, 120, 120])
+        self.assertEqual(set(where), {self.j._thread.ident})
+        self.assertNotEqual(self.j._thread.ident, threading.get_ident())
+        fired_on = yield self.j.call(count).addCallback(lambda _: threading.get_ident())
+        self.assertEqual(fired_on, threading.get_ident())  # the reactor's thread, this one
+
+    @defer.inlineCallbacks
+    def test_stop_fails_the_calls_still_queued(self):
+        from core.errors import StoreError
+        started, release = threading.Event(), threading.Event()
+
+        def slow(store):
+            started.set()
+            release.wait()
+            return "slow done"
+
+        self.j.start(retry_min=0.01, retry_max=0.05)
+        running = self.j.call(slow)
+        queued = self.j.call(count_cdrs)
+        started.wait()
+        self.j.stop(timeout=0.01)  # the writer is inside ``slow``: the queued call cannot run
+        with self.assertRaises(StoreError):
+            yield queued
+        release.set()
+        self.assertEqual((yield running), "slow done")  # the call already running ends normally
+        self.j._thread.join()
+        self.j._store_conn().close()
+        self.j._spool.close()

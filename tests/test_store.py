@@ -1,15 +1,10 @@
-"""The store: WAL, migrations, transactions, and the one-writer service under the reactor."""
-
-import threading
+"""The store: WAL, migrations, transactions, clear errors."""
 
 import pytest
-from twisted.internet import defer, reactor
-from twisted.trial import unittest as trial
 
 from core import migrations
 from core.errors import StoreError
 from core.store import Store
-from core.writer import StoreService
 
 
 def test_wal_and_migrations_are_idempotent(db_path):
@@ -49,39 +44,3 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot"):
         Store(blocker / "sub" / "dialer.db")
-
-
-class StoreServiceTest(trial.TestCase):
-    """Writes from many callers are serialised on one thread; reads run beside them."""
-
-    def setUp(self):
-        self.path = self.mktemp() + ".db"
-        self.svc = StoreService(reactor, self.path, readers=2)
-        self.svc.start()
-        self.addCleanup(self.svc.stop)
-
-    @defer.inlineCallbacks
-    def test_writes_are_serialised_on_one_thread(self):
-        threads = set()
-
-        def insert(store, i):
-            threads.add(threading.get_ident())
-            store.execute("INSERT INTO accounts (name, created_at) VALUES (?, 'now')", (f"acc{i}",))
-            return i
-
-        results = yield defer.gatherResults([self.svc.write(insert, i) for i in range(50)])
-        self.assertEqual(sorted(results), list(range(50)))
-        self.assertEqual(len(threads), 1)
-        n = yield self.svc.read(lambda s: s.query_one("SELECT COUNT(*) AS n FROM accounts")["n"])
-        self.assertEqual(n, 50)
-
-    @defer.inlineCallbacks
-    def test_failed_write_changes_nothing(self):
-        def bad(store):
-            store.execute("INSERT INTO accounts (name, created_at) VALUES ('x', 'now')")
-            raise ValueError("boom")
-
-        with self.assertRaises(ValueError):
-            yield self.svc.write(bad)
-        n = yield self.svc.read(lambda s: s.query_one("SELECT COUNT(*) AS n FROM accounts")["n"])
-        self.assertEqual(n, 0)
