@@ -63,22 +63,24 @@ class CongestionBrake:
     ``max_pause_s``); any other final answer resets it. Pure: the caller gives ``now``."""
 
     def __init__(self, threshold=10, pause_s=5.0, max_pause_s=60.0):
+        from core.retry import Backoff  # imported here: this class is all that uses it in this module
+
         self.threshold, self.pause_s, self.max_pause_s = threshold, pause_s, max_pause_s
         self.in_a_row = 0
-        self.next_pause = pause_s
+        self.pauses = Backoff(pause_s, max_pause_s)
         self.until = None
 
     def record(self, now, congested):
         """A call's end; returns the pause (s) when this one engages the brake."""
         if not congested:
-            self.in_a_row, self.next_pause, self.until = 0, self.pause_s, None
+            self.in_a_row, self.until = 0, None
+            self.pauses.reset()
             return None
         self.in_a_row += 1
         if self.in_a_row < self.threshold or self.paused(now):
             return None
-        pause = self.next_pause
+        pause = self.pauses.next()
         self.until = now + pause
-        self.next_pause = min(self.max_pause_s, pause * 2)
         return pause
 
     def paused(self, now):
