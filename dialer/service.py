@@ -50,20 +50,19 @@ class Service:
         self.stopping = False
         self.watcher = None
         self.skipped = set()  # campaigns that could not join (logged once)
+        self.looking = {}  # agent phone key -> its events that came while its user was looked up
 
-    def _add(self, row):
-        """A Dialer for a running campaign, through its trunk (registered if new)."""
+    def _add(self, row, setup=None):
+        """A Dialer for a running campaign, through its trunk (registered if new).
+        ``setup``: its (trunk, account row) as ``campaign_setup`` read them; read here
+        when None (at start, before the reactor runs)."""
         from .engine import Dialer
-        from .trunks import TrunkRegistrar, campaign_trunk
-        trunk = campaign_trunk(self.store, row)
-        if trunk is None:
-            raise InputError(f"campaign {row['name']!r} has no SIP trunk: add one to its account with "
-                             f"'dialer trunk add NAME --account ACCOUNT --proxy HOST:PORT'")
+        from .trunks import TrunkRegistrar
+        trunk, account = setup if setup is not None else campaign_setup(self.store, row)
         new_trunk = trunk.id not in self.registrars
         if new_trunk:
             self.registrars[trunk.id] = TrunkRegistrar(self.reactor, self.pool, trunk, on_result=self._registration,
                                                        **self.registrar_options)
-        account = self.store.query_one("SELECT id, line_capacity FROM accounts WHERE id = ?", (row["account_id"],))
         self.gate.set_capacity(account["id"], account["line_capacity"])
         d = self.dialers[row["id"]] = Dialer(
             self.reactor, self.store, row["id"], self.pool, route=trunk.uri, tick=self.tick, cps=trunk.cps,
@@ -73,18 +72,29 @@ class Service:
         return d, new_trunk
 
     def look_for_campaigns(self):
-        """Campaigns started while the service runs join it (checked every few seconds)."""
+        """Campaigns started while the service runs join it (checked every few seconds,
+        the campaigns read on the store thread). Returns a Deferred (None when there is
+        nothing to look for)."""
         if self.stopping or self.names:
-            return
-        try:
-            rows = self.store.query("SELECT * FROM campaigns WHERE state = 'running' ORDER BY id")
-        except DialerError:
-            return
-        for row in rows:
-            if row["id"] in self.dialers:
+            return None
+        d = self.journal.call(campaigns_to_join, frozenset(self.dialers))
+        d.addCallbacks(self._join, self._not_looked)
+        return d
+
+    def _not_looked(self, f):
+        if f.check(DialerError):  # the database is unavailable: the next look tries again
+            log.debug("running campaigns not read: {err}", err=f.getErrorMessage())
+        else:
+            log.failure("looking for running campaigns", f)
+
+    def _join(self, found):
+        for row, setup, err in found:
+            if self.stopping or row["id"] in self.dialers:
                 continue
             try:
-                d, new_trunk = self._add(row)
+                if err is not None:
+                    raise err
+                d, new_trunk = self._add(row, setup)
             except DialerError as e:
                 if row["id"] not in self.skipped:
                     log.warn("campaign {name} cannot join the running dialer: {err}", name=row["name"], err=str(e))
@@ -139,19 +149,45 @@ class Service:
         if name == "incoming":
             if ev.get("tie"):
                 return
-            d, user = self._dialer_for_login(ev.get("to_user") or "")
-            if d is None:
-                self.pool.hangup(key, code=404)
-                return
-            d.on_event(dict(ev, agent_user=user))
-            if d.owns(key):
-                self.owner[key] = d
+            # the user is looked up on the store thread; the phone's events that come
+            # meanwhile (its ACK, its hang-up) wait for the answer
+            self.looking[key] = []
+            d = self.journal.call(login_matches, ev.get("to_user") or "")
+            d.addCallbacks(self._route_login, self._login_not_looked, callbackArgs=(ev,), errbackArgs=(ev,))
+            return
+        if key in self.looking:
+            self.looking[key].append(ev)
             return
         d = self.owner.get(key) or self._dialer_for_key(key)
         if d is not None:
             d.on_event(ev)
             if name == "ended":
                 self.owner.pop(key, None)
+
+    def _route_login(self, matches, ev):
+        """The agent login's user is known: hand the phone to its campaign loop, then
+        the events that came while it was looked up."""
+        key = ev["key"]
+        later = self.looking.pop(key, [])
+        if any(e.get("ev") == "ended" for e in later):  # the phone hung up meanwhile
+            return
+        d, user = self._dialer_for_login(ev.get("to_user") or "", matches)
+        if d is None:
+            self.pool.hangup(key, code=404)
+            return
+        d.on_event(dict(ev, agent_user=user))
+        if d.owns(key):
+            self.owner[key] = d
+        for e in later:
+            self.on_event(e)
+
+    def _login_not_looked(self, f, ev):
+        key = ev["key"]
+        later = self.looking.pop(key, [])
+        log.warn("agent login {who!r} not checked, the database is unavailable ({err})", who=ev.get("to_user"),
+                 err=f.getErrorMessage())
+        if not any(e.get("ev") == "ended" for e in later):
+            self.pool.hangup(key, code=503)
 
     def _dialer_for_key(self, key):
         """The campaign loop an event belongs to (call ids are unique: each loop knows its own)."""
@@ -162,28 +198,20 @@ class Service:
                 return d
         return None
 
-    def _dialer_for_login(self, to_user):
+    def _dialer_for_login(self, to_user, found):
         """The campaign an agent's phone logs in to, and the user name: ``agent-<user>-<pin>``
         joins the running campaign of the user's account (the only one, else the one
         named by a fourth part ``-<campaign>``). User names are unique per account only:
         ``<user>.<account>`` names the account, and is needed when accounts running here
-        share the user name. Returns (Dialer, user) or (None, None)."""
+        share the user name. ``found``: what ``login_matches`` read for ``to_user``.
+        Returns (Dialer, user) or (None, None)."""
         parts = to_user.split("-", 3)
         if len(parts) < 3 or parts[0] != "agent":
             log.warn("a call to {who!r} is not an agent login (agent-<user>-<pin>): refused", who=to_user)
             return None, None
         ident = parts[1]
         running = {d.account_id for d in self.dialers.values()}
-        matches = []  # (account id, user name)
-        for i, ch in enumerate(ident):
-            if ch == ".":
-                matches += [(r["account_id"], r["name"]) for r in self.store.query(
-                    "SELECT u.account_id, u.name FROM users u JOIN accounts a ON a.id = u.account_id "
-                    "WHERE a.name = ? AND u.name = ?", (ident[i + 1:], ident[:i]))]
-        qualified = bool(matches)
-        if not matches:
-            matches = [(r["account_id"], r["name"]) for r in self.store.query(
-                "SELECT account_id, name FROM users WHERE name = ?", (ident,))]
+        qualified, matches = found
         matches = [m for m in matches if m[0] in running]
         if len(matches) > 1:
             log.warn("agent login of {user!r}: {n} accounts running here have that user; dial "
@@ -249,6 +277,51 @@ class Service:
         return {"campaigns": {d.campaign["name"]: d.stats.as_dict() for d in self.dialers.values()},
                 "trunks": {reg.trunk.name: _plain(reg.status()) for reg in self.registrars.values()},
                 "journal_backlog": self.journal.backlog}
+
+
+def campaign_setup(store, row):
+    """A running campaign's (trunk, account row): what its loop needs to join."""
+    from .trunks import campaign_trunk
+    trunk = campaign_trunk(store, row)
+    if trunk is None:
+        raise InputError(f"campaign {row['name']!r} has no SIP trunk: add one to its account with "
+                         f"'dialer trunk add NAME --account ACCOUNT --proxy HOST:PORT'")
+    account = store.query_one("SELECT id, line_capacity FROM accounts WHERE id = ?", (row["account_id"],))
+    return trunk, account
+
+
+def campaigns_to_join(store, known):
+    """On the store thread: the running campaigns whose id is not in ``known``, each as
+    (row, (trunk, account) or None, the DialerError that keeps it out or None)."""
+    out = []
+    for row in store.query("SELECT * FROM campaigns WHERE state = 'running' ORDER BY id"):
+        if row["id"] in known:
+            continue
+        try:
+            out.append((row, campaign_setup(store, row), None))
+        except DialerError as e:
+            out.append((row, None, e))
+    return out
+
+
+def login_matches(store, to_user):
+    """On the store thread: the users an agent login ``agent-<ident>-<pin>...`` may
+    name, as (qualified, [(account id, user name)]): ``<user>.<account>`` names the
+    account (qualified); else every account's user of that name."""
+    parts = to_user.split("-", 3)
+    if len(parts) < 3 or parts[0] != "agent":
+        return False, []
+    ident = parts[1]
+    matches = []
+    for i, ch in enumerate(ident):
+        if ch == ".":
+            matches += [(r["account_id"], r["name"]) for r in store.query(
+                "SELECT u.account_id, u.name FROM users u JOIN accounts a ON a.id = u.account_id "
+                "WHERE a.name = ? AND u.name = ?", (ident[i + 1:], ident[:i]))]
+    if matches:
+        return True, matches
+    return False, [(r["account_id"], r["name"]) for r in store.query(
+        "SELECT account_id, name FROM users WHERE name = ?", (ident,))]
 
 
 def _plain(obj):

@@ -324,7 +324,7 @@ def test_an_agent_login_finds_the_user_in_its_own_account_only(tmp_path):
     refused (never resolved across accounts), ``alice.<account>`` picks the account."""
     from twisted.internet import task as _task
     from dialer.journal import Journal
-    from dialer.service import Service
+    from dialer.service import Service, login_matches
     from dialer.trunks import add_trunk
     store = Store(tmp_path / "d.db")
     service.ensure_defaults(store, T0)
@@ -338,12 +338,15 @@ def test_an_agent_login_finds_the_user_in_its_own_account_only(tmp_path):
     add_user(store, "acme", "bob", "agent", T0, "t")
     svc = Service(_task.Clock(), store, Journal(store.path), port=5070, workers=1)
     acme, zeta = sorted(svc.dialers.values(), key=lambda d: d.account_id)
-    assert svc._dialer_for_login("agent-alice-7391") == (None, None)
-    assert svc._dialer_for_login("agent-alice.acme-7391") == (acme, "alice")
-    assert svc._dialer_for_login("agent-alice.zeta.example-7391-spring") == (zeta, "alice")
-    assert svc._dialer_for_login("agent-bob-7391") == (acme, "bob")  # unique: the bare name will do
-    assert svc._dialer_for_login("agent-bob.zeta.example-7391") == (None, None)  # no bob there
-    assert svc._dialer_for_login("agent-carol-7391") == (None, None)
+
+    def login(to_user):  # the lookup (on the store thread when live), then the choice
+        return svc._dialer_for_login(to_user, login_matches(store, to_user))
+    assert login("agent-alice-7391") == (None, None)
+    assert login("agent-alice.acme-7391") == (acme, "alice")
+    assert login("agent-alice.zeta.example-7391-spring") == (zeta, "alice")
+    assert login("agent-bob-7391") == (acme, "bob")  # unique: the bare name will do
+    assert login("agent-bob.zeta.example-7391") == (None, None)  # no bob there
+    assert login("agent-carol-7391") == (None, None)
     with pytest.raises(Exception, match="2 accounts have a campaign named 'spring': write ACCOUNT/spring"):
         svc._campaign_named("spring")
     assert svc._campaign_named("zeta.example/spring")["account_id"] == zeta.account_id

@@ -1,0 +1,117 @@
+"""The running service's own store reads go through the store thread (the journal's
+``call``), never the reactor: an agent login's user lookup, with the phone's events
+held until it is known, and the look for campaigns started while the service runs.
+Driven synchronously: the journal's ``process`` plays the store thread and fires the
+Deferreds at once; the reactor is a ``task.Clock``."""
+
+import datetime as _dt
+import sqlite3
+
+from twisted.internet import task
+
+from campaigns.store import add_number, add_user, change_state, create_account, create_campaign
+from core.store import Store
+from dialer.journal import Journal
+from dialer.service import Service
+from dialer.trunks import add_trunk
+from rules import service
+
+T0 = _dt.datetime(2026, 11, 24, 17, 0, tzinfo=_dt.timezone.utc)
+
+
+class AtOnce:
+    def callFromThread(self, f, *args, **kw):
+        f(*args, **kw)
+
+
+def setup(tmp_path):
+    store = Store(tmp_path / "d.db")
+    service.ensure_defaults(store, T0)
+    for acc in ("acme", "zeta"):
+        create_account(store, acc, T0, "t", lines=10)
+        add_number(store, acc, "212 555 9999", T0, "t")
+        add_user(store, acc, "alice", "agent", T0, "t")
+        add_trunk(store, acc, "carrier", "127.0.0.1:5099", T0, "t")
+    create_campaign(store, "spring", "acme", T0, "t", caller_id="212-555-9999", dial_mode="preview")
+    change_state(store, "spring", "start", T0, "t", account="acme")
+    add_user(store, "acme", "bob", "agent", T0, "t")
+    journal = Journal(store.path, reactor=AtOnce(),
+                      open_store=lambda: Store(store.path, timeout=0.05, migrate=False))
+    svc = Service(task.Clock(), store, journal, port=5070, workers=1)
+    svc.pool.hangups = []
+    svc.pool.hangup = lambda key, code=None: svc.pool.hangups.append((key, code))
+    return store, journal, svc
+
+
+def spy(dialer):
+    """The events a campaign loop receives (and nothing else done with them)."""
+    seen = []
+    dialer.on_event = seen.append
+    dialer.owns = lambda key: any(e.get("key") == key for e in seen)
+    return seen
+
+
+def test_a_login_is_looked_up_on_the_store_thread_and_the_phones_ack_waits_for_it(tmp_path):
+    store, journal, svc = setup(tmp_path)
+    (spring,) = svc.dialers.values()
+    seen = spy(spring)
+    svc.on_event({"ev": "incoming", "key": "p1", "to_user": "agent-bob-5828", "source": "127.0.0.1:1"})
+    svc.on_event({"ev": "confirmed", "key": "p1"})  # the phone's ACK, before the lookup's answer
+    assert seen == []  # nothing was read on the reactor thread
+    journal.process()  # the store thread answers
+    assert [(e["ev"], e.get("agent_user")) for e in seen] == [("incoming", "bob"), ("confirmed", None)]
+    assert svc.owner["p1"] is spring and svc.looking == {}
+    svc.on_event({"ev": "ended", "key": "p1"})  # routed as before once known
+    assert seen[-1]["ev"] == "ended" and "p1" not in svc.owner
+
+
+def test_a_phone_that_hangs_up_while_its_user_is_looked_up_reaches_no_loop(tmp_path):
+    store, journal, svc = setup(tmp_path)
+    (spring,) = svc.dialers.values()
+    seen = spy(spring)
+    svc.on_event({"ev": "incoming", "key": "p1", "to_user": "agent-bob-5828", "source": "127.0.0.1:1"})
+    svc.on_event({"ev": "ended", "key": "p1"})
+    journal.process()
+    assert seen == [] and svc.pool.hangups == [] and svc.looking == {}
+
+
+def test_an_unknown_agent_is_refused_with_404(tmp_path):
+    store, journal, svc = setup(tmp_path)
+    (spring,) = svc.dialers.values()
+    seen = spy(spring)
+    svc.on_event({"ev": "incoming", "key": "p1", "to_user": "agent-carol-1111", "source": "127.0.0.1:1"})
+    journal.process()
+    assert seen == [] and svc.pool.hangups == [("p1", 404)]
+
+
+def test_a_login_the_database_cannot_check_is_refused_with_503(tmp_path):
+    store, journal, svc = setup(tmp_path)
+    (spring,) = svc.dialers.values()
+    seen = spy(spring)
+    other = sqlite3.connect(str(store.path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    svc._registration({"trunk_id": 1, "worker": 5070, "code": 200, "reason": "OK", "ms": 3, "alert": False})
+    svc.on_event({"ev": "incoming", "key": "p1", "to_user": "agent-bob-5828", "source": "127.0.0.1:1"})
+    journal.process()  # the write before the lookup cannot be applied: the lookup fails, not waits
+    assert seen == [] and svc.pool.hangups == [("p1", 503)]
+    other.execute("ROLLBACK")
+    other.close()
+
+
+def test_a_campaign_started_while_the_service_runs_is_read_on_the_store_thread(tmp_path):
+    store, journal, svc = setup(tmp_path)
+    create_campaign(store, "autumn", "zeta", T0, "t", caller_id="212-555-9999", dial_mode="preview")
+    change_state(store, "autumn", "start", T0, "t", account="zeta")
+    create_account(store, "lone", T0, "t", lines=10)  # no trunk: its campaign cannot join
+    add_number(store, "lone", "212 555 9998", T0, "t")
+    create_campaign(store, "nowhere", "lone", T0, "t", caller_id="212-555-9998", dial_mode="preview")
+    change_state(store, "nowhere", "start", T0, "t", account="lone")
+    d = svc.look_for_campaigns()
+    assert sorted(c.campaign["name"] for c in svc.dialers.values()) == ["spring"]  # not read yet
+    journal.process()
+    assert d.called
+    assert sorted(c.campaign["name"] for c in svc.dialers.values()) == ["autumn", "spring"]
+    nowhere = store.query_one("SELECT id FROM campaigns WHERE name = 'nowhere'")["id"]
+    assert svc.skipped == {nowhere}
+    for dl in svc.dialers.values():
+        dl.stop()
