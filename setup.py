@@ -28,7 +28,6 @@ setup(
         "pjsua2-python==2.10.post6; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "phonenumbers>=8.13.30",
         "pytz>=2024.1",
-        "sqlite-utils>=3.36",
         "click>=8.1",
         "holidays>=0.50",
         "pyroaring>=1.0",

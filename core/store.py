@@ -4,6 +4,12 @@ Portable SQL only (no SQLite-only syntax in queries outside this module), so a
 PostgreSQL backend can be added beside it. Times are ISO 8601 UTC text; money
 (later) is Decimal text.
 
+No sqlite-utils: it is SQLite-only, so the store's portable SQL cannot go through
+it; its ``insert_all`` is slower than ``executemany`` for lead rows (measured by
+``bench/bulk_insert_bench.py``); the one schema check (m005's column list) is a
+single PRAGMA; and exports write our own columns (the CDR export's Asterisk layout,
+neutralised cells) from the rows as dicts that ``query`` already gives.
+
 Writes go through one writer: in the CLI that is the process itself; under the
 reactor it is the write journal's thread (``dialer.journal.Journal``), which also
 runs the live loop's reads (``Journal.call``).
@@ -13,8 +19,6 @@ import contextlib
 import os
 import pathlib
 import sqlite3
-
-import sqlite_utils
 
 from .errors import StoreError
 from . import migrations
@@ -64,7 +68,6 @@ class Store:
             except OSError as e:
                 raise StoreError(f"cannot create data directory {self.path.parent}: {e.strerror}") from None
         self.conn = connect(self.path, timeout)
-        self.db = sqlite_utils.Database(self.conn)
         if migrate:
             self.migrate()
 
