@@ -48,3 +48,24 @@ def test_same_delays_as_the_closed_form():
 def test_bad_settings_are_refused_with_one_message(args, message):
     with pytest.raises(InputError, match=message.replace("(", "\\(")):
         Backoff(*args)
+
+
+def test_the_nth_delay_for_callers_that_keep_their_own_count():
+    """What gate.LoginGuard and sip.pool computed before: min(maximum, first * 2 ** n)."""
+    b = Backoff(2.0, 300.0)
+    assert [b.delay(n) for n in range(10)] == [min(300.0, 2.0 * 2 ** n) for n in range(10)]
+    assert b.delay(-3) == 2.0
+    assert b.tries == 0  # delay() counts nothing
+
+
+def test_a_huge_count_is_the_maximum_not_an_overflow():
+    b = Backoff(0.5, 30.0)
+    assert b.delay(1100) == b.delay(10 ** 12) == 30.0  # 0.5 * 2.0 ** 1100 would overflow
+    assert Backoff(1, 1).delay(10 ** 9) == 1
+    assert Backoff(3, 7, factor=1).delay(50) == 3
+
+
+def test_next_hands_out_the_nth_delays_in_turn():
+    b = Backoff(0.3, 10.0, factor=3)
+    assert [b.next() for _ in range(6)] == [b.delay(n) for n in range(6)]
+    assert b.next() == 10.0
