@@ -29,6 +29,7 @@ PostgreSQL implements with leased rows; this one holds one process's state.
 import collections
 
 from core.errors import StateError
+from core.retry import Backoff
 
 
 class AccountGate:
@@ -115,6 +116,7 @@ class LoginGuard:
 
     def __init__(self, free=3, base_s=2.0, max_s=300.0):
         self.free, self.base_s, self.max_s = free, base_s, max_s
+        self.backoff = Backoff(base_s, max_s)
         self.failures = {}  # source -> (count, last failure instant)
 
     def wait(self, source, t):
@@ -125,7 +127,7 @@ class LoginGuard:
         if t - last >= self.max_s:
             del self.failures[source]
             return 0.0
-        delay = min(self.max_s, self.base_s * 2 ** (n - self.free))
+        delay = self.backoff.delay(n - self.free)
         return max(0.0, last + delay - t)
 
     def failed(self, source, t):

@@ -62,12 +62,16 @@ from twisted.internet import defer, error, protocol as tprotocol
 from twisted.logger import Logger
 
 from core.errors import DialerError
+from core.retry import Backoff
 from dialer.sip import protocol
 
 log = Logger(namespace="dialer.sip.pool")
 
 # Set on tie calls by the pool: the SIP port of the worker that placed the tie.
 FROM_WORKER_HEADER = "X-Dialer-From-Worker"
+
+# A worker that dies before it is ready is started again after 0.5 s, doubling to 30 s.
+RESPAWN_BACKOFF = Backoff(0.5, 30.0)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -590,7 +594,7 @@ class WorkerPool:
         delay = 0.0
         if not w.ready:
             n = self.failures[w.port] = self.failures.get(w.port, 0) + 1
-            delay = min(30.0, 0.5 * 2 ** (n - 1))
+            delay = RESPAWN_BACKOFF.delay(n - 1)
         hint = f" ({w.last_stderr})" if w.last_stderr else ""
         log.warn("sip worker on port {port} (pid {pid}) died ({what}){hint}: {n} call(s) "
                  "ended as failed; replacement in {delay:.1f} s",
