@@ -227,10 +227,10 @@ def list_cdrs(store, campaign=None, account=None, since=None, until=None, limit=
 
 def campaign_stats(store, campaign, since, until=None, account=None):
     """Dials, answers, live answers, connects, abandons over [since, until) for a
-    campaign (id, or name within ``account``). ``abandon_rate`` is abandons over live answers (a person
-    answered: connected, answered, abandoned), rounded up to 4 decimals so it never
-    understates; ``billable_minutes`` is the sum of billsec / 60 as Decimal, rounded
-    up to 6 decimals."""
+    campaign (id, or name within ``account``). Live answers, abandons and
+    ``abandon_rate`` (abandons over live answers, rounded up to 4 decimals so it never
+    understates) are by the one definition of ``dialer.abandons``; ``billable_minutes``
+    is the sum of billsec / 60 as Decimal, rounded up to 6 decimals."""
     if campaign is None:
         raise InputError("campaign_stats needs a campaign")
     campaign_id, _ = _resolve(store, campaign, account)
@@ -239,22 +239,19 @@ def campaign_stats(store, campaign, since, until=None, account=None):
     if until is not None:
         sql_until = " AND started_at < ?"
         params.append(to_iso(utc(until)))
-    live = ", ".join(f"'{d}'" for d in LIVE_ANSWER_DISPOSITIONS)
+    from .abandons import ABANDON_SQL, LIVE_SQL, rate_decimal
     row = store.query_one(
         "SELECT COUNT(*) AS dials, "
         "SUM(CASE WHEN answered_at IS NOT NULL THEN 1 ELSE 0 END) AS answers, "
-        f"SUM(CASE WHEN answered_at IS NOT NULL AND (disposition IN ({live}) OR abandoned = 1 OR bridged_at IS NOT NULL) "
-        "THEN 1 ELSE 0 END) AS live_answers, "
+        f"SUM(CASE WHEN {LIVE_SQL} THEN 1 ELSE 0 END) AS live_answers, "
         "SUM(CASE WHEN bridged_at IS NOT NULL THEN 1 ELSE 0 END) AS connects, "
-        "SUM(abandoned) AS abandons, SUM(billsec) AS billsec "
+        f"SUM(CASE WHEN {ABANDON_SQL} THEN 1 ELSE 0 END) AS abandons, SUM(billsec) AS billsec "
         f"FROM cdrs WHERE campaign_id = ? AND started_at >= ?{sql_until}", params)
     by = {r["disposition"]: r["n"] for r in store.query(
         f"SELECT disposition, COUNT(*) AS n FROM cdrs WHERE campaign_id = ? AND started_at >= ?{sql_until} "
         "GROUP BY disposition ORDER BY disposition", params)}
     n = {k: int(row[k] or 0) for k in ("dials", "answers", "live_answers", "connects", "abandons", "billsec")}
-    rate = None
-    if n["live_answers"]:
-        rate = (Decimal(n["abandons"]) / Decimal(n["live_answers"])).quantize(Decimal("0.0001"), rounding=ROUND_UP)
+    rate = rate_decimal(n["live_answers"], n["abandons"])
     return {"campaign_id": campaign_id, "since": to_iso(utc(since)), "until": to_iso(utc(until)) if until else None,
             "dials": n["dials"], "answers": n["answers"], "live_answers": n["live_answers"], "connects": n["connects"],
             "abandons": n["abandons"], "abandon_rate": rate, "billable_seconds": n["billsec"],
