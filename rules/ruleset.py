@@ -522,7 +522,9 @@ class StateRules:
 
 @dataclass(frozen=True)
 class CompiledRuleSet:
-    """The engine's view of one rule-set version."""
+    """The engine's view of one rule-set version. Every field is read in the live path
+    (tests/test_ruleset_fields.py maps each to its consumer); the emergency and
+    lifeline blocks have no field: they are always on (``block: false`` is refused)."""
 
     jurisdiction: str
     version: int
@@ -532,9 +534,7 @@ class CompiledRuleSet:
     holiday_ban: bool
     registry_required: bool
     registry_max_age_days: int
-    emergency: bool
     special_codes: frozenset
-    lifeline: bool
     blocked_types: dict
     multiline_stride: int
     multiline_run: int
@@ -547,7 +547,6 @@ class CompiledRuleSet:
     abandon_max_rate: float
     abandon_window_hours: float
     states: dict = field(default_factory=dict)
-    data: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def label(self):
@@ -787,12 +786,12 @@ def validate(data, lines=None, version=0):
     return CompiledRuleSet(
         jurisdiction=jur, version=version, regions=frozenset(regions), holiday_calendar=cal,
         hours=hours, holiday_ban=bool(holiday_ban), registry_required=bool(reg_req),
-        registry_max_age_days=int(reg_age), emergency=True, special_codes=frozenset(codes),
-        lifeline=True, blocked_types=dict(blocked), multiline_stride=stride, multiline_run=run,
+        registry_max_age_days=int(reg_age), special_codes=frozenset(codes),
+        blocked_types=dict(blocked), multiline_stride=stride, multiline_run=run,
         frequency=frequency, abandon_lockout_hours=abandon_lockout, machine_lockout_hours=machine_lockout,
         caller_id_require_own=bool(cli_own), caller_id_forbid_types=frozenset(cli_forbid),
         ring_min_seconds=int(ring), abandon_max_rate=float(ab_rate), abandon_window_hours=float(ab_win),
-        states=states, data=copy.deepcopy(data),
+        states=states,
     )
 
 
