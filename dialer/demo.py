@@ -210,12 +210,12 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     echo("== carrier simulator (SIPp on loopback): " + ", ".join(f"{o} {w}%" for o, w in CARRIER_ODDS))
     ports = [_free_port() for _ in range(4)]
     holder = {}
-    journal = Journal(store.path)  # the dialer's writes: one writer thread, never lost
+    journal = Journal(store.path, reactor=reactor)  # the dialer's writes and reads: one store thread
     journal.start()
     pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=4)
     dialer = holder["d"] = Dialer(reactor, store, "demo-live", pool, route_by_odds(carriers, CARRIER_ODDS),
                                   tick=0.5, cps=5, wrap_limit_s=8.0, record_dir=store.files_dir / "recordings",
-                                  journal=journal)
+                                  journal=journal, run=journal.call)
     result = {}
 
     def line(t0):
@@ -223,7 +223,8 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
         c = dialer.floor.counts(dialer.cid)
         echo(f"  {reactor.seconds() - t0:5.0f} s  agents {c.agents} (ready {c.ready}, talking {c.talking}, "
              f"wrap-up {c.wrap_up})  dials {st['dials']}  answers {st['answers']}  connects {st['connects']}  "
-             f"abandons {st['abandons']} ({100 * st['abandon_rate']:.1f} %)  billable {st['billable_minutes']} min")
+             f"abandons {st['abandons']} ({100 * st['abandon_rate']:.1f} % of live answers in "
+             f"{st['abandon_window_hours']:g} h)  billable {st['billable_minutes']} min")
 
     async def main():
         pool.start(1)
@@ -299,7 +300,10 @@ def _print_summary(r, echo):
     st = r["stats"]
     echo("== summary")
     echo(f"  dials {st['dials']}, live answers {st['answers']}, connected to agents {st['connects']}, "
-         f"abandoned {st['abandons']} ({100 * st['abandon_rate']:.1f} % of live answers), opt-outs {st['opt_outs']}")
+         f"abandoned {st['abandons']}, opt-outs {st['opt_outs']}")
+    echo(f"  abandon rate {100 * st['abandon_rate']:.1f} %: {st['window_abandons']} abandoned of "
+         f"{st['window_live_answers']} live answers in the rule set's {st['abandon_window_hours']:g} h window "
+         f"(dialer.abandons)")
     echo("  dispositions: " + ", ".join(f"{k} {v}" for k, v in sorted(st["dispositions"].items())))
     occ = r["occupancy"]
     echo(f"  agent occupancy {100 * occ:.0f} %" if occ is not None else "  agent occupancy: n/a")

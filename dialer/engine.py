@@ -36,6 +36,7 @@ from .cdr import Cdr
 from core.errors import DialerError, StoreError
 from .gate import AccountGate, AgentSessions, LoginGuard, source_host
 from .ids import uuid7
+from .jurisdiction import pacing_rules
 from .journal import APPLIERS
 from core.timeutil import to_iso
 from .pacing.policies import PacingState, Power, Predictive, Preview, Progressive
@@ -43,12 +44,21 @@ from .pacing.policies import PacingState, Power, Predictive, Preview, Progressiv
 log = Logger(namespace="dialer.engine")
 
 
-def policy_for(campaign):
-    """The pacing policy of a campaign's dial mode."""
+def policy_for(campaign, pacing=None):
+    """The pacing policy of a campaign's dial mode. ``pacing``
+    (``dialer.jurisdiction.PacingRules``): the abandon cap and window of the campaign's
+    rule set and the window's counts from the CDRs; without it, the campaign's own
+    target and the policy's defaults. A cap of 0 (no abandon allowed) dials
+    progressively: never more calls than free agents."""
     mode = campaign["dial_mode"]
     cap = float(campaign["abandon_target"])
     if mode == "predictive":
-        return Predictive(cap=cap, connect_window=2.0)
+        if pacing is None:
+            return Predictive(cap=cap, connect_window=2.0)
+        if pacing.cap <= 0:
+            return Progressive()
+        return Predictive(cap=pacing.cap, window_hours=pacing.window_hours, history=pacing.history,
+                          connect_window=2.0)
     if mode == "power":
         return Power(float(campaign["power_ratio"] or 2.0))
     if mode == "progressive":
@@ -88,20 +98,35 @@ class CongestionBrake:
 
 
 class Stats:
-    """What the demo's live summary shows."""
+    """What the demo's live summary shows. ``dials``, ``answers``, ``connects``,
+    ``abandons``, ``opt_outs``, ``dispositions`` count this run. ``abandon_rate`` is
+    the jurisdiction's (``dialer.abandons``): abandoned live answers over live answers
+    among the calls started in the last ``abandon_window_hours`` (the campaign's rule
+    set's), earlier runs' CDRs included (``window``: an ``AbandonWindow``); each call
+    counts when it ends (:meth:`ended`), by the same rules as its CDR."""
 
-    def __init__(self):
+    def __init__(self, window=None, clock=None):
+        from .abandons import AbandonWindow
         self.dials = self.answers = self.connects = self.abandons = self.opt_outs = 0
         self.dispositions = {}
         self.billable_ms = 0
         self.connect_ms = []  # answer -> agent bridged
+        self.window = window if window is not None else AbandonWindow(720.0)
+        self.clock = clock  # epoch seconds; without one, no call leaves the window
+
+    def ended(self, leg):
+        """An ended call: its disposition, and its place in the abandon window."""
+        self.dispositions[leg.disposition] = self.dispositions.get(leg.disposition, 0) + 1
+        self.window.add(leg)
 
     def as_dict(self):
         cms = sorted(self.connect_ms)
+        lives, abandons = self.window.counts(self.clock() if self.clock is not None else None)
         return {"dials": self.dials, "answers": self.answers, "connects": self.connects,
                 "abandons": self.abandons, "opt_outs": self.opt_outs, "dispositions": dict(self.dispositions),
                 "billable_minutes": round(self.billable_ms / 60000.0, 2),
-                "abandon_rate": self.abandons / self.answers if self.answers else 0.0,
+                "abandon_window_hours": self.window.hours, "window_live_answers": lives,
+                "window_abandons": abandons, "abandon_rate": abandons / lives if lives else 0.0,
                 "connect_ms_p50": cms[len(cms) // 2] if cms else None,
                 "connect_ms_max": cms[-1] if cms else None}
 
@@ -162,7 +187,9 @@ class Dialer:
             reactor, reactor.getThreadPool(), verify_pin, pin, stored))
         self.checking = {}  # agent leg key -> user name: PIN being checked
         self.confirmed = set()  # of those, the legs whose ACK already came
-        self.policy = policy or policy_for(self.campaign)
+        # the campaign's rule set: abandon cap and window (with the CDRs' counts), ring minima
+        self.pacing = pacing_rules(store, self.campaign, self.now())
+        self.policy = policy or policy_for(self.campaign, self.pacing)
         self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
         self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
         # the campaign's message is kept under the store's files directory (relative path)
@@ -182,7 +209,7 @@ class Dialer:
         self.handles = {}  # user id -> bridged instant (s), for the policy's handle time
         self.tie_of = {}  # customer key -> tie key
         self.timers = {}  # key -> IDelayedCall (connect window, message end)
-        self.stats = Stats()
+        self.stats = Stats(self.pacing.window(), clock=reactor.seconds)
         self.loop = None
         self.blocked_reason = None
         self.opted_out = set()  # numbers opted out on this run's calls: never dialled again, even
@@ -313,7 +340,7 @@ class Dialer:
         leg = CallLeg(key, row["phone"], now, account_id=self.campaign["account_id"], campaign_id=self.cid,
                       lead_id=row["id"], caller_id=caller_id,
                       trunk=self.trunk.name if self.trunk is not None else "default",
-                      verdict=verdict, ring_timeout_s=self.ring_timeout_s)
+                      verdict=verdict, ring_timeout_s=self.pacing.ring_timeout_s(self.ring_timeout_s, verdict))
         self.gate.take(key, self.account_id, self.trunk_key, self.reactor.seconds())
         self.legs[key] = leg
         self.stats.dials += 1
@@ -640,7 +667,7 @@ class Dialer:
                 log.warn("campaign {name}: carrier congestion ({n} calls in a row ended {code} {reason}): "
                          "no dials on this trunk for {pause:g} s", name=self.campaign["name"],
                          n=self.brake.in_a_row, code=leg.end_code, reason=leg.end_reason or "", pause=pause)
-        self.stats.dispositions[leg.disposition] = self.stats.dispositions.get(leg.disposition, 0) + 1
+        self.stats.ended(leg)  # its disposition, and its place in the abandon window
         self.stats.billable_ms += leg.billable_ms or 0
         if leg.agent is not None:
             uid = leg.agent
