@@ -12,7 +12,8 @@ ring time (issue 12).
 - Each call rings max(the dialer's ring timeout, ``ring_min_seconds`` of the rule set
   that passed the lead). The lead's verdict names that version ("GB@2"); versions
   are immutable, so each is read once: those in force when the loop starts, and a
-  version first met later (a rule set edited while the loop runs) on its first call.
+  version first met later (a rule set edited while the loop runs) on its first call,
+  read from the dialing thread (one small read per new version).
   If that read fails the call rings the longest ring timeout allowed (300 s): never
   shorter than the rule set may ask.
 
