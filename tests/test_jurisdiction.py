@@ -190,6 +190,14 @@ def test_a_gb_campaign_paces_with_gbs_cap_and_24_hour_window(tmp_path):
     assert d.policy.cap == 0.015
 
 
+def test_a_rule_set_allowing_no_abandon_makes_a_predictive_campaign_progressive(tmp_path):
+    from dialer.pacing.policies import Progressive
+    store = gb_campaign(tmp_path, T0)
+    service.set_rule(store, "GB", "rules.abandon.max_rate", "0", T0, "officer", "no abandoned call at all")
+    d, _, _ = dialer_on_clock(store, T0)
+    assert isinstance(d.policy, Progressive)
+
+
 def test_each_call_rings_the_ring_minimum_of_the_rule_set_its_verdict_names(tmp_path):
     """GB@2 asks for 20 s of ringing (edited through the rules service); the dialer's
     own timeout is 15 s: GB leads ring 20 s, a US lead of the same campaign (US@1,
