@@ -28,50 +28,72 @@ LP_TIME_LIMIT = float(os.environ.get("PACING_LP_TIME_LIMIT", "900"))  # seconds 
 
 
 def _point(task):
-    case, n, p, seeds = task
+    case, n, p, seeds, policies, at_3pct = task
     t0 = time.perf_counter()
-    out = run_grid_point(case, n, p, seeds)
+    out = run_grid_point(case, n, p, seeds, policies)
     out["sim_seconds"] = round(time.perf_counter() - t0, 1)
     pol = out["policies"]
-    pred = pol["predictive"]
+    pred = pol.get("predictive")
+    if pred is None:
+        return out
     out["predictive_within_cap"] = f"{pred['seeds_within_cap']}/{pred['seeds']}"
     # the best VICIdial mode that is not a runaway (TAPERED with the shift end far away
     # drops most live answers: no one can run it); none of them keeps the cap
-    usable = [pol[m] for m in VICIDIAL if pol[m]["abandon_rate"] <= 0.10]
+    usable = [pol[m] for m in VICIDIAL if m in pol and pol[m]["abandon_rate"] <= 0.10]
     best_vici = max(usable, key=lambda r: r["occupancy"]) if usable else None
     if best_vici:
         out["best_vicidial"] = best_vici["policy"]
         out["gain_over_best_vicidial"] = pred["occupancy"] - best_vici["occupancy"]
         out["vs_vicidial_abandon_lower_or_equal"] = pred["abandon_rate"] <= best_vici["abandon_rate"]
     if case == "validation":
-        _lp(out)
+        _lp(out, at_3pct)
     return out
 
 
-def _lp(out):
-    """The LP optimum at 3 %, at the predictive policy's and at power's own mean abandon
-    rates, added to a validation point's result (``lp_error`` if a solve fails)."""
+def _lp(out, at_3pct=None):
+    """The LP optimum at 3 %, at the predictive policy's and (when power ran) at power's
+    own mean abandon rates, added to a validation point's result (``lp_error`` if a
+    solve fails). ``at_3pct``: the optimum at 3 % known already (it depends on N and p
+    only: the model, not the simulator), as (occupancy, edge time)."""
     from optimum import LPFailed, solve
     n, p, pol = out["agents"], out["p"], out["policies"]
     pred = pol["predictive"]
     out.pop("lp_error", None)
     t1 = time.perf_counter()
     try:
-        at_cap = solve(n, p, 0.03, time_limit=LP_TIME_LIMIT)
+        at_cap = ({"occupancy": at_3pct[0], "edge_time": at_3pct[1]} if at_3pct is not None
+                  else solve(n, p, 0.03, time_limit=LP_TIME_LIMIT))
         own = solve(n, p, pred["abandon_rate"], time_limit=LP_TIME_LIMIT)
-        power_own = solve(n, p, pol["power"]["abandon_rate"], time_limit=LP_TIME_LIMIT)
+        power_own = solve(n, p, pol["power"]["abandon_rate"], time_limit=LP_TIME_LIMIT) if "power" in pol else None
     except LPFailed as e:
         out["lp_error"] = str(e)
     else:
         out["optimum_at_3pct"] = at_cap["occupancy"]
+        out["optimum_at_3pct_reused"] = at_3pct is not None
         out["optimum_at_predictive_rate"] = own["occupancy"]
         out["gap_to_optimum_at_own_rate"] = own["occupancy"] - pred["occupancy"]
         out["gap_to_3pct_optimum"] = at_cap["occupancy"] - pred["occupancy"]
-        out["power_gap_to_optimum_at_own_rate"] = power_own["occupancy"] - pol["power"]["occupancy"]
+        edges = [at_cap["edge_time"], own["edge_time"]]
+        if power_own is not None:
+            out["power_gap_to_optimum_at_own_rate"] = power_own["occupancy"] - pol["power"]["occupancy"]
+            edges.append(power_own["edge_time"])
         # time share at the LP's truncation of dials in flight (0: it never binds)
-        out["lp_edge_time"] = max(at_cap["edge_time"], own["edge_time"], power_own["edge_time"])
+        out["lp_edge_time"] = max(e for e in edges if e is not None) if any(e is not None for e in edges) else None
     out["lp_seconds"] = round(time.perf_counter() - t1, 1)
     return out
+
+
+def known_optima(paths):
+    """(agents, p) -> (occupancy, edge time) of the LP optimum at 3 % from earlier
+    results files (validation points that have it)."""
+    known = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                pt = json.loads(line) if line.strip() else {}
+                if pt.get("case") == "validation" and "optimum_at_3pct" in pt:
+                    known[(pt["agents"], pt["p"])] = (pt["optimum_at_3pct"], pt.get("lp_edge_time"))
+    return known
 
 
 def _curve(n, p, alphas):
@@ -93,7 +115,9 @@ def chart(points, path):
     marks = {"progressive": "s", "power": "^", "vicidial-hard": "x", "vicidial-average": "+", "predictive": "o"}
     if ref:
         for name, m in marks.items():
-            r = ref["policies"][name]
+            r = ref["policies"].get(name)
+            if r is None:
+                continue
             label = f"{name} k={r['k']:g}" if name == "power" else name
             ax.plot(100 * r["abandon_rate"], r["occupancy"], m, markersize=9, label=label)
     ax.axvline(3.0, color="grey", linestyle=":", label="3 % cap")
@@ -110,8 +134,9 @@ def chart(points, path):
     xs = range(len(val))
     ax.bar([x - 0.2 for x in xs], [pt["gap_to_optimum_at_own_rate"] for pt in val], width=0.4,
            label="predictive: optimum at own rate - occupancy")
-    ax.bar([x + 0.2 for x in xs], [pt["power_gap_to_optimum_at_own_rate"] for pt in val], width=0.4,
-           label="best power k: same")
+    if all("power_gap_to_optimum_at_own_rate" in pt for pt in val):
+        ax.bar([x + 0.2 for x in xs], [pt["power_gap_to_optimum_at_own_rate"] for pt in val], width=0.4,
+               label="best power k: same")
     ax.axhline(0.01, color="red", linestyle=":", label="target 0.01")
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, fontsize=7)
@@ -126,7 +151,8 @@ def summary(points, seeds, seconds):
     """The summary line over the grid points."""
     val = [pt for pt in points if pt["case"] == "validation" and "gap_to_optimum_at_own_rate" in pt]
     return {
-        "summary": True, "seeds": seeds, "points": len(points), "policies": list(GRID_POLICIES),
+        "summary": True, "seeds": seeds, "points": len(points),
+        "policies": [p for p in GRID_POLICIES if any(p in pt["policies"] for pt in points)],
         "validation_points_all_seeds_within_cap": sum(
             1 for pt in points if pt["case"] == "validation" and pt["policies"]["predictive"]["seeds_within_cap"] == seeds),
         "validation_points": sum(1 for pt in points if pt["case"] == "validation"),
@@ -208,6 +234,10 @@ def main(argv=None):
     ap.add_argument("--agents", default=",".join(map(str, GRID_AGENTS)))
     ap.add_argument("--p", default=",".join(f"{x:g}" for x in GRID_P))
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--policies", default=",".join(GRID_POLICIES),
+                    help="the policies to run at each point (predictive is needed for the gaps)")
+    ap.add_argument("--lp-from", default=None, metavar="FILES",
+                    help="comma-separated earlier results: their LP optima at 3 %% are reused (not re-solved)")
     ap.add_argument("--out", default=None, help="also write the JSON lines to this file")
     ap.add_argument("--chart", default=None, help="write the PNG chart here")
     ap.add_argument("--fill-lp", default=None, metavar="FILE",
@@ -220,8 +250,13 @@ def main(argv=None):
         return power_equal(*a.power_equal)
     if a.fill_lp:
         return fill_lp(a.fill_lp, a.chart)
-    tasks = [(c, int(n), float(p), a.seeds) for c in a.cases.split(",") for n in a.agents.split(",")
-             for p in a.p.split(",")]
+    policies = tuple(x.strip() for x in a.policies.split(",") if x.strip())
+    unknown = sorted(set(policies) - set(GRID_POLICIES))
+    if unknown:
+        ap.error(f"unknown policies {', '.join(unknown)} (known: {', '.join(GRID_POLICIES)})")
+    known = known_optima(a.lp_from.split(",")) if a.lp_from else {}
+    tasks = [(c, int(n), float(p), a.seeds, policies, known.get((int(n), float(p))))
+             for c in a.cases.split(",") for n in a.agents.split(",") for p in a.p.split(",")]
     tasks.sort(key=lambda t: -t[1] / t[2])  # the longest first
     t0 = time.perf_counter()
     points = []

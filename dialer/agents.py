@@ -144,6 +144,8 @@ class AgentFloor:
         self.wrap_limits = {c: self._check_limit(v) for c, v in (wrap_limits or {}).items()}
         self.dispositions = {c: campaign_dispositions(v) for c, v in (dispositions or {}).items()}
         self._agents = {}  # user id -> Agent (logged in only)
+        self._counts = {}  # campaign id -> {state: agents} (kept with every change: pacing reads it often)
+        self._wrapping = set()  # user ids in wrap-up (the limit's check looks at these only)
 
     @staticmethod
     def _check_limit(v):
@@ -175,15 +177,21 @@ class AgentFloor:
             return None
         return min(ready, key=lambda a: (a.since, a.user_id)).user_id
 
+    def tally(self, campaign_id):
+        """Agents per state of a campaign: {state: n} (read it, do not change it)."""
+        return self._counts.get(campaign_id) or dict.fromkeys(AGENT_STATES, 0)
+
     def counts(self, campaign_id):
-        n = {s: 0 for s in AGENT_STATES}
-        for a in self._agents.values():
-            if a.campaign_id == campaign_id:
-                n[a.state] += 1
+        n = self._counts.get(campaign_id) or dict.fromkeys(AGENT_STATES, 0)
         return AgentCounts(logged_in=n["ready"] + n["paused"] + n["on_call"] + n["wrap_up"],
                            agents=n["ready"] + n["on_call"] + n["wrap_up"], ready=n["ready"],
                            busy=n["on_call"] + n["wrap_up"], talking=n["on_call"], wrap_up=n["wrap_up"],
                            paused=n["paused"])
+
+    @property
+    def wrap_ups(self):
+        """How many agents are in wrap-up (any campaign)."""
+        return len(self._wrapping)
 
     def wrap_limit(self, campaign_id):
         return self.wrap_limits.get(campaign_id, self.wrap_limit_s)
@@ -208,6 +216,7 @@ class AgentFloor:
                              f"{to_iso(a.since)}): one login per person")
         at, _, prev, to = self._move(user_id, "login", now)
         self._agents[user_id] = Agent(user_id, campaign_id, to, at, name)
+        self._count(campaign_id, prev, to, user_id)
         return AgentEvent(user_id, campaign_id, at, prev, to)
 
     def _set(self, a, at, prev, to, call_id=None, disposition=None, reason=None):
@@ -215,7 +224,19 @@ class AgentFloor:
             del self._agents[a.user_id]
         else:
             self._agents[a.user_id] = replace(a, state=to, since=at, call_id=call_id)
+        self._count(a.campaign_id, prev, to, a.user_id)
         return AgentEvent(a.user_id, a.campaign_id, at, prev, to, call_id, disposition, reason or None)
+
+    def _count(self, campaign_id, prev, to, user_id):
+        n = self._counts.get(campaign_id)
+        if n is None:
+            n = self._counts[campaign_id] = dict.fromkeys(AGENT_STATES, 0)
+        n[prev] -= 1
+        n[to] += 1
+        if to == "wrap_up":
+            self._wrapping.add(user_id)
+        else:
+            self._wrapping.discard(user_id)
 
     def pause(self, user_id, now, reason=None):
         at, a, prev, to = self._move(user_id, "pause", now)
@@ -266,7 +287,9 @@ class AgentFloor:
         """End every wrap-up that has passed its limit (at the limit's instant)."""
         at = _instant(now)
         out = []
-        for a in sorted(self._agents.values(), key=lambda a: (a.since, a.user_id)):
+        if not self._wrapping:
+            return out
+        for a in sorted((self._agents[u] for u in self._wrapping), key=lambda a: (a.since, a.user_id)):
             limit = self.wrap_limit(a.campaign_id)
             if a.state != "wrap_up" or limit is None:
                 continue

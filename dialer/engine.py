@@ -23,21 +23,22 @@ clock; nothing here reads the wall clock.
 
 import datetime as _dt
 import itertools
-import pathlib
 
-from twisted.internet import task, threads
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from campaigns.hopper import Hopper, HopperBlocked
 
-from .agents import AgentFloor, agent_event_row, login_user, verify_pin
-from .calls import CallLeg
-from .cdr import Cdr
+from .agents import AgentFloor, verify_pin
+from .calls import CONNECT_WINDOW_MS, CallLeg
 from core.errors import DialerError, StoreError
-from .gate import AccountGate, AgentSessions, LoginGuard, source_host
+from .desk import AgentDesk
+from .gate import AccountGate, AgentSessions, LoginGuard
 from .ids import uuid7
 from .jurisdiction import pacing_rules
 from .journal import APPLIERS
+from .records import RecordKeeper, cdr_payload  # noqa: F401 (cdr_payload: the journal's tests use it here)
+from .routing import CallRouter
 from core.timeutil import to_iso
 from .pacing.policies import PacingState, Power, Predictive, Preview, Progressive
 
@@ -146,17 +147,218 @@ class DirectWrites:
     backlog = 0
 
 
+def _claim(store, hopper, n, now, consumer, live_numbers):
+    """On the store's thread: reserve up to ``n`` leads and mark them dialling, in one
+    call (the hopper works on the store the hook hands it)."""
+    hopper.store = store
+    picked = hopper.next_leads(n, now, consumer, live_numbers=live_numbers)
+    if picked:
+        try:
+            hopper.mark_dialing([row["id"] for row, _ in picked], now)
+        except StoreError as e:  # the leads stay reserved (no other dialer takes them); the call goes on
+            log.warn("leads {ids} not marked dialling ({err})", ids=[row["id"] for row, _ in picked], err=str(e))
+    return picked
+
+
+def _release(store, cid, lead_ids, now):
+    """On the store's thread: leads claimed that were not dialled go back to the hopper."""
+    with store.transaction():
+        store.conn.executemany(
+            "UPDATE leads SET status = 'new', reserved_by = NULL, reserved_until = NULL, updated_at = ? "
+            "WHERE id = ? AND campaign_id = ? AND status IN ('reserved', 'dialing')",
+            [(to_iso(now), i, cid) for i in lead_ids])
+
+
+def _take_commands(store, user_ids, now):
+    """On the store's thread: the open commands of these agents that this dialer claims."""
+    from .commands import claim, open_commands
+    return [dict(row) for row in open_commands(store, user_ids) if claim(store, row["id"], now)]
+
+
+class HopperLeads:
+    """The campaign's hopper as the loop's lead source, every store access through
+    ``run``: ``claim`` (the rules engine's check at that instant, reserved and marked
+    dialling) and ``release`` (leads that can no longer be dialled go back)."""
+
+    def __init__(self, hopper, run):
+        self.hopper, self.run = hopper, run
+
+    def claim(self, n, now, consumer, live_numbers):
+        """``live_numbers()``: the numbers on a call now (read here, on the reactor thread)."""
+        return self.run(_claim, self.hopper, n, now, consumer, frozenset(live_numbers()))
+
+    def release(self, lead_ids, now):
+        d = self.run(_release, self.hopper.cid, list(lead_ids), now)
+        d.addErrback(lambda f: log.warn("leads {ids} not released ({err}); their reservation lapses",
+                                        ids=list(lead_ids), err=f.getErrorMessage()))
+        return d
+
+
+class DialPlanner:
+    """Dial planning of one loop: the pacing policy's decision, held to the account's
+    room (free lines, the trunk's CPS cap, its registration, the congestion brake),
+    the lead claim (at most one in flight) and the dials. Leads that arrive when
+    they can no longer be dialled (room gone, loop stopped) are released."""
+
+    def __init__(self, clock, policy, gate, brake, leads, account_id, trunk_key, observe, dial, live_numbers,
+                 registrar=None, consumer="dialer-1", name="campaign"):
+        self.clock, self.policy, self.gate, self.brake, self.leads = clock, policy, gate, brake, leads
+        self.account_id, self.trunk_key, self.registrar = account_id, trunk_key, registrar
+        # observe() -> the PacingState fields after ``now`` (agents ... lines_in_use)
+        self.observe, self.dial, self.live_numbers = observe, dial, live_numbers
+        self.last_seen = None  # what the policy saw at its last decision
+        self.held_back = True  # dials it asked for were not placed: ask again at the next tick
+        self.consumer, self.name = consumer, name
+        self.claiming = False
+        self.stopped = False
+        self.blocked_reason = None
+
+    def now(self):
+        return _dt.datetime.fromtimestamp(self.clock.seconds(), _dt.timezone.utc)
+
+    def room(self, t):
+        """Calls that may start now: the account's free lines (across all its campaigns),
+        the trunk's calls-per-second cap over any sliding second (across all campaigns
+        on it), none while the trunk is registered nowhere or the brake is on."""
+        room = self.gate.room(self.account_id, self.trunk_key, t)
+        if self.registrar is not None:
+            room = min(room, self.registrar.room())
+        if self.brake.paused(t):
+            room = 0
+        return room
+
+    def plan(self, periodic=False):
+        """Ask the policy, claim that many leads (within the room) and dial them.
+
+        ``periodic`` (the loop's tick): the policy is asked only when it wants a
+        periodic decision (``policy.tick``), when what it observes has changed since
+        its last decision, or when dials it asked for were held back (room, leads);
+        else its answer would be the last one's, already acted on."""
+        if self.claiming or self.stopped:
+            return
+        seen = self.observe()
+        if periodic and seen == self.last_seen and not self.held_back and not self.policy.tick:
+            return
+        self.last_seen, self.held_back = seen, False
+        asked = self.policy.decide(PacingState(self.clock.seconds(), *seen))
+        if asked <= 0:
+            return
+        want = min(asked, self.room(self.clock.seconds()))
+        if want <= 0:  # the policy counted on these dials (CPS cap, no line): they did not happen
+            self.policy.not_placed(asked)
+            self.held_back = True
+            return
+        self.claiming = True
+        d = self.leads.claim(want, self.now(), self.consumer, self.live_numbers)
+        d.addCallbacks(self._claimed, self._claim_failed, callbackArgs=(asked,), errbackArgs=(asked,))
+        d.addErrback(lambda f: log.failure("lead claim of campaign {name}", f, name=self.name))
+
+    def _claimed(self, picked, asked):
+        self.claiming = False
+        self._blocked(None)
+        room = 0 if self.stopped else self.room(self.clock.seconds())
+        use, rest = picked[:room], picked[room:]
+        if rest:
+            self.leads.release([row["id"] for row, _ in rest], self.now())
+        if len(use) < asked:  # the policy counted on these dials (CPS cap, no lead): they did not happen
+            self.policy.not_placed(asked - len(use))
+            self.held_back = True
+        if use:
+            now = self.now()
+            for row, verdict in use:
+                self.dial(row, verdict, now)
+
+    def _claim_failed(self, failure, asked):
+        self.claiming = False
+        self.policy.not_placed(asked)
+        self.held_back = True
+        e = failure.value
+        if isinstance(e, HopperBlocked):
+            self._blocked(str(e))
+        elif isinstance(e, StoreError):  # store unreachable: nothing can be checked, so nothing is dialled
+            self._blocked(f"dialing paused, the database is unavailable ({e})")
+        elif isinstance(e, DialerError):
+            self._blocked(f"no leads: {e}")
+        else:
+            return failure
+
+    def _blocked(self, why):
+        """One log line when the reason the campaign cannot dial changes (not one per tick)."""
+        if why != self.blocked_reason:
+            if why is not None:
+                log.warn("campaign {name}: {why}", name=self.name, why=why)
+            elif self.blocked_reason is not None:
+                log.info("campaign {name}: dialing again", name=self.name)
+            self.blocked_reason = why
+
+
+class Ticker:
+    """A periodic call on a clock, at ``start + k * interval`` (a tick that is due
+    while the clock is late runs once, then the schedule goes on): what
+    ``task.LoopingCall`` does for the loop, without a Deferred per tick."""
+
+    def __init__(self, clock, fn, interval):
+        self.clock, self.fn, self.interval = clock, fn, float(interval)
+        self.running = False
+        self.call = None
+        self.start_t = self.k = None
+
+    def start(self, now=False):
+        self.running = True
+        self.start_t, self.k = self.clock.seconds(), 0
+        if now:
+            self.fn()
+        if self.running:
+            self._next()
+
+    def _next(self):
+        t = self.clock.seconds()
+        self.k = max(self.k + 1, int((t - self.start_t) // self.interval) + 1)
+        self.call = self.clock.callLater(self.start_t + self.k * self.interval - t, self._run)
+
+    def _run(self):
+        self.call = None
+        self.fn()
+        if self.running:
+            self._next()
+
+    def stop(self):
+        self.running = False
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+
+
+def _sync_run(store):
+    """The store hook's default: ``fn(store, *args)`` at once on the caller's thread."""
+    def run(fn, *args):
+        return defer.maybeDeferred(fn, store, *args)
+    return run
+
+
 class Dialer:
-    """One campaign's dialer loop. ``pool`` is a ``dialer.sip.pool.WorkerPool`` whose
-    ``on_event`` is this object's ``on_event``; ``route(number)`` gives the SIP URI to
-    dial a number through the campaign's trunk."""
+    """One campaign's dialer loop, composed of its parts: the agent desk
+    (``dialer.desk.AgentDesk``), call routing (``dialer.routing.CallRouter``), record
+    keeping (``dialer.records.RecordKeeper``) and dial planning (``DialPlanner``).
+
+    ``pool`` is a ``dialer.sip.pool.WorkerPool`` whose ``on_event`` is this object's
+    ``on_event``; ``route(number)`` gives the SIP URI to dial a number through the
+    campaign's trunk. ``run(fn, *args) -> Deferred`` runs ``fn(store, *args)`` on the
+    store's thread (default: at once, on the caller's); after construction every
+    store access of the loop goes through it. Without a store (the simulator) give
+    the campaign and ``account`` as rows (dicts) and a lead source ``leads``
+    (``claim(n, now, consumer, live_numbers) -> Deferred [(row, verdict)]``, where
+    ``live_numbers()`` gives the numbers on a call now;
+    ``release(ids, now)``)."""
 
     def __init__(self, reactor, store, campaign, pool, route, tick=0.5, cps=10.0, ring_timeout_s=15,
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
                  record_dir=None, journal=None, registrar=None, brake=None, gate=None, sessions=None,
-                 login_guard=None, verify=None, node="local"):
+                 login_guard=None, verify=None, node="local", run=None, account=None, leads=None,
+                 connect_window_ms=CONNECT_WINDOW_MS):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
         self.node = node  # which dialer service placed a call (kept with its open-call row)
+        self.run = run if run is not None else _sync_run(store)
         # every write of the loop goes through the journal (never lost, never blocking)
         self.journal = journal if journal is not None else DirectWrites(store)
         # the campaign's SIP trunk (dialer.trunks.TrunkRegistrar: registration, room,
@@ -164,10 +366,17 @@ class Dialer:
         self.registrar = registrar
         self.trunk = registrar.trunk if registrar is not None else None
         self.brake = brake or CongestionBrake()
-        self.hopper = Hopper(store, campaign)
-        self.campaign = self.hopper.campaign
+        if leads is None:
+            hopper = Hopper(store, campaign)
+            self.campaign = hopper.campaign
+            leads = HopperLeads(hopper, self.run)
+        else:
+            self.campaign = campaign
+        self.leads = leads
         self.cid = self.campaign["id"]
-        self.account = store.query_one("SELECT * FROM accounts WHERE id = ?", (self.campaign["account_id"],))
+        if account is None:
+            account = store.query_one("SELECT * FROM accounts WHERE id = ?", (self.campaign["account_id"],))
+        self.account = account
         self.account_id = self.account["id"]
         self.lines = int(self.account["line_capacity"])
         # the account-wide gate (lines across every campaign of the account, CPS per
@@ -180,42 +389,71 @@ class Dialer:
         elif self.trunk_key not in gate.cps:
             gate.set_cps(self.trunk_key, cps)
         self.gate = gate
-        self.sessions = sessions if sessions is not None else AgentSessions()
-        self.login_guard = login_guard if login_guard is not None else LoginGuard()
+        sessions = sessions if sessions is not None else AgentSessions()
+        login_guard = login_guard if login_guard is not None else LoginGuard()
         # the PIN check (scrypt, tens of ms) never runs on the reactor thread
-        self.verify = verify or (lambda pin, stored: threads.deferToThreadPool(
+        verify = verify or (lambda pin, stored: threads.deferToThreadPool(
             reactor, reactor.getThreadPool(), verify_pin, pin, stored))
-        self.checking = {}  # agent leg key -> user name: PIN being checked
-        self.confirmed = set()  # of those, the legs whose ACK already came
         # the campaign's rule set: abandon cap and window (with the CDRs' counts), ring minima
         self.pacing = pacing_rules(store, self.campaign, self.now())
         self.policy = policy or policy_for(self.campaign, self.pacing)
         self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
         self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
+        self.connect_window_ms = connect_window_ms
         # the campaign's message is kept under the store's files directory (relative path)
-        stored = self.campaign["greeting"]
-        self.greeting = greeting or (str((store.files_dir / stored).resolve()) if stored else None)
+        stored = self.campaign.get("greeting") if isinstance(self.campaign, dict) else self.campaign["greeting"]
+        self.greeting = greeting or (str((store.files_dir / stored).resolve()) if stored and store is not None
+                                     else None)
         self.message_s = message_s
         self.record_dir = record_dir  # connected calls are recorded there (WAV), referenced by the CDR
-        self.finished = {}  # key -> leg: ended, CDR not written yet (a recording may still report)
-        self.written = set()  # keys whose CDR was written before their recording reported
         self.consumer = consumer
-        self.legs = {}  # call key -> CallLeg (live)
-        self.waiting = []  # answered keys waiting for an agent, oldest first
-        self.agent_legs = {}  # agent SIP leg key -> user id
-        self.pending_login = {}  # agent SIP leg key -> (user id, name): PIN checked, waiting for the ACK
-        self.agent_of_user = {}  # user id -> agent leg key
-        self.pending_cdr = {}  # user id -> leg whose CDR is written when the wrap-up ends
-        self.handles = {}  # user id -> bridged instant (s), for the policy's handle time
-        self.tie_of = {}  # customer key -> tie key
-        self.timers = {}  # key -> IDelayedCall (connect window, message end)
         self.stats = Stats(self.pacing.window(), clock=reactor.seconds)
+        name = self.campaign["name"]
+        self.records = RecordKeeper(reactor, self.journal, self.account_id, self.cid, node=node, consumer=consumer)
+        self.desk = AgentDesk(reactor, pool, self.floor, self.records, sessions, login_guard, verify, self.run,
+                              self.account, self.campaign, owner=self, on_login=self._agent_freed,
+                              on_gone=self._agent_gone)
+        self.router = CallRouter(reactor, pool, self.floor, self.records, self.stats, self.policy, self.gate,
+                                 self.brake, self.cid, self.desk.agent_key, greeting=self.greeting,
+                                 message_s=message_s, record_dir=record_dir, on_change=self.kick, name=name)
+        self.planner = DialPlanner(reactor, self.policy, self.gate, self.brake, leads, self.account_id,
+                                   self.trunk_key, self._observed, lambda *a: self._dial(*a), self.router.live_numbers,
+                                   registrar=registrar, consumer=consumer, name=name)
         self.loop = None
-        self.blocked_reason = None
-        self.opted_out = set()  # numbers opted out on this run's calls: never dialled again, even
-        #                         before the journal has put them on the DNC list
+        self._kick = None  # the coalesced immediate decision, when one is scheduled
         self.next_poll = 0.0  # agent commands (CLI, web console) are read once a second
-        self.reserved = {}  # call key -> user id: a preview call, for the agent who asked for it
+        self.polling = False
+
+    # -- the parts' state, by the names the service, the demo and the tests use ------
+    sessions = property(lambda self: self.desk.sessions)
+    login_guard = property(lambda self: self.desk.login_guard)
+    verify = property(lambda self: self.desk.verify)
+    checking = property(lambda self: self.desk.checking)
+    confirmed = property(lambda self: self.desk.confirmed)
+    pending_login = property(lambda self: self.desk.pending_login)
+    agent_legs = property(lambda self: self.desk.agent_legs)
+    agent_of_user = property(lambda self: self.desk.agent_of_user)
+    legs = property(lambda self: self.router.legs)
+    waiting = property(lambda self: self.router.waiting)
+    timers = property(lambda self: self.router.timers)
+    tie_of = property(lambda self: self.router.tie_of)
+    reserved = property(lambda self: self.router.reserved)
+    handles = property(lambda self: self.router.handles)
+    opted_out = property(lambda self: self.router.opted_out)
+    pending_cdr = property(lambda self: self.records.held)
+    finished = property(lambda self: self.records.finished)
+    written = property(lambda self: self.records.written)
+    blocked_reason = property(lambda self: self.planner.blocked_reason)
+
+    @property
+    def trunk_key(self):
+        return self._trunk_key
+
+    @trunk_key.setter
+    def trunk_key(self, key):  # (tests put two loops on one trunk)
+        self._trunk_key = key
+        if getattr(self, "planner", None) is not None:
+            self.planner.trunk_key = key
 
     # -- time -------------------------------------------------------------------------
     def now(self):
@@ -226,89 +464,69 @@ class Dialer:
 
     # -- running ----------------------------------------------------------------------
     def start(self):
-        self.loop = task.LoopingCall(self.tick)
-        self.loop.clock = self.reactor
-        self.loop.start(self.tick_s, now=False)
+        self.planner.stopped, self.planner.held_back = False, True
+        self.loop = Ticker(self.reactor, self.tick, self.tick_s)
+        self.loop.start(now=False)
 
     def stop(self):
         if self.loop and self.loop.running:
             self.loop.stop()
+        self.planner.stopped = True
+        if self._kick is not None and self._kick.active():
+            self._kick.cancel()
+        self._kick = None
         for key in list(self.legs):
             self.pool.hangup(key)
 
     def state(self):
-        c = self.floor.counts(self.cid)
-        dialing = sum(1 for lg in self.legs.values() if lg.state in ("dialing", "ringing"))
+        """What the pacing policy observes now."""
+        return PacingState(self.reactor.seconds(), *self._observed())
+
+    def _observed(self):
+        n = self.floor.tally(self.cid)
+        on_call, wrap_up, ready = n["on_call"], n["wrap_up"], n["ready"]
         # lines are the account's (every leg of every campaign holds one in the gate)
-        return PacingState(now=self.reactor.seconds(), agents=c.agents, ready=c.ready, busy=c.busy,
-                           talking=c.talking, dialing=dialing, waiting=len(self.waiting), lines=self.lines,
-                           lines_in_use=self.gate.in_use(self.account_id))
+        return (ready + on_call + wrap_up, ready, on_call + wrap_up, on_call, self.router.dialing,
+                len(self.router.waiting), self.lines, self.gate.in_use(self.account_id))
 
     def tick_floor(self):
         """End the wrap-ups past their limit."""
+        if not self.floor.wrap_ups:
+            return
         for ev in self.floor.tick(self.now()):
             self._wrap_ended(ev)
 
     def tick(self):
-        now = self.now()
         self.tick_floor()
         t = self.reactor.seconds()
-        room = self._trunk_room(t)
-        if self.brake.paused(t):
-            room = 0
         if t >= self.next_poll:
             self.next_poll = t + 1.0
             self.poll_commands()
-        asked = self.policy.decide(self.state())
-        want = min(asked, room)
-        picked = []
-        if want > 0:
-            try:
-                picked = self.hopper.next_leads(want, now, self.consumer, live_numbers=self._live_numbers())
-                self._blocked(None)
-            except HopperBlocked as e:
-                self._blocked(str(e))
-            except StoreError as e:  # store unreachable: nothing can be checked, so nothing is dialled
-                self._blocked(f"dialing paused, the database is unavailable ({e})")
-            except DialerError as e:
-                self._blocked(f"no leads: {e}")
-        if len(picked) < asked:  # the policy counted on these dials (CPS cap, no lead): they did not happen
-            self.policy.not_placed(asked - len(picked))
-        if not picked:
-            return
-        try:
-            self.hopper.mark_dialing([row["id"] for row, _ in picked], now)
-        except StoreError as e:  # the leads stay reserved (no other dialer takes them); the call goes on
-            log.warn("leads {ids} not marked dialling ({err})", ids=[row["id"] for row, _ in picked], err=str(e))
-        for row, verdict in picked:
-            self._dial(row, verdict, now)
+        self.planner.plan(periodic=True)
+
+    def kick(self):
+        """Something changed on the floor (an agent freed or logged in, a dial ended, an
+        answer): one decision at once (coalesced), besides the periodic tick."""
+        if self._kick is None and self.loop is not None and self.loop.running:
+            self._kick = self.reactor.callLater(0, self._kicked)
+
+    def _kicked(self):
+        self._kick = None
+        self.planner.plan()
 
     def _trunk_room(self, t):
-        """Calls that may start now: the account's free lines (across all its campaigns),
-        the trunk's calls-per-second cap over any sliding second (across all campaigns
-        on it), and none while the trunk is registered nowhere."""
-        room = self.gate.room(self.account_id, self.trunk_key, t)
-        if self.registrar is not None:
-            room = min(room, self.registrar.room())
-        return room
+        return self.planner.room(t)
 
     def _live_numbers(self):
-        """Numbers the hopper must not hand out now: those on a call, and this run's opt-outs."""
-        live = {int(lg.destination[1:]) for lg in self.legs.values() if lg.destination.startswith("+")}
-        return live | self.opted_out
+        return self.router.live_numbers()
 
-    def _blocked(self, why):
-        """One log line when the reason the campaign cannot dial changes (not one per tick)."""
-        if why != self.blocked_reason:
-            if why is not None:
-                log.warn("campaign {name}: {why}", name=self.campaign["name"], why=why)
-            elif self.blocked_reason is not None:
-                log.info("campaign {name}: dialing again", name=self.campaign["name"])
-            self.blocked_reason = why
+    def _hangup(self, key, by):
+        self.router.hangup(key, by)
 
     def preview_dial(self, uid):
         """Preview mode: the agent asks for the next lead; it is checked by the rules
-        engine now and dialled for that agent. Returns the result text."""
+        engine now and dialled for that agent. Returns the result text, or a Deferred
+        of it once the lead has been claimed."""
         if self.campaign["dial_mode"] != "preview":
             return f"refused: campaign {self.campaign['name']} dials by itself ({self.campaign['dial_mode']})"
         state = self.floor.state_of(uid)
@@ -320,18 +538,24 @@ class Dialer:
             return f"refused: all {self.lines} lines of the account are in use"
         if self._trunk_room(self.reactor.seconds()) < 1:
             return "refused: the trunk has no room this second; try again"
-        now = self.now()
-        try:
-            picked = self.hopper.next_leads(1, now, self.consumer, live_numbers=self._live_numbers())
-        except DialerError as e:
-            return f"refused: {e}"
-        if not picked:
-            return "refused: no lead of the campaign may be called now"
-        row, verdict = picked[0]
-        self.hopper.mark_dialing([row["id"]], now)
-        key = self._dial(row, verdict, now)
-        self.reserved[key] = uid
-        return f"done: dialling {row['phone']} (lead {row['id']})"
+
+        def claimed(picked):
+            if not picked:
+                return "refused: no lead of the campaign may be called now"
+            row, verdict = picked[0]
+            if (self.floor.state_of(uid) != "ready" or uid in self.reserved.values()
+                    or self._trunk_room(self.reactor.seconds()) < 1):
+                self.leads.release([row["id"]], self.now())
+                return "refused: the agent or the trunk is no longer free; try again"
+            key = self._dial(row, verdict, self.now())
+            self.reserved[key] = uid
+            return f"done: dialling {row['phone']} (lead {row['id']})"
+
+        def failed(f):
+            f.trap(DialerError)
+            return f"refused: {f.value}"
+        d = self.leads.claim(1, self.now(), self.consumer, self._live_numbers)
+        return d.addCallbacks(claimed, failed)
 
     def _dial(self, row, verdict, now):
         # a globally unique, time-ordered id: a restart never reuses an earlier call's
@@ -340,15 +564,13 @@ class Dialer:
         leg = CallLeg(key, row["phone"], now, account_id=self.campaign["account_id"], campaign_id=self.cid,
                       lead_id=row["id"], caller_id=caller_id,
                       trunk=self.trunk.name if self.trunk is not None else "default",
-                      verdict=verdict, ring_timeout_s=self.pacing.ring_timeout_s(self.ring_timeout_s, verdict))
+                      verdict=verdict, ring_timeout_s=self.pacing.ring_timeout_s(self.ring_timeout_s, verdict),
+                      connect_window_ms=self.connect_window_ms)
         self.gate.take(key, self.account_id, self.trunk_key, self.reactor.seconds())
-        self.legs[key] = leg
+        self.router.add(leg)
         self.stats.dials += 1
         # journaled before the INVITE leaves: a crash from here on still ends in a CDR
-        self.journal.put("call_open", {"at": to_iso(now), "call": {
-            "call_id": key, "account_id": self.account_id, "campaign_id": self.cid, "lead_id": row["id"],
-            "destination": row["phone"], "trunk": leg.trunk, "caller_id": caller_id, "started_at": to_iso(now),
-            "ruleset": leg.ruleset, "verdict": leg.verdict, "node": self.node, "consumer": self.consumer}})
+        self.records.call_open(leg, now)
         if self.registrar is not None:
             port = self.registrar.dial(key, row["phone"], timeout_s=leg.ring_timeout_ms / 1000.0, caller_id=caller_id)
         else:
@@ -362,33 +584,13 @@ class Dialer:
         name, key = ev.get("ev"), ev.get("key")
         try:
             if name == "incoming":
-                self._incoming(ev)
-            elif key in self.checking:
-                if name == "ended":
-                    self.checking.pop(key, None)
-                    self.confirmed.discard(key)
-                elif name == "confirmed":  # the ACK came before the PIN check's answer
-                    self.confirmed.add(key)
-            elif key in self.pending_login:
-                if name == "confirmed":
-                    self._login(key)
-                elif name == "ended":
-                    uid, user = self.pending_login.pop(key)
-                    log.warn("agent {user}: the phone never confirmed its call (no ACK: a NAT or firewall in the "
-                             "way?); not logged in", user=user)
-            elif key in self.agent_legs:
-                if name == "ended":
-                    self._agent_gone(key, ev)
-            elif key in self.legs:
-                self._customer(key, ev)
-            elif name == "recording_done" and key in self.finished:
-                self.finished[key].handle(ev, now=self.ms())
-            elif name == "recording_done" and key in self.written:
-                # the call's record went out before its recording reported: attach it there
-                self.written.discard(key)
-                ms = int(round(1000 * ev["duration_s"])) if ev.get("duration_s") is not None else None
-                self.journal.put("recording", {"at": to_iso(self.now()), "call_id": key, "path": ev.get("path"),
-                                               "duration_ms": ms})
+                self.desk.incoming(ev)
+            elif self.desk.owns(key):
+                self.desk.on_event(key, ev)
+            elif key in self.router.legs:
+                self.router.on_event(key, ev)
+            elif name == "recording_done" and self.records.recording(key, ev, self.ms()):
+                pass
             elif name == "worker_died":
                 log.warn("SIP worker {w} died ({why}): its {n} call(s) recorded as failed", w=ev.get("worker"),
                          why=ev.get("why"), n=ev.get("calls") or 0)
@@ -398,347 +600,75 @@ class Dialer:
         except DialerError as e:  # one clear line per fault; the loop goes on
             log.warn("call {key}: {err}", key=key, err=str(e))
 
-    def _incoming(self, ev):
-        """An agent's phone calls ``agent-<user>-<pin>``: the user is looked up in this
-        campaign's account, the PIN checked off the reactor thread. Wrong PINs slow down
-        the caller's source address (``LoginGuard``), never lock the user out."""
-        to = ev.get("to_user") or ""
-        if ev.get("tie"):
-            return
-        key = ev["key"]
-        parts = to.split("-", 3)  # agent-<user>-<pin>[-<campaign>] (the service picks the campaign)
-        if len(parts) < 3 or parts[0] != "agent":
-            self.pool.hangup(key, code=404)
-            return
-        user, pin = ev.get("agent_user") or parts[1], parts[2]
-        if user.endswith("." + self.account["name"]) and not ev.get("agent_user"):
-            user = user[:-len(self.account["name"]) - 1]  # agent-<user>.<account>-<pin>
-        source = source_host(ev.get("source") or "")
-        t = self.reactor.seconds()
-        wait = self.login_guard.wait(source, t)
-        if wait > 0:
-            log.warn("agent login of {user} from {source} refused: too many wrong PINs from that address, "
-                     "next try in {wait:.0f} s", user=user, source=source, wait=wait)
-            self.pool.hangup(key, code=403)
-            return
-        try:
-            u = login_user(self.store, self.account_id, user)
-        except StoreError as e:
-            log.warn("agent login of {user} not checked, the database is unavailable ({err})", user=user, err=str(e))
-            self.pool.hangup(key, code=503)
-            return
-        if u is None or not u["pin_hash"]:
-            # the same back-off as a wrong PIN: guessing user names costs as much as guessing PINs
-            self._login_refused(key, user, source, "no such agent, or no PIN set" if u is None else "no PIN set",
-                                u)
-            return
-        self.checking[key] = user
-        d = self.verify(pin, u["pin_hash"])
-        d.addCallback(self._pin_checked, key, u, source)
-        d.addErrback(lambda f: log.failure("PIN check of {user}", f, user=user))
-
-    def _pin_checked(self, ok, key, u, source):
-        if self.checking.pop(key, None) is None:  # the phone hung up while its PIN was checked
-            return
-        if not ok:
-            self.confirmed.discard(key)
-            self._login_refused(key, u["name"], source, "wrong PIN", u)
-            return
-        self.login_guard.succeeded(source)
-        held = self.sessions.holder(u["id"])
-        if held is not None and held[0].floor.state_of(u["id"]) in ("on_call", "wrap_up"):
-            loop, _ = held
-            log.warn("agent login of {user} refused: already logged in on campaign {camp} and {state} there "
-                     "(one login per person)", user=u["name"], camp=loop.campaign["name"],
-                     state=loop.floor.state_of(u["id"]).replace("_", " "))
-            self.journal.put("audit", {"at": to_iso(self.now()), "actor": f"agent:{u['name']}",
-                                       "action": "agent.login-refused", "account_id": self.account_id,
-                                       "subject": f"user:{u['name']}", "reason": "already logged in, on a call",
-                                       "detail": {"source": source, "campaign": self.campaign["name"]}})
-            self.confirmed.discard(key)
-            self.pool.hangup(key, code=486)
-            return
-        # logged in once the phone's ACK confirms the call: a phone that cannot hear us
-        # (no ACK) must never be given a customer
-        self.pending_login[key] = (u["id"], u["name"])
-        if key in self.confirmed:
-            self.confirmed.discard(key)
-            self._login(key)
-
-    def _login_refused(self, key, user, source, why, u=None):
-        n = self.login_guard.failed(source, self.reactor.seconds())
-        log.warn("agent login of {user} from {source} refused: {why} ({n} failure(s) from that address)",
-                 user=user, source=source, why=why, n=n)
-        self.journal.put("audit", {"at": to_iso(self.now()), "actor": f"phone:{source}",
-                                   "action": "user.login-refused", "account_id": self.account_id,
-                                   "subject": f"user:{user}", "reason": why,
-                                   "detail": {"source": source, "failures_from_source": n}})
-        self.pool.hangup(key, code=403)
-
-    def _login(self, key):
-        uid, user = self.pending_login.pop(key)
-        now = self.now()
-        held = self.sessions.holder(uid)
-        if held is not None and held[1] != key:
-            loop, old = held
-            if loop.floor.state_of(uid) in ("on_call", "wrap_up"):  # became busy while this one was checked
-                log.warn("agent login of {user} refused: already on a call (one login per person)", user=user)
-                self.pool.hangup(key, code=486)
-                return
-            loop.end_session(uid, f"logged in again on another phone (campaign {self.campaign['name']})")
-        self._agent_events([self.floor.login(uid, self.cid, now, name=user)])
-        self.agent_legs[key] = uid
-        self.agent_of_user[uid] = key
-        self.sessions.open(uid, self, key)
-        self._serve_waiting()
-
-    def end_session(self, uid, reason):
-        """The user logged in on another phone: this session ends now (logged out with
-        ``reason``, the old phone hung up; its ``ended`` later changes nothing)."""
-        key = self.agent_of_user.pop(uid, None)
-        if key is None:
-            return
-        self.agent_legs.pop(key, None)
-        self.sessions.close(uid, key)
-        if self.floor.state_of(uid) in ("ready", "paused"):
-            self._agent_events([self.floor.logout(uid, self.now(), reason=reason)])
-        log.warn("agent {uid}: session on campaign {camp} ended: {why}", uid=uid, camp=self.campaign["name"],
-                 why=reason)
-        try:
-            self.pool.hangup(key)
-        except KeyError:
-            pass
-
     def owns(self, key):
         """Whether an event about ``key`` (a call, its tie leg, an agent phone) is this loop's."""
         k = key[4:] if key.startswith("tie-") else key
-        return (k in self.legs or k in self.finished or k in self.written or key in self.agent_legs
-                or key in self.pending_login or key in self.checking)
+        return self.router.owns(k) or self.records.owns(k) or self.desk.owns(key)
 
-    def _agent_gone(self, key, ev):
-        """The agent's phone hung up: a call in progress ends too, its wrap-up closes
-        with "other", and the agent is logged out."""
-        uid = self.agent_legs.pop(key)
-        if self.agent_of_user.get(uid) == key:
-            del self.agent_of_user[uid]
-        self.sessions.close(uid, key)
+    def end_session(self, uid, reason):
+        """The user logged in on another phone: this session ends now."""
+        self.desk.end_session(uid, reason)
+
+    def _agent_freed(self, uid=None):
+        self.router.serve_waiting()
+        self.kick()
+
+    def _agent_gone(self, uid, key):
+        """The agent's phone hung up: a call in progress ends too and their wrap-up
+        closes with "other" (the desk then logs the agent out)."""
         now = self.now()
-        events = []
+        self.router.agent_left(uid)
         if self.floor.state_of(uid) == "on_call":
-            call = self.floor.agent(uid).call_id
-            if call in self.legs:
-                self._hangup(call, "agent")
-            events.append(self.floor.call_ended(uid, now))
+            self.records.agent_events([self.floor.call_ended(uid, now)])
         if self.floor.state_of(uid) == "wrap_up":
-            events.append(self.floor.dispose(uid, "other", now, reason="phone hung up"))
-            self._finish_wrap(uid, "other", now)
-        if self.floor.state_of(uid) != "logged_out":
-            events.append(self.floor.logout(uid, now, reason="phone hung up"))
-        self._agent_events(events)
-
-    def _customer(self, key, ev):
-        leg = self.legs[key]
-        name = ev["ev"]
-        t = self.reactor.seconds()
-        if name in ("admitted", "ringing", "media"):
-            if name == "ringing" and leg.state not in ("dialing", "ringing"):
-                return
-            if name == "media" and leg.state == "ended":
-                return
-            leg.handle(ev, now=self.ms())
-        elif name == "answered":
-            leg.handle(ev, now=self.ms())
-            self.stats.answers += 1
-            self.journal.put("call_progress", {"at": to_iso(self.now()), "call_id": key,
-                                               "answered_at": to_iso(self.now())})
-            self.policy.on_dial_end(t, True, (leg.answered_ms - (leg.admitted_ms or leg.created_ms)) / 1000.0)
-            self.waiting.append(key)
-            self.timers[key] = self.reactor.callLater(leg.connect_window_ms / 1000.0, self._window_expired, key)
-            self._serve_waiting()
-        elif name == "dtmf":
-            if leg.state in ("answered", "bridged", "safe_harbor"):
-                leg.handle(ev, now=self.ms())
-                if leg.opted_out:
-                    self._opt_out(key, leg)
-        elif name == "recording_done":
-            leg.handle(ev, now=self.ms())
-        elif name == "play_done":
-            if leg.state == "safe_harbor":
-                self._hangup(key, "dialer")
-        elif name == "ended":
-            self._ended(key, ev)
-
-    def _serve_waiting(self):
-        now = self.now()
-        while self.waiting:
-            key = self.waiting[0]
-            leg = self.legs.get(key)
-            if leg is None or leg.state != "answered":
-                self.waiting.pop(0)
-                continue
-            mine = self.reserved.get(key)  # a preview call goes to the agent who asked for it
-            if mine is not None:
-                uid = mine if self.floor.state_of(mine) == "ready" and mine in self.agent_of_user else None
-            else:
-                uid = self.floor.pick(self.cid)
-                while uid is not None and uid in self.reserved.values():
-                    uid = None  # (preview: every ready agent waits for their own call)
-            if uid is None or uid not in self.agent_of_user:
-                return
-            self.waiting.pop(0)
-            timer = self.timers.pop(key, None)
-            if timer and timer.active():
-                timer.cancel()
-            self._agent_events([self.floor.assign(self.cid, key, now, user_id=uid)])
-            tie = f"tie-{key}"
-            how = self.pool.connect(key, self.agent_of_user[uid], tie_key=tie)
-            if how == "tie":
-                self.tie_of[key] = tie
-            leg.agent_assigned(uid, now=self.ms())
-            self.journal.put("call_progress", {"at": to_iso(now), "call_id": key, "bridged_at": to_iso(now),
-                                               "agent_id": uid})
-            if self.record_dir is not None:
-                path = pathlib.Path(self.record_dir)
-                path.mkdir(parents=True, exist_ok=True)
-                self.pool.record(key, str((path / f"{key}.wav").resolve()))
-            self.handles[uid] = self.reactor.seconds()
-            self.stats.connects += 1
-            self.stats.connect_ms.append(leg.connect_delay_ms)
-            self.policy.on_connect(self.reactor.seconds(), (leg.connect_delay_ms or 0) / 1000.0)
-
-    def _window_expired(self, key):
-        self.timers.pop(key, None)
-        leg = self.legs.get(key)
-        if leg is None or leg.state != "answered":
-            return
-        if key in self.waiting:
-            self.waiting.remove(key)
-        leg.window_expired(now=self.ms())
-        self.stats.abandons += 1
-        self.policy.on_abandon(self.reactor.seconds())
-        if self.greeting:
-            self.pool.play(key, self.greeting)
-        # the message ends the call (play_done), or this timer does
-        self.timers[key] = self.reactor.callLater(self.message_s, self._hangup, key, "dialer")
-
-    def _opt_out(self, key, leg):
-        # on the company DNC list through the journal (kept even with the database
-        # locked); until then this run's own set keeps the number from being dialled
-        self.opted_out.add(int(leg.destination[1:]))
-        self.journal.put("dnc", {"at": to_iso(self.now()), "numbers": [leg.destination], "actor": "dialer",
-                                 "account_id": self.account_id,
-                                 "reason": f"opted out with a key on call {key}"})
-        self.stats.opt_outs += 1
-        self._hangup(key, "dialer")
-
-    def _hangup(self, key, by):
-        leg = self.legs.get(key)
-        if leg is None or leg.state == "ended":
-            return
-        if leg.hangup_request is None:
-            try:
-                leg.hangup(by=by, now=self.ms())
-            except DialerError:
-                pass
-        self.pool.hangup(key)
-
-    def _ended(self, key, ev):
-        leg = self.legs.pop(key)
-        self.gate.release(key)
-        self.reserved.pop(key, None)
-        timer = self.timers.pop(key, None)
-        if timer and timer.active():
-            timer.cancel()
-        if key in self.waiting:
-            self.waiting.remove(key)
-        tie = self.tie_of.pop(key, None)
-        if tie is not None:
-            try:
-                self.pool.hangup(tie)
-            except KeyError:
-                pass
-        was_answered = leg.answered_ms is not None
-        leg.handle(ev, now=self.ms())
-        if not was_answered:
-            self.policy.on_dial_end(self.reactor.seconds(), False, (leg.duration_ms or 0) / 1000.0)
-        if leg.end_code:  # the carrier's final answer (0: no answer from it at all, e.g. a worker died)
-            pause = self.brake.record(self.reactor.seconds(), leg.disposition == "congestion")
-            if pause is not None:
-                log.warn("campaign {name}: carrier congestion ({n} calls in a row ended {code} {reason}): "
-                         "no dials on this trunk for {pause:g} s", name=self.campaign["name"],
-                         n=self.brake.in_a_row, code=leg.end_code, reason=leg.end_reason or "", pause=pause)
-        self.stats.ended(leg)  # its disposition, and its place in the abandon window
-        self.stats.billable_ms += leg.billable_ms or 0
-        if leg.agent is not None:
-            uid = leg.agent
-            if self.floor.state_of(uid) == "on_call":
-                self._agent_events([self.floor.call_ended(uid, self.now(), call_id=key)])
-            if self.floor.state_of(uid) == "wrap_up":
-                self.pending_cdr[uid] = leg
-                self.finished[key] = leg
-                return
-            # the agent's phone hung up first: their wrap-up is already closed ("other")
-            self._write(leg, "other")
-            if self.record_dir is not None and leg.recording_path is None:
-                self.written.add(key)  # its recording may still report
-            return
-        self._write(leg)
-
-    def _write(self, leg, disposition=None):
-        try:
-            cdr = Cdr.from_leg(leg, agent_disposition=disposition)
-        except DialerError as e:  # a bad disposition: the call's record is kept without it
-            log.error("call {key}: {err}; its record is written without the disposition", key=leg.call_id, err=str(e))
-            cdr = Cdr.from_leg(leg)
-        self.journal.put("cdr", {"at": to_iso(self.now()), "cdr": cdr_payload(cdr)})
-
-    def _agent_events(self, events):
-        events = [e for e in events if e is not None]
-        if events:
-            self.journal.put("agent_events", {"at": to_iso(self.now()), "events": [agent_event_row(e) for e in events]})
+            self.records.agent_events([self.floor.dispose(uid, "other", now, reason="phone hung up")])
+            self.router.wrap_ended(uid, "other")
+        self.kick()
 
     # -- commands (CLI, web console) -------------------------------------------------
     def poll_commands(self):
         """Carry out the agent commands queued for this dialer's agents (one dialer
-        claims each); the result goes back through the journal."""
-        from .commands import claim, open_commands
-        if not self.agent_of_user:
+        claims each, through the store hook; one poll at a time); the result goes
+        back through the journal."""
+        if not self.agent_of_user or self.polling or self.store is None:
             return
-        now = self.now()
-        try:
-            rows = open_commands(self.store, self.agent_of_user)
+        self.polling = True
+
+        def done(rows):
+            self.polling = False
             for row in rows:
-                if not claim(self.store, row["id"], now):
-                    continue
-                result = self.command(row["user_id"], row["command"], row["disposition"], row["reason"])
-                self.journal.put("command_done", {"at": to_iso(self.now()), "id": row["id"], "result": result})
-        except StoreError as e:  # the next poll tries again
-            log.debug("agent commands not read: {err}", err=str(e))
+                result = defer.maybeDeferred(self.command, row["user_id"], row["command"], row["disposition"],
+                                             row["reason"])
+                result.addCallback(lambda text, cid=row["id"]: self.records.command_done(cid, text))
+                result.addErrback(lambda f: log.failure("agent command", f))
+
+        def failed(f):  # the next poll tries again
+            self.polling = False
+            f.trap(StoreError)
+            log.debug("agent commands not read: {err}", err=f.getErrorMessage())
+        d = self.run(_take_commands, sorted(self.agent_of_user), self.now())
+        d.addCallbacks(done, failed)
+        d.addErrback(lambda f: log.failure("agent commands", f))
 
     def command(self, uid, command, disposition=None, reason=None):
-        """One agent command; returns its result text ("done: ..." or "refused: ...")."""
+        """One agent command; returns its result text ("done: ..." or "refused: ..."),
+        or a Deferred of it (a preview dial)."""
         now = self.now()
         try:
             if command in ("dispose", "dispose-pause"):
                 self.dispose(uid, disposition, pause=command == "dispose-pause")
                 return f"done: wrap-up ended with {disposition}"
             if command == "pause":
-                self._agent_events([self.floor.pause(uid, now, reason=reason)])
+                self.records.agent_events([self.floor.pause(uid, now, reason=reason)])
                 return "done: paused"
             if command == "ready":
-                self._agent_events([self.floor.resume(uid, now)])
-                self._serve_waiting()
+                self.records.agent_events([self.floor.resume(uid, now)])
+                self._agent_freed(uid)
                 return "done: ready"
             if command == "dial":
                 return self.preview_dial(uid)
             if command == "logout":
-                state = self.floor.state_of(uid)
-                if state not in ("ready", "paused"):
-                    return f"refused: agent is {state.replace('_', ' ')}; log out when ready or paused"
-                key = self.agent_of_user.get(uid)
-                if key is not None:
-                    self.pool.hangup(key)  # the phone's leg ends: _agent_gone logs the agent out
-                return "done: logged out"
+                return self.desk.logout(uid)
         except DialerError as e:
             return f"refused: {e}"
         return f"refused: unknown command {command!r}"
@@ -746,11 +676,10 @@ class Dialer:
     # -- wrap-up ----------------------------------------------------------------------
     def dispose(self, uid, disposition, pause=False):
         """An agent ends wrap-up with a disposition (CLI / web console)."""
-        now = self.now()
-        ev = self.floor.dispose(uid, disposition, now, pause=pause)
-        self._agent_events([ev])
-        self._finish_wrap(uid, disposition, now)
-        self._serve_waiting()
+        ev = self.floor.dispose(uid, disposition, self.now(), pause=pause)
+        self.records.agent_events([ev])
+        self.router.wrap_ended(uid, disposition)
+        self._agent_freed(uid)
 
     def close_wrapups(self, reason="dialer stopped"):
         """End every wrap-up now (the dialer is stopping): the calls' records are
@@ -760,21 +689,12 @@ class Dialer:
             if self.floor.state_of(uid) == "wrap_up":
                 self._wrap_ended(self.floor.end_wrap(uid, now, reason))
             else:
-                self._finish_wrap(uid, None, now)
+                self.router.wrap_ended(uid, None)
 
     def _wrap_ended(self, ev):
-        self._agent_events([ev])
-        self._finish_wrap(ev.user_id, None, self.now())
-        self._serve_waiting()
-
-    def _finish_wrap(self, uid, disposition, now):
-        leg = self.pending_cdr.pop(uid, None)
-        start = self.handles.pop(uid, None)
-        if start is not None:
-            self.policy.on_handle_end(self.reactor.seconds(), self.reactor.seconds() - start)
-        if leg is not None:
-            self.finished.pop(leg.call_id, None)
-            self._write(leg, disposition if disposition not in (None, "wrap-timeout") else None)
+        self.records.agent_events([ev])
+        self.router.wrap_ended(ev.user_id, None)
+        self._agent_freed(ev.user_id)
 
 
 async def wind_down(reactor, dialers, drain_s=0.0, settle_s=20.0, journal=None):
@@ -804,15 +724,6 @@ async def wind_down(reactor, dialers, drain_s=0.0, settle_s=20.0, journal=None):
     t0 = reactor.seconds()
     while journal is not None and journal.backlog and reactor.seconds() - t0 < 15:
         await pause(0.1)
-
-
-def cdr_payload(cdr):
-    """A CDR as the journal keeps it (JSON-ready)."""
-    import dataclasses
-    out = dataclasses.asdict(cdr)
-    if out.get("callback_at") is not None:
-        out["callback_at"] = to_iso(out["callback_at"])
-    return out
 
 
 def route_by_odds(carriers, odds):

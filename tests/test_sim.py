@@ -1,12 +1,13 @@
-"""The simulator and the baseline pacing policies, checked against the exact
-Markov figures of the pacing reference."""
+"""The simulator (the real Dialer on a virtual clock, with simulated callees and
+agents) and the baseline pacing policies, checked against the exact Markov figures
+of the pacing reference."""
 
 import json
 
 import pytest
 
 from core.errors import InputError
-from dialer.pacing.policies import PacingState, Power, Preview, Progressive, Vicidial
+from dialer.pacing.policies import PacingState, Power, Predictive, Preview, Progressive, Vicidial
 from dialer.pacing.sim import REALISTIC, VALIDATION, load_scenario, make_dist, simulate
 
 
@@ -48,6 +49,43 @@ def test_same_seed_same_run_and_common_random_numbers():
     assert p2.dials > p1.dials and p2.live_answers > p1.live_answers
 
 
+def test_a_policy_comparison_uses_common_random_numbers():
+    """Lead i answers (or not) the same way and rings as long under either policy."""
+    sc = load_scenario({**REALISTIC, "agents": 10, "p_live": 0.3, "shift_hours": 1})
+    seen = []
+    for policy in (Progressive(), Power(2.0)):
+        cdrs = {}
+        simulate(sc, policy, 5, record=lambda kind, p: kind == "cdr" and cdrs.__setitem__(p["cdr"]["lead_id"], p["cdr"]))
+        seen.append(cdrs)
+    common = set(seen[0]) & set(seen[1])
+    assert len(common) > 50
+    for lead in common:
+        a, b = seen[0][lead], seen[1][lead]
+        assert (a["answered_ms"] is None) == (b["answered_ms"] is None)
+        if a["answered_ms"] is not None:
+            assert abs(a["ring_ms"] - b["ring_ms"]) <= 1  # (the clock's milliseconds, rounded)
+    assert sum(1 for lead in common if seen[0][lead]["answered_ms"] is not None) > 10
+
+
+def test_the_dialer_counts_safe_harbor_legs_in_the_lines_in_use():
+    """The old simulator left legs playing the safe-harbor message out of the lines in
+    use; the Dialer's gate holds a line for every customer leg until it ends."""
+    states = []
+
+    class Watch(Power):
+        def decide(self, s):
+            states.append(s)
+            return super().decide(s)
+
+    sc = load_scenario({**REALISTIC, "agents": 10, "p_live": 0.5, "shift_hours": 1, "lines": 40})
+    r = simulate(sc, Watch(4.0), 3)
+    assert r.abandons > 5
+    # safe-harbor legs: in use, yet neither dialling, waiting nor talking
+    assert max(s.lines_in_use - s.dialing - s.waiting - s.talking for s in states) > 0
+    assert min(s.lines_in_use - s.dialing - s.waiting - s.talking for s in states) >= 0
+    assert max(s.lines_in_use for s in states) <= 40
+
+
 def test_line_capacity_is_never_exceeded():
     seen = []
 
@@ -64,10 +102,29 @@ def test_line_capacity_is_never_exceeded():
 
 
 def test_agents_logging_in_and_out():
+    seen = []
+
+    class Watch(Progressive):
+        def decide(self, s):
+            seen.append((s.now, s.agents))
+            return super().decide(s)
+
     sc = load_scenario({**VALIDATION, "agents": [[0, 10], [3600, 20], [7200, 5]], "p_live": 0.5, "shift_hours": 3})
-    r = simulate(sc, Progressive(), 1)
+    r = simulate(sc, Watch(), 1)
     assert 0.8 < r.occupancy < 0.9
     assert r.dials_per_agent_hour > 0 and r.leads_consumed == r.dials
+    # the Dialer's floor follows the schedule: 10, then 20 at once, then down to 5 as
+    # the agents leaving finish their calls (never below)
+    assert {n for t, n in seen if t < 3600} == {10}
+    assert {n for t, n in seen if 3600 <= t < 7200} == {20}
+    late = [n for t, n in seen if t >= 7200]
+    assert late == sorted(late, reverse=True) and late[-1] == 5
+
+
+def test_same_seed_same_run_through_the_dialer():
+    sc = load_scenario({**VALIDATION, "agents": 20, "p_live": 0.3, "shift_hours": 1})
+    a, b = simulate(sc, Predictive(), 11), simulate(sc, Predictive(), 11)
+    assert a == b and a.dials > 0 and a.live_answers > 0
 
 
 def test_two_second_rule_lowers_abandons():

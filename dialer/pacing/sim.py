@@ -1,5 +1,12 @@
-"""A discrete-event simulator of a calling floor that drives the real pacing
-policies (``dialer.pacing.policies``) on a virtual clock.
+"""A simulated calling floor around the real dialer loop: ``simulate`` runs
+``dialer.engine.Dialer`` (its pacing policy, dial planning, call routing, agent desk
+and record keeping) on a virtual clock (``HeapClock``), with a simulated SIP worker
+pool (``SimPool``: callee outcomes from the scenario), synthetic leads
+(``SimLeads``), a team that logs in through the Dialer's login path and disposes
+through ``Dialer.dispose`` (``_Floor``), and a journal that counts what the Dialer
+wrote (``RecordSink``). The figures come from the Dialer's records: a live answer
+is a call answered by a person, abandoned when no agent was bridged within the
+connect window (the CDR's ``abandoned``).
 
 Callee outcomes use common random numbers: lead ``i`` has the same uniforms (is it a
 live answer, how long it rings, how long the talk and wrap-up last) under every
@@ -14,9 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twisted.internet import defer
+
 from core.errors import InputError
 
-from .policies import PacingState
+from ..calls import RING_TIMEOUT_MAX_S
+from ..cdr import LIVE_ANSWER_DISPOSITIONS
+from ..engine import Dialer
 
 _NORMAL = statistics.NormalDist()
 
@@ -184,160 +195,370 @@ class Result:
         return dict(self.__dict__)
 
 
-def simulate(scenario, policy, seed=None):
-    """Run one shift. Returns a Result."""
+# ---------------------------------------------------------------------------------
+# the simulated world around the real Dialer
+# ---------------------------------------------------------------------------------
+
+class _Call:
+    """A scheduled call of ``HeapClock`` (``IDelayedCall``)."""
+
+    __slots__ = ("time", "fn", "args", "kw", "cancelled", "called", "clock")
+
+    def __init__(self, clock, time, fn, args, kw):
+        self.clock, self.time, self.fn, self.args, self.kw = clock, time, fn, args, kw
+        self.cancelled = self.called = False
+
+    def getTime(self):
+        return self.time
+
+    def active(self):
+        return not (self.cancelled or self.called)
+
+    def _check(self):
+        if not self.active():
+            from twisted.internet.error import AlreadyCalled, AlreadyCancelled
+            raise AlreadyCancelled() if self.cancelled else AlreadyCalled()
+
+    def cancel(self):
+        self._check()
+        self.cancelled = True
+
+    def reset(self, seconds_later):
+        self._check()
+        self.clock._push(self, self.clock.now + max(0.0, seconds_later))
+
+    def delay(self, seconds):
+        self._check()
+        self.clock._push(self, self.time + seconds)
+
+
+class HeapClock:
+    """A virtual ``IReactorTime`` on a heap (``task.Clock`` re-sorts its whole list of
+    calls at every ``callLater``): ``callLater``, ``seconds``, ``getDelayedCalls``, and
+    ``advance``/``run_until`` to move time. Calls at one instant run in the order they
+    were scheduled."""
+
+    def __init__(self, start=0.0):
+        self.now = float(start)
+        self.heap = []  # (time, seq, call); a moved call leaves a stale entry behind
+        self.seq = 0
+
+    def seconds(self):
+        return self.now
+
+    def _push(self, call, time):
+        call.time = time
+        self.seq += 1
+        heapq.heappush(self.heap, (time, self.seq, call))
+
+    def callLater(self, delay, fn, *args, **kw):
+        call = _Call(self, 0.0, fn, args, kw)
+        self._push(call, self.now + (delay if delay > 0 else 0.0))
+        return call
+
+    def getDelayedCalls(self):
+        return [c for t, _, c in self.heap if c.active() and c.time == t]
+
+    def run_until(self, end):
+        """Run every call due up to ``end`` (in time order), then stand at ``end``."""
+        heap = self.heap
+        pop = heapq.heappop
+        while heap and heap[0][0] <= end:
+            t, _, call = pop(heap)
+            if call.cancelled or call.called or call.time != t:
+                continue
+            self.now = t
+            call.called = True
+            call.fn(*call.args, **call.kw)
+        if end > self.now:
+            self.now = end
+
+    def advance(self, seconds):
+        self.run_until(self.now + seconds)
+
+
+_PHONE_BASE = 10_000_000_000  # lead i is "+1000000000i": an E.164-looking number the loop can parse
+
+
+class SimLeads:
+    """The lead source of a simulated campaign: lead ``i`` is the ``i``-th synthetic
+    number; released leads are handed out again first (same lead, same callee)."""
+
+    def __init__(self):
+        self.next = 0
+        self.back = []
+
+    def claim(self, n, now, consumer, live_numbers):
+        out = []
+        while len(out) < n and self.back:
+            out.append(self.back.pop())
+        while len(out) < n:
+            out.append(self.next)
+            self.next += 1
+        return defer.succeed([({"id": i + 1, "phone": f"+{_PHONE_BASE + i}"}, None) for i in out])
+
+    def release(self, lead_ids, now):
+        self.back.extend(sorted((i - 1 for i in lead_ids), reverse=True))
+        return defer.succeed(None)
+
+
+class SimPool:
+    """What the Dialer calls on a SIP worker pool (dial, hangup, connect, play, record),
+    answered with the worker events it expects (``dialer.sip.protocol``). The callee
+    of lead ``i`` answers (a person, with probability p_live at the dial) or ends
+    unanswered after the ring time the scenario draws from the lead's uniforms; an
+    answered callee talks to the agent it is bridged to for the talk time, or waits in
+    silence until the loop hangs up. The agent of a call that ended disposes at the
+    end of the wrap time, through ``Dialer.dispose``."""
+
+    def __init__(self, clock, leads_u, p_at, ring_d, nonlive_d, talk_d, wrap_d):
+        self.clock, self.u, self.p_at = clock, leads_u, p_at
+        self.ring_d, self.nonlive_d, self.talk_d, self.wrap_d = ring_d, nonlive_d, talk_d, wrap_d
+        self.dialer = None
+        self.calls = {}  # key -> [lead index, started ms, answered ms or None, pending IDelayedCall, agent uid]
+        self.agents = {}  # agent leg key -> user id
+        self.on_free = None  # (uid) -> None: an agent disposed (the floor's schedule may retire them)
+
+    def _ms(self):
+        return int(round(self.clock.now * 1000))
+
+    def dial(self, key, uri, timeout_s=None, caller_id=None, **fields):
+        i = int(uri[1:]) - _PHONE_BASE
+        u = self.u[i]
+        t = self.clock.now
+        call = [i, self._ms(), None, None, None]
+        self.calls[key] = call
+        if u[0] < self.p_at(t):
+            d = self.ring_d(u[1])
+            if timeout_s is None or d < timeout_s:
+                call[3] = self.clock.callLater(d, self._answer, key)
+                return 0
+        else:
+            d = self.nonlive_d(u[1])
+            if timeout_s is None or d < timeout_s:
+                call[3] = self.clock.callLater(d, self._end, key, 480, "Temporarily Unavailable", "remote")
+                return 0
+        call[3] = self.clock.callLater(timeout_s, self._end, key, 487, "Request Terminated", "ring timeout")
+        return 0
+
+    def _answer(self, key):
+        call = self.calls[key]
+        call[2] = self._ms()
+        call[3] = None
+        self.dialer.on_event({"ev": "answered", "key": key, "code": 200})
+
+    def _end(self, key, code, reason, cause):
+        call = self.calls.pop(key, None)
+        if call is None:
+            return
+        i, started, answered, _, uid = call
+        self.dialer.on_event({"ev": "ended", "key": key, "code": code, "reason": reason,
+                              "answered": answered is not None, "started_ms": started, "answered_ms": answered,
+                              "ended_ms": self._ms(), "cause": cause})
+        if uid is not None and self.dialer.floor.state_of(uid) == "wrap_up":
+            wrap = self.wrap_d(self.u[i][3])
+            if wrap > 0:
+                self.clock.callLater(wrap, self._dispose, uid)
+            else:
+                self._dispose(uid)
+
+    def _dispose(self, uid):
+        if self.dialer.floor.state_of(uid) == "wrap_up":
+            self.on_free(uid)
+
+    def connect(self, customer, agent, tie_key=None):
+        call = self.calls[customer]
+        call[4] = self.agents[agent]
+        call[3] = self.clock.callLater(self.talk_d(self.u[call[0]][2]), self._end, customer, 200, "OK", "remote")
+        return "bridge"
+
+    def hangup(self, key, code=None):
+        if key in self.agents:
+            uid = self.agents.pop(key)
+            self.clock.callLater(0, self.dialer.on_event, {"ev": "ended", "key": key, "code": 200, "reason": "OK",
+                                                           "answered": True, "cause": "hangup", "user": uid})
+            return
+        call = self.calls.get(key)
+        if call is None:
+            raise KeyError(f"no call {key!r}")
+        if call[3] is not None and call[3].active():
+            call[3].cancel()
+        answered = call[2] is not None
+        call[3] = self.clock.callLater(0, self._end, key, 200 if answered else 487,
+                                       "OK" if answered else "Request Terminated", "hangup")
+
+    def play(self, key, wav, loop=False):
+        pass
+
+    def record(self, key, path):
+        pass
+
+
+class RecordSink:
+    """The journal of a simulated shift: nothing is stored; what the Dialer wrote is
+    counted. From its CDRs (and, at the end, the calls still live): live answers and
+    abandons; from its agent events: agent time per state and how long agents waited
+    ready before each call."""
+
+    def __init__(self, clock, record=None):
+        self.clock, self.record = clock, record
+        self.kinds = {}
+        self.live = self.abandons = 0
+        self.live_log = []  # (answer instant s, abandoned?)
+        self.state = {}  # user id -> (state, since s)
+        self.counts = {"ready": 0, "on_call": 0, "wrap_up": 0}
+        self.last = 0.0
+        self.agents_area = self.busy_area = self.talk_area = 0.0
+        self.waits = []
+        self.backlog = 0
+
+    def put(self, kind, payload):
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if self.record is not None:
+            self.record(kind, payload)
+        if kind == "cdr":
+            cdr = payload["cdr"]
+            if cdr["disposition"] in LIVE_ANSWER_DISPOSITIONS:
+                self.answer(cdr["answered_ms"], cdr["abandoned"])
+        elif kind == "agent_events":
+            self.advance()
+            t = self.clock.now
+            counts = self.counts
+            for row in payload["events"]:
+                prev, new, uid = row["prev_state"], row["state"], row["user_id"]
+                if prev in counts:
+                    counts[prev] -= 1
+                if new in counts:
+                    counts[new] += 1
+                if prev == "ready" and new == "on_call":
+                    self.waits.append(t - self.state[uid][1])
+                self.state[uid] = (new, t)
+
+    def answer(self, answered_ms, abandoned):
+        self.live += 1
+        self.abandons += bool(abandoned)
+        self.live_log.append((answered_ms / 1000.0, bool(abandoned)))
+
+    def advance(self):
+        t = self.clock.now
+        dt = t - self.last
+        if dt > 0:
+            c = self.counts
+            busy = c["on_call"] + c["wrap_up"]
+            self.busy_area += busy * dt
+            self.agents_area += (busy + c["ready"]) * dt
+            self.talk_area += c["on_call"] * dt
+            self.last = t
+
+
+class _Floor:
+    """The simulated team: agents log in through the Dialer's login path (after the PIN
+    step: the phone's leg, a right PIN, the ACK), follow the scenario's schedule (more
+    agents log in; fewer: the free ones pause and log out, the busy ones when their
+    wrap-up ends) and dispose at the end of their wrap time."""
+
+    def __init__(self, dialer, pool):
+        self.d, self.pool = dialer, pool
+        self.on = []  # user ids logged in (or logging in), oldest first
+        self.retiring = set()
+        self.next_uid = 1
+        pool.on_free = self.freed
+
+    def set(self, target):
+        have = len(self.on) - len(self.retiring)
+        while have < target and self.retiring:
+            self.retiring.discard(next(u for u in self.on if u in self.retiring))
+            have += 1
+        while have < target:
+            self.login()
+            have += 1
+        if have > target:
+            floor = self.d.floor
+            # the free ones first, the most recent first; then the busy ones at their next wrap-up end
+            free = [u for u in reversed(self.on) if u not in self.retiring and floor.state_of(u) == "ready"]
+            busy = [u for u in reversed(self.on) if u not in self.retiring and floor.state_of(u) != "ready"]
+            for uid in (free + busy)[:have - target]:
+                if floor.state_of(uid) == "ready":
+                    self.leave(uid, "pause")
+                else:
+                    self.retiring.add(uid)
+
+    def login(self):
+        uid = self.next_uid
+        self.next_uid += 1
+        key = f"agent-{uid}"
+        self.pool.agents[key] = uid
+        self.on.append(uid)
+        self.d.desk.pin_accepted(key, {"id": uid, "name": f"agent{uid}"}, "sim")
+        self.d.on_event({"ev": "confirmed", "key": key})
+
+    def leave(self, uid, how):
+        if how == "pause":
+            self.d.command(uid, "pause", reason="end of shift")
+        self.d.command(uid, "logout")
+        self.on.remove(uid)
+        self.retiring.discard(uid)
+
+    def freed(self, uid):
+        if uid in self.retiring:
+            self.d.dispose(uid, "sale", pause=True)
+            self.leave(uid, "paused")
+        else:
+            self.d.dispose(uid, "sale")
+
+
+def simulate(scenario, policy, seed=None, record=None):
+    """Run one shift of the real ``dialer.engine.Dialer`` (its pacing policy ``policy``)
+    on a virtual clock, against simulated callees and agents. Returns a Result.
+    ``record(kind, payload)``, if given, sees every journal write of the Dialer."""
     sc = scenario
     seed = sc.seed if seed is None else seed
     agents_at = _schedule(sc.agents, "agents")
     p_at = _schedule(sc.p_live, "p_live")
-    ring_d, nonlive_d = make_dist(sc.live_ring), make_dist(sc.nonlive)
-    talk_d, wrap_d = make_dist(sc.talk), make_dist(sc.wrap)
-    leads = _Leads(seed)
     end = sc.shift_hours * 3600.0
-    window = max(0.0, float(sc.connect_window))
-
-    heap = []  # (time, seq, kind, payload)
-    seq = 0
-
-    def push(t, kind, payload=None):
-        nonlocal seq
-        seq += 1
-        heapq.heappush(heap, (t, seq, kind, payload))
-
-    n_agents = int(agents_at(0.0))
-    free = n_agents  # idle agents
-    busy = 0
-    talking = 0
-    dialing = 0
-    waiting = []  # (answer time, lead)
-    next_lead = 0
-    dials = live = abandons = 0
-    busy_area = agents_area = talk_area = 0.0
-    last_t = 0.0
-    idle_since = [0.0] * n_agents  # stack of idle start times, for agent wait
-    waits = []
-    live_log = []  # (time, abandoned?) for the rolling window
-    retiring = 0  # agents to log out when they free up
-
-    def advance(t):
-        nonlocal last_t, busy_area, agents_area, talk_area
-        dt = t - last_t
-        if dt > 0:
-            busy_area += busy * dt
-            agents_area += (free + busy) * dt
-            talk_area += talking * dt
-            last_t = t
-
-    def connect(t, lead_u):
-        nonlocal free, busy, talking
-        free -= 1
-        busy += 1
-        talking += 1
-        waits.append(t - idle_since.pop())
-        talk = talk_d(lead_u[2])
-        wrap = wrap_d(lead_u[3])
-        push(t + talk, "talk_end")
-        push(t + talk + wrap, "agent_free", talk + wrap)
-
-    def state(t):
-        return PacingState(now=t, agents=free + busy, ready=free, busy=busy, talking=talking, dialing=dialing,
-                           waiting=len(waiting), lines=sc.lines, lines_in_use=dialing + len(waiting) + talking)
-
-    def launch(t):
-        nonlocal dialing, next_lead, dials
-        n = policy.decide(state(t))
-        for _ in range(max(0, int(n))):
-            u = leads[next_lead]
-            is_live = u[0] < p_at(t)
-            d = ring_d(u[1]) if is_live else nonlive_d(u[1])
-            push(t + d, "dial_end", (next_lead, is_live, d))
-            next_lead += 1
-            dialing += 1
-            dials += 1
-
-    if policy.tick:
-        push(0.0, "tick")
+    window_ms = int(round(max(0.0, float(sc.connect_window)) * 1000)) or 1  # no window: the shortest the leg takes
+    clock = HeapClock()
+    leads = SimLeads()
+    pool = SimPool(clock, _Leads(seed), p_at, make_dist(sc.live_ring), make_dist(sc.nonlive), make_dist(sc.talk),
+                   make_dist(sc.wrap))
+    sink = RecordSink(clock, record)
+    campaign = {"id": 1, "account_id": 1, "name": sc.name, "dial_mode": policy.name, "caller_id": "+12125550100",
+                "greeting": None, "abandon_target": sc.abandon_cap, "power_ratio": None}
+    account = {"id": 1, "name": "sim", "line_capacity": sc.lines}
+    # the scenario's ring times are the callees' (a ring timeout of the legal maximum
+    # cuts none of them short), its lines the account's; no calls-per-second cap
+    d = Dialer(clock, None, campaign, pool, route=str, tick=0.5, cps=1e9, ring_timeout_s=RING_TIMEOUT_MAX_S,
+               wrap_limit_s=None, policy=policy, journal=sink, account=account, leads=leads,
+               connect_window_ms=window_ms, consumer="sim")
+    pool.dialer = d
+    team = _Floor(d, pool)
+    d.start()
+    team.set(int(agents_at(0.0)))
     for t_change, _ in (sc.agents if isinstance(sc.agents, list) else []):
         if 0 < float(t_change) < end:
-            push(float(t_change), "agents")
-    launch(0.0)
-    while heap:
-        t, _, kind, payload = heapq.heappop(heap)
-        if t > end:
-            break
-        advance(t)
-        if kind == "dial_end":
-            lead_i, is_live, d = payload
-            dialing -= 1
-            policy.on_dial_end(t, is_live, d)
-            if is_live:
-                live += 1
-                if free > 0:
-                    connect(t, leads[lead_i])
-                    policy.on_connect(t, 0.0)
-                    live_log.append((t, False))
-                elif window > 0:
-                    waiting.append((t, lead_i))
-                    push(t + window, "give_up", lead_i)
-                else:
-                    abandons += 1
-                    policy.on_abandon(t)
-                    live_log.append((t, True))
-        elif kind == "give_up":
-            for k, (ta, li) in enumerate(waiting):
-                if li == payload:
-                    del waiting[k]
-                    abandons += 1
-                    policy.on_abandon(t)
-                    live_log.append((ta, True))
-                    break
-        elif kind == "talk_end":
-            talking -= 1
-        elif kind == "agent_free":
-            busy -= 1
-            policy.on_handle_end(t, payload)
-            if retiring > 0:
-                retiring -= 1
-            else:
-                free += 1
-                idle_since.append(t)
-                if waiting:
-                    ta, li = waiting.pop(0)
-                    connect(t, leads[li])
-                    policy.on_connect(t, t - ta)
-                    live_log.append((ta, False))
-        elif kind == "agents":
-            target = int(agents_at(t))
-            have = free + busy - retiring
-            if target > have:
-                for _ in range(target - have):
-                    if retiring:
-                        retiring -= 1
-                    else:
-                        free += 1
-                        idle_since.append(t)
-            elif target < have:
-                drop = have - target
-                while drop and free:
-                    free -= 1
-                    idle_since.pop()
-                    drop -= 1
-                retiring += drop
-        elif kind == "tick":
-            push(t + policy.tick, "tick")
-        launch(t)
-    advance(end)
+            clock.callLater(float(t_change), lambda t=float(t_change): team.set(int(agents_at(t))))
+    clock.run_until(end)
+    sink.advance()
+    d.loop.stop()
+    # calls answered and still going at the end: live answers (abandoned if in the message)
+    for leg in d.legs.values():
+        if leg.answered_ms is not None:
+            sink.answer(leg.answered_ms, leg.state == "safe_harbor")
+    for leg in d.pending_cdr.values():
+        sink.answer(leg.answered_ms, leg.abandoned)
     hours = end / 3600.0
-    agent_hours = agents_area / 3600.0 if agents_area else 0.0
-    worst = _worst_window(live_log, sc.abandon_window_hours * 3600.0, abandons, live)
+    agent_hours = sink.agents_area / 3600.0
+    live, abandons = sink.live, sink.abandons
+    worst = _worst_window(sink.live_log, sc.abandon_window_hours * 3600.0, abandons, live)
+    dials = sink.kinds.get("call_open", 0)
     return Result(
         policy=policy.name, seed=seed, hours=hours,
-        occupancy=busy_area / agents_area if agents_area else 0.0,
-        talk_minutes_per_agent_hour=(talk_area / 60.0) / agent_hours if agent_hours else 0.0,
+        occupancy=sink.busy_area / sink.agents_area if sink.agents_area else 0.0,
+        talk_minutes_per_agent_hour=(sink.talk_area / 60.0) / agent_hours if agent_hours else 0.0,
         abandon_rate=abandons / live if live else 0.0, worst_window_abandon_rate=worst,
         live_answers=live, abandons=abandons, dials=dials,
-        dials_per_agent_hour=dials / agent_hours if agent_hours else 0.0, leads_consumed=next_lead,
-        mean_agent_wait_s=statistics.fmean(waits) if waits else 0.0,
+        dials_per_agent_hour=dials / agent_hours if agent_hours else 0.0, leads_consumed=leads.next,
+        mean_agent_wait_s=statistics.fmean(sink.waits) if sink.waits else 0.0,
     )
 
 
