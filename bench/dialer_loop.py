@@ -95,8 +95,6 @@ def main(argv=None):
     now = _dt.datetime.now(_dt.timezone.utc)
     users = setup(tmp, now, a.agents, leads=int(a.cps * a.seconds * 2))
     store = Store(tmp / "bench.db", timeout=0.2)
-    journal = Journal(tmp / "bench.db")
-    journal.start()
     life = int(a.seconds + 180)
     carriers = {"answer": Sipp("uas_answer_hold.xml", "-d", str(int(a.hold * 1000)), echo=True, tmp=tmp, timeout=life),
                 "no-answer": Sipp("uas_ring_forever.xml", tmp=tmp, timeout=life),
@@ -105,6 +103,8 @@ def main(argv=None):
     odds = [("answer", a.answer), ("no-answer", 0.7 * rest), ("busy", 0.3 * rest)]
     route = route_by_odds({k: s.uri.split("@")[1] for k, s in carriers.items()}, odds)
     reactor = EPollReactor()
+    journal = Journal(tmp / "bench.db", reactor=reactor)  # the one store thread (its Deferreds fire here)
+    journal.start()
     answered_t, bridged_t = {}, {}
     backlog = {"max": 0}
     holder = {}
@@ -122,7 +122,7 @@ def main(argv=None):
     ports = [free_udp_port() for _ in range(a.workers)]
     pool = WorkerPool(reactor, on_event, ports, max_workers=a.workers)
     d = holder["d"] = Dialer(reactor, store, "load", pool, route, tick=0.25, cps=a.cps, wrap_limit_s=a.wrap,
-                             journal=journal)
+                             journal=journal, run=journal.call)
     phones = []
     result = {}
 

@@ -37,6 +37,7 @@ class Service:
         # account-wide guarantees, shared by every campaign loop: lines per account,
         # CPS per trunk, one phone session per user, the back-off of wrong PINs
         self.gate, self.sessions, self.login_guard = AccountGate(), AgentSessions(), LoginGuard()
+        self.verify = pin_checker(reactor)  # the PIN checks of every campaign, a few at a time
         self.names = campaigns
         rows = self._campaigns(campaigns)
         self.pool = WorkerPool(reactor, self.on_event, range(port, port + workers), max_workers=workers, ip=ip)
@@ -68,7 +69,7 @@ class Service:
             self.reactor, self.store, row["id"], self.pool, route=trunk.uri, tick=self.tick, cps=trunk.cps,
             record_dir=self.record_dir, journal=self.journal, registrar=self.registrars[trunk.id],
             consumer=f"dialer-{row['id']}@{self.node}", gate=self.gate, sessions=self.sessions,
-            login_guard=self.login_guard, node=self.node)
+            login_guard=self.login_guard, verify=self.verify, node=self.node, run=self.journal.call)
         return d, new_trunk
 
     def look_for_campaigns(self):
@@ -279,6 +280,29 @@ class Service:
                 "journal_backlog": self.journal.backlog}
 
 
+def pin_checker(reactor, at_once=None, check=None):
+    """``verify(pin, stored) -> Deferred``: the PIN's scrypt check (about 0.1 s of CPU)
+    in the reactor's thread pool, at most ``at_once`` at a time (default: one fewer
+    than the machine's cores, at least one); ``check(pin, stored) -> Deferred`` replaces
+    the thread pool's (tests). Twenty phones logging in together would
+    otherwise run twenty checks at once, and on a small machine the reactor thread
+    waits for a core (bench/reactor_latency.py: on 2 cores, the probe's p99 lateness
+    during 20 logins was 27-43 ms with 10 at once, 6-9 ms with one)."""
+    import os
+
+    from twisted.internet import defer, threads
+
+    from .agents import verify_pin
+    sem = defer.DeferredSemaphore(at_once or max(1, (os.cpu_count() or 2) - 1))
+    if check is None:
+        def check(pin, stored):
+            return threads.deferToThreadPool(reactor, reactor.getThreadPool(), verify_pin, pin, stored)
+
+    def verify(pin, stored):
+        return sem.run(check, pin, stored)
+    return verify
+
+
 def campaign_setup(store, row):
     """A running campaign's (trunk, account row): what its loop needs to join."""
     from .trunks import campaign_trunk
@@ -363,8 +387,8 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
     from core.store import Store
     if reactor is None:
         from twisted.internet import reactor
-    store = Store(db_path, timeout=0.2)  # the reactor's reads: a locked file answers at once
-    journal = Journal(store.path)
+    store = Store(db_path, timeout=0.2)  # reads at start and as a campaign's loop is built
+    journal = Journal(store.path, reactor=reactor)  # the one store thread: every write, and the loop's reads
     recovered = recover_unclean_stop(journal, store.path, _dt.datetime.fromtimestamp(reactor.seconds(), _dt.timezone.utc),
                                      node)
     if recovered["calls"] or recovered["leads_released"]:

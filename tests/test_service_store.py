@@ -115,3 +115,31 @@ def test_a_campaign_started_while_the_service_runs_is_read_on_the_store_thread(t
     assert svc.skipped == {nowhere}
     for dl in svc.dialers.values():
         dl.stop()
+
+
+def test_pin_checks_run_a_few_at_a_time():
+    """Twenty phones logging in together: their scrypt checks queue, at most
+    ``at_once`` running, so the reactor thread keeps a core."""
+    from twisted.internet import defer
+    from dialer.service import pin_checker
+    running = []
+
+    def check(pin, stored):
+        d = defer.Deferred()
+        running.append((pin, d))
+        return d
+
+    verify = pin_checker(task.Clock(), at_once=2, check=check)
+    results = [verify(str(1000 + i), "hash") for i in range(5)]
+    assert [p for p, _ in running] == ["1000", "1001"]
+    running[0][1].callback(True)
+    assert [p for p, _ in running] == ["1000", "1001", "1002"]  # one ended, the next began
+    running[1][1].callback(False)
+    running[2][1].callback(False)
+    assert len(running) == 5
+    running[3][1].callback(True)
+    running[4][1].callback(False)
+    outcomes = []
+    for r in results:
+        r.addCallback(outcomes.append)
+    assert outcomes == [True, False, False, True, False]
