@@ -1,10 +1,13 @@
 """The dialer: one campaign's loop on a Twisted reactor (issue 5, first cut).
 
-Every ``tick`` seconds of the reactor's clock the loop asks the pacing policy how
-many calls to launch from what it observes (agents by state, calls ringing, answered
-callers waiting), takes that many leads from the hopper (which re-checks each one
-with the rules engine at that instant and reserves it), and places them through the
-SIP worker pool. Worker events drive each customer leg's state machine
+The pacing policy is asked how many calls to launch from what it observes (agents by
+state, calls ringing, answered callers waiting, lines in use) at once when the floor
+changes (an answer, a call ending, an agent freeing or logging in: one coalesced
+decision) and at the ``tick`` (every 0.5 s) when it wants periodic decisions, what it
+observes changed, or dials it asked for were held back. That many leads are claimed
+from the hopper (which re-checks each one with the rules engine at that instant,
+reserves it and marks it dialling), through the store hook ``run`` (off the reactor
+thread live; one claim in flight), and placed through the SIP worker pool. Worker events drive each customer leg's state machine
 (``dialer.calls.CallLeg``): a live answer goes at once to the ready agent idle longest
 (bridged in the same worker, or joined over a loopback tie call); with nobody free
 within the connect window it gets the campaign's recorded message, where the opt-out
@@ -13,7 +16,12 @@ attempt ends as a CDR (``dialer.cdr.write_cdr``, idempotent by call id) with the
 lead's outcome; a connected call's record is written when its agent's wrap-up ends.
 
 Agents log in by calling ``sip:agent-<user>-<pin>@<worker>`` and stay on the line;
-the PIN is checked against the store. A worker that dies costs only its calls: the
+the user is looked up through ``run`` and the PIN checked off the reactor thread.
+
+Parts: ``DialPlanner`` (here), ``dialer.desk.AgentDesk`` (agent phones, login,
+sessions), ``dialer.routing.CallRouter`` (customer legs, connect window, bridging,
+safe harbor, opt-out) and ``dialer.records.RecordKeeper`` (journal writes, CDRs held
+until wrap-up ends); ``Dialer`` composes them. A worker that dies costs only its calls: the
 pool reports them ended ("worker died"), they are recorded as failed, and their leads
 are retried by the campaign's retry rules, never at once.
 
