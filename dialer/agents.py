@@ -287,7 +287,7 @@ class AgentFloor:
         """End every wrap-up that has passed its limit (at the limit's instant)."""
         at = _instant(now)
         out = []
-        if not self._wrapping:
+        if not self._wrapping or (self.wrap_limit_s is None and all(v is None for v in self.wrap_limits.values())):
             return out
         for a in sorted((self._agents[u] for u in self._wrapping), key=lambda a: (a.since, a.user_id)):
             limit = self.wrap_limit(a.campaign_id)
