@@ -1026,5 +1026,23 @@ _agent_command("logout", "Log a ready or paused agent out (the phone's call ends
 _agent_command("dial", "Preview campaigns: dial the next lead for this ready agent (checked by the rules now).")
 
 
+# --------------------------------------------------------------------------------- db
+@main.group(cls=_Group)
+def db():
+    """The database file itself (the installation operator's view)."""
+
+
+@db.command("info")
+@click.option("--no-counts", is_flag=True, help="Skip the row counts (a full scan of each table).")
+@json_option
+@pass_app
+def db_info(app, no_counts, as_json):
+    """Journal mode, migrations applied and pending, integrity and foreign-key checks,
+    and each table's columns, indexes, foreign keys and rows."""
+    from core.schema import describe, describe_text
+    info = describe(app.store, counts=not no_counts)
+    _emit(info, as_json, describe_text(info))
+
+
 if __name__ == "__main__":
     main()

@@ -28,6 +28,8 @@ setup(
         "pjsua2-python==2.10.post6; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "phonenumbers>=8.13.30",
         "pytz>=2024.1",
+        # SQLite-only tooling (core.schema: `dialer db info`); the store's queries stay portable SQL
+        "sqlite-utils>=3.36",
         "click>=8.1",
         "holidays>=0.50",
         "pyroaring>=1.0",

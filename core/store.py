@@ -4,11 +4,10 @@ Portable SQL only (no SQLite-only syntax in queries outside this module), so a
 PostgreSQL backend can be added beside it. Times are ISO 8601 UTC text; money
 (later) is Decimal text.
 
-No sqlite-utils: it is SQLite-only, so the store's portable SQL cannot go through
-it; its ``insert_all`` is slower than ``executemany`` for lead rows (measured by
-``bench/bulk_insert_bench.py``); the one schema check (m005's column list) is a
-single PRAGMA; and exports write our own columns (the CDR export's Asterisk layout,
-neutralised cells) from the rows as dicts that ``query`` already gives.
+The store's queries do not go through sqlite-utils: it is SQLite-only, so portable
+SQL cannot go through it, and its ``insert_all`` is slower than ``executemany`` for
+lead rows (measured by ``bench/bulk_insert_bench.py``). It serves where SQLite-only
+is the point: ``core.schema`` describes the file (``dialer db info``).
 
 Writes go through one writer: in the CLI that is the process itself; under the
 reactor it is the write journal's thread (``dialer.journal.Journal``), which also
