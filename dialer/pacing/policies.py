@@ -310,6 +310,74 @@ class _Ewma:
         self.value += (x - self.value) / min(self.n, self.span)
 
 
+class _Rate:
+    """A live-answer rate that follows abrupt change: a slow recent-weighted mean
+    (``span`` dials) for a steady estimate, and the last ``fast`` outcomes that watch
+    it. When their mean differs from the slow one by more than ``z`` standard errors,
+    the rate has moved: the most likely change point among those outcomes is found
+    (the split of largest two-segment Bernoulli likelihood), and the slow mean restarts
+    from the outcomes after it (as if it had seen only those, so it keeps adapting
+    quickly); ``changes`` counts the events."""
+
+    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes")
+
+    def __init__(self, span, fast, prior, z=4.5):
+        self.slow = _Ewma(span, prior)
+        self.recent, self.hits = deque(maxlen=fast), 0
+        self.fast, self.z, self.changes = fast, float(z), 0
+
+    @property
+    def n(self):
+        return self.slow.n
+
+    @property
+    def value(self):
+        return self.slow.value
+
+    def add(self, x):
+        """Add an outcome (1 live, 0 not); True when a change was detected."""
+        self.slow.add(x)
+        if len(self.recent) == self.fast:
+            self.hits -= self.recent[0]
+        self.recent.append(1 if x else 0)
+        self.hits += 1 if x else 0
+        if len(self.recent) < self.fast:
+            return False
+        p = min(max(self.slow.value, 1e-3), 0.999)
+        se = math.sqrt(p * (1.0 - p) / self.fast)
+        if abs(self.hits / self.fast - self.slow.value) <= self.z * se:
+            return False
+        before = self.slow.value
+        tail = self._after_change()
+        # the new rate from the outcomes after the change, shrunk a little towards the
+        # old one (worth ``prior`` outcomes) so that a short run of misses or hits
+        # does not swing it to an extreme
+        prior = 5.0
+        self.slow.value = (sum(tail) + prior * before) / (len(tail) + prior)
+        self.slow.n = len(tail)
+        self.recent.clear()
+        self.recent.extend(tail)
+        self.hits = sum(tail)
+        self.changes += 1
+        return True
+
+    def _after_change(self):
+        """The outcomes after the most likely change point (at least a quarter of them)."""
+        xs = np.fromiter(self.recent, dtype=float)
+        m = len(xs)
+        k = np.arange(1, m)  # split after k outcomes
+        head = np.cumsum(xs)[:-1]
+        tail = xs.sum() - head
+
+        def ll(h, n):
+            q = np.clip(h / n, 1e-9, 1 - 1e-9)
+            return h * np.log(q) + (n - h) * np.log(1 - q)
+        score = ll(head, k) + ll(tail, m - k)
+        score[k > m - m // 4] = -np.inf
+        j = int(k[int(np.argmax(score))])
+        return list(self.recent)[j:]
+
+
 class Predictive(Policy):
     """Adaptive predictive pacing that keeps the abandon rate under the campaign's cap.
 
@@ -351,7 +419,7 @@ class Predictive(Policy):
         self.z, self.min_margin, self.calibration_prior = z, min_margin, calibration_prior
         self.warmup_dials, self.warmup_lives = warmup_dials, warmup_lives
         self.guard_hours = float(guard_hours)
-        self.p = _Ewma(2000, prior_p)
+        self.p = _Rate(2000, 200, prior_p)
         self.ring = _Ewma(1000, prior_ring)
         self.dial = _Ewma(2000, prior_dial)
         self.prior_handle = float(prior_handle)
@@ -390,7 +458,8 @@ class Predictive(Policy):
         return self.buckets[-1]
 
     def on_dial_end(self, now, live, seconds):
-        self.p.add(1.0 if live else 0.0)
+        if self.p.add(1.0 if live else 0.0):
+            self._model_changed()
         self.dial.add(seconds)
         if live:
             self.ring.add(seconds)
@@ -399,6 +468,11 @@ class Predictive(Policy):
             self.expected_inflight -= share
             self.predicted_done += share
             self.inflight -= 1
+
+    def _model_changed(self):
+        """The live-answer rate moved abruptly: what the model predicted before says
+        nothing about the new one, so the calibration starts again from its prior."""
+        self.run_abandons, self.predicted_done = 0, 0.0
 
     def _live_outcome(self, now, abandoned):
         b = self._bucket(now)
