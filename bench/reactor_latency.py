@@ -5,12 +5,14 @@
       campaign in a real SQLite file (the hopper's claim: ``BEGIN IMMEDIATE`` and a
       rules check of every lead), through a stand-in SIP pool whose calls all end at
       once, unanswered (so the loop claims again at once), with the write journal
-      applying every call's records, and
+      applying every call's records; no calls-per-second cap, lines to spare, and a
+      policy asking ``--batch`` leads per decision (20; in production the trunk's
+      calls-per-second cap bounds a decision's dials), and
   (b) 20 agents' phones log in at once (20 ``incoming`` events with the right PINs,
       each ACK at once): the user looked up in the store, the PIN's scrypt check in
       the reactor's thread pool.
 
-Two runs on fresh copies of the same campaign: ``store-thread`` (the live wiring:
+Runs on fresh copies of the same campaign: ``store-thread`` (the live wiring:
 ``run=journal.call``, every store access of the loop on the journal's thread) and
 ``on-reactor`` (``run`` left at its default: the claims and lookups on the reactor
 thread, as before issue 12). Each run's campaign clock is set to a Tuesday noon in
@@ -18,10 +20,15 @@ New York (2026-11-24 17:00 UTC), so the calling-hours rules let the leads throug
 whatever the hour here; delays are real.
 
 The campaign is built once (import of a generated 1M-row list, as
-``bench/hopper_bench.py`` does; about 30 s) and cached in ``--workdir``.
+``bench/hopper_bench.py`` does; about a minute) and cached in ``--workdir``.
 
-    python bench/reactor_latency.py [--n 1000000] [--seconds 20] [--batch 100]
-        [--paths store-thread,on-reactor] [--switch-ms 5]
+    python bench/reactor_latency.py [--n 1000000] [--seconds 20] [--batch 20]
+        [--paths idle,store-thread,on-reactor] [--switch-ms 1] [--pin-checks 1] [--cps N]
+
+``idle`` is the probe alone (how late this machine lets a reactor with nothing to do
+run, right now). The PIN checks run one fewer than the cores at a time and the GIL
+switch interval is 1 ms, as ``dialer run`` has them (``dialer.service``); each run's
+JSON says what the process did during its worst stall (``worst``).
 
 Prints one JSON line.
 """
@@ -346,11 +353,12 @@ def main(argv=None):
                     help="PIN checks (scrypt) at once, as dialer run does (default: cores - 1, at least 1); "
                          "0: the Dialer's default, all at once in the reactor's thread pool")
     ap.add_argument("--switch-ms", type=float, default=None,
-                    help="sys.setswitchinterval in ms (Python's default: 5)")
+                    help="sys.setswitchinterval in ms (default: as dialer run sets it, "
+                         "dialer.service.SWITCH_INTERVAL_S; Python's own: 5)")
     ap.add_argument("--workdir", default="/tmp/reactor_latency")
     a = ap.parse_args(argv)
-    if a.switch_ms is not None:
-        sys.setswitchinterval(a.switch_ms / 1000.0)
+    from dialer.service import SWITCH_INTERVAL_S
+    sys.setswitchinterval(a.switch_ms / 1000.0 if a.switch_ms is not None else SWITCH_INTERVAL_S)
     os.makedirs(a.workdir, exist_ok=True)
     pristine = build(a.workdir, a.n)
     out = {"bench": "reactor_latency", "batch": a.batch, "cps_cap": a.cps if a.cps < 1e6 else None,
