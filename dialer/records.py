@@ -22,7 +22,6 @@ from twisted.logger import Logger
 from core.errors import DialerError
 from core.timeutil import to_iso
 
-from .agents import agent_event_row
 from .cdr import Cdr
 
 log = Logger(namespace="dialer.records")
@@ -50,6 +49,7 @@ class RecordKeeper:
         self.finished = {}  # call key -> that leg (a recording may still report)
         self.written = set()  # keys whose CDR went out before their recording reported
         self._at = (None, None)  # (clock seconds, ISO text): records of one instant share it
+        self._iso = (None, None)  # (datetime, ISO text): the last instant formatted
 
     def now(self):
         return _dt.datetime.fromtimestamp(self.clock.seconds(), _dt.timezone.utc)
@@ -61,12 +61,24 @@ class RecordKeeper:
             self._at = (t, to_iso(_dt.datetime.fromtimestamp(t, _dt.timezone.utc)))
         return self._at[1]
 
+    def iso(self, dt):
+        """``to_iso(dt)``; the instants of one moment (a call's end, its agent's events)
+        are formatted once."""
+        if self._iso[0] != dt:
+            self._iso = (dt, to_iso(dt))
+        return self._iso[1]
+
+    def _event_row(self, e):
+        """``dialer.agents.agent_event_row`` (the journal's form of an agent event)."""
+        return {"user_id": e.user_id, "campaign_id": e.campaign_id, "at": self.iso(e.at), "state": e.state,
+                "prev_state": e.prev_state, "call_id": e.call_id, "disposition": e.disposition, "reason": e.reason}
+
     def owns(self, key):
         return key in self.finished or key in self.written
 
     # -- calls ------------------------------------------------------------------------
     def call_open(self, leg, now):
-        at = to_iso(now)
+        at = self.iso(now)
         self.journal.put("call_open", {"at": at, "call": {
             "call_id": leg.call_id, "account_id": self.account_id, "campaign_id": self.cid,
             "lead_id": leg.lead_id, "destination": leg.destination, "trunk": leg.trunk,
@@ -78,7 +90,7 @@ class RecordKeeper:
         self.journal.put("call_progress", {"at": at, "call_id": key, "answered_at": at})
 
     def bridged(self, key, uid, now):
-        at = to_iso(now)
+        at = self.iso(now)
         self.journal.put("call_progress", {"at": at, "call_id": key, "bridged_at": at, "agent_id": uid})
 
     def ended(self, leg, wrap_up, recording_expected=False):
@@ -130,7 +142,7 @@ class RecordKeeper:
         events = [e for e in events if e is not None]
         if events:
             self.journal.put("agent_events", {"at": self.at(),
-                                              "events": [agent_event_row(e) for e in events]})
+                                              "events": [self._event_row(e) for e in events]})
 
     def audit(self, actor, action, subject, reason, detail):
         self.journal.put("audit", {"at": self.at(), "actor": actor, "action": action,

@@ -352,3 +352,15 @@ def test_the_heap_clock_runs_calls_in_time_then_schedule_order():
     assert out[-1] == "moved" and clock.seconds() == 10
     with pytest.raises(Exception):
         gone.cancel()
+
+
+def test_records_write_agent_events_as_the_journal_keeps_them():
+    from dialer.agents import agent_event_row
+    clock, journal = clock_at_t0(), Journal()
+    rec = RecordKeeper(clock, journal, account_id=1, campaign_id=7)
+    floor = AgentFloor(wrap_limit_s=None)
+    now = rec.now()
+    events = [floor.login(3, 7, now, name="carol"), floor.pause(3, now, reason="coffee")]
+    rec.agent_events(events + [None])
+    assert journal.of("agent_events") == [{"at": rec.at(), "events": [agent_event_row(e) for e in events]}]
+    assert rec.iso(now) == rec.at()
