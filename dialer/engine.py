@@ -209,8 +209,9 @@ class DialPlanner:
     they can no longer be dialled (room gone, loop stopped) are released."""
 
     def __init__(self, clock, policy, gate, brake, leads, account_id, trunk_key, observe, dial, live_numbers,
-                 registrar=None, consumer="dialer-1", name="campaign"):
+                 registrar=None, consumer="dialer-1", name="campaign", running=None):
         self.clock, self.policy, self.gate, self.brake, self.leads = clock, policy, gate, brake, leads
+        self.running = running or (lambda: True)  # whether the loop still dials (a wind-down stops its ticks)
         self.account_id, self.trunk_key, self.registrar = account_id, trunk_key, registrar
         # observe() -> the PacingState fields after ``now`` (agents ... lines_in_use)
         self.observe, self.dial, self.live_numbers = observe, dial, live_numbers
@@ -264,7 +265,7 @@ class DialPlanner:
     def _claimed(self, picked, asked):
         self.claiming = False
         self._blocked(None)
-        room = 0 if self.stopped else self.room(self.clock.seconds())
+        room = 0 if self.stopped or not self.running() else self.room(self.clock.seconds())
         use, rest = picked[:room], picked[room:]
         if rest:
             self.leads.release([row["id"] for row, _ in rest], self.now())
@@ -426,7 +427,8 @@ class Dialer:
                                  message_s=message_s, record_dir=record_dir, on_change=self.kick, name=name)
         self.planner = DialPlanner(reactor, self.policy, self.gate, self.brake, leads, self.account_id,
                                    self.trunk_key, self._observed, lambda *a: self._dial(*a), self.router.live_numbers,
-                                   registrar=registrar, consumer=consumer, name=name)
+                                   registrar=registrar, consumer=consumer, name=name,
+                                   running=lambda: self.loop is None or self.loop.running)
         self.loop = None
         self._kick = None  # the coalesced immediate decision, when one is scheduled
         self.next_poll = 0.0  # agent commands (CLI, web console) are read once a second

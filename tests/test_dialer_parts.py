@@ -364,3 +364,14 @@ def test_records_write_agent_events_as_the_journal_keeps_them():
     rec.agent_events(events + [None])
     assert journal.of("agent_events") == [{"at": rec.at(), "events": [agent_event_row(e) for e in events]}]
     assert rec.iso(now) == rec.at()
+
+
+def test_planning_dials_nothing_that_arrives_after_the_loop_stopped_ticking():
+    clock = clock_at_t0()
+    planner, leads, dials, gate, policy, seen = planner_on(clock)
+    ticking = {"on": True}
+    planner.running = lambda: ticking["on"]
+    planner.plan()
+    ticking["on"] = False  # a wind-down stopped the loop's ticks while the claim was out
+    leads.claims[0][1].callback(rows(1, 2))
+    assert dials == [] and leads.released == [1, 2]
