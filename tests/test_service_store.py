@@ -15,6 +15,7 @@ from dialer.journal import Journal
 from dialer.service import Service
 from dialer.trunks import add_trunk
 from rules import service
+from test_accounts_live import adsl  # noqa: F401 - the fixture
 
 T0 = _dt.datetime(2026, 11, 24, 17, 0, tzinfo=_dt.timezone.utc)
 
@@ -143,3 +144,42 @@ def test_pin_checks_run_a_few_at_a_time():
     for r in results:
         r.addCallback(outcomes.append)
     assert outcomes == [True, False, False, True, False]
+
+
+def test_a_loop_claims_on_the_store_thread_and_blocks_while_the_database_is_locked(adsl):
+    """A campaign loop wired as ``dialer run`` wires it (``run=journal.call``): its claim
+    waits for the store thread (nothing is read on the reactor's), and with the
+    database locked the claim fails at once and the campaign dials nothing, with the
+    reason; once the lock is gone it dials again."""
+    from dialer.engine import Dialer
+    from test_accounts_live import FakePool, sync_verify
+    store, clock = adsl
+    journal = Journal(store.path, reactor=AtOnce(),
+                      open_store=lambda: Store(store.path, timeout=0.05, migrate=False))
+    cid = store.query_one("SELECT id FROM campaigns WHERE name = 'spring'")["id"]
+    pool = FakePool(clock)
+    d = Dialer(clock, store, cid, pool, route=lambda n: f"sip:{n[1:]}@carrier", tick=0.1, cps=10,
+               verify=sync_verify, journal=journal, run=journal.call)
+    d.floor.login(101, cid, d.now())
+    d.start()
+    clock.advance(0.1)
+    assert pool.dials == []  # the claim is queued for the store thread
+    journal.process()
+    assert len(pool.dials) == 3  # power 3, one ready agent, the account's 3 lines
+    other = sqlite3.connect(str(store.path), isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    for _, key, _ in pool.dials:  # the calls end unanswered: their records wait in the journal
+        d.on_event({"ev": "ended", "key": key, "code": 480, "reason": "Temporarily Unavailable", "answered": False,
+                    "started_ms": None, "answered_ms": None, "ended_ms": int(clock.seconds() * 1000),
+                    "cause": "remote"})
+    clock.advance(0.1)
+    journal.process()
+    assert "database is unavailable" in (d.blocked_reason or "")
+    assert len(pool.dials) == 3 and journal.backlog > 0
+    other.execute("ROLLBACK")
+    other.close()
+    clock.advance(0.1)
+    journal.process()
+    assert journal.backlog == 0 and d.blocked_reason is None
+    assert len(pool.dials) == 6
+    d.stop()
