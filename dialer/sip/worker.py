@@ -8,13 +8,20 @@ lines on ``--events-fd`` (see ``dialer.sip.protocol``). pjsua's own log goes to 
 Rules this file follows (measured, see docs/pjsua2.md):
 
 - one thread: ``threadCnt = 0`` for the SIP stack *and* the media I/O, and every
-  callback runs inside our ``libHandleEvents`` call. Callbacks pjsua fires from its
-  media clock thread (a player's end of file) run without the GIL, so none is
-  overridden: players are polled from the loop instead.
+  callback runs inside our ``libHandleEvents`` call. The media I/O needs
+  ``medConfig.hasIoqueue = False`` as well: with its own I/O queue pjsua raises the media
+  ``threadCnt`` 0 to 1 and reads RTP on that thread, where RFC 2833 digits call
+  ``onDtmfDigit`` (like every method of a Python subclass of a pjsua2 class, a SWIG
+  director that takes no GIL): concurrent Python on two threads, a SIGSEGV now and then.
+  Without its own queue, the RTP sockets share the SIP endpoint's (polled by
+  ``libHandleEvents``). Callbacks pjsua fires from its media clock thread (a player's end
+  of file) run without the GIL, so none is overridden: players are polled from the loop.
 - a ``pj.Call`` lives in ``self.calls`` under the parent's key (never ``getId()``),
   is inserted before ``makeCall`` and loses its last reference in its own
   DISCONNECTED callback; none may outlive ``libDestroy``.
-- a call starts only while ``2 * (active + ended in the last 0.6 s) + 2 <= 64``.
+- a call starts only while ``2 * (active + ended in the last 0.6 s) + 2 + 1 <= 64``: the
+  one I/O queue holds 64 sockets, the SIP transport takes one, a call two (RTP + RTCP);
+  a closed socket's slot frees about 0.5 s later. So 31 calls at most.
 
 Ending with the parent (a worker must never outlive it, holding its port and its calls):
 
@@ -68,6 +75,9 @@ MAX_AGENTS = 12
 # its BYEs/CANCELs before it exits.
 EXIT_GRACE_S = 2.0
 PARENT_CHECK_S = 0.2
+# Sockets of the SIP endpoint's I/O queue that are not RTP/RTCP: the UDP transport's.
+# The media shares that queue (``hasIoqueue = False``), so they count against its 64 slots.
+SIP_SOCKETS = 1
 PR_SET_PDEATHSIG = 1
 
 
@@ -139,8 +149,9 @@ if pj is not None:
 
         @_guarded
         def onDtmfDigit(self, prm):
-            # RFC 2833 digits arrive with RTP; the media I/O is polled by our own loop
-            # (medConfig.threadCnt = 0), so this runs on our thread.
+            # RFC 2833 digits arrive with RTP; the RTP sockets are in the SIP endpoint's
+            # I/O queue (medConfig.hasIoqueue = False, threadCnt = 0), polled by our
+            # libHandleEvents, so this runs on our thread. SIP INFO digits too.
             self.worker.emit("dtmf", key=self.leg.key, digit=prm.digit)
 
     class LocalAccount(pj.Account):
@@ -274,7 +285,13 @@ class Worker:
         cfg.uaConfig.threadCnt = 0
         cfg.uaConfig.maxCalls = protocol.MAX_CALLS
         cfg.uaConfig.userAgent = "dialer-worker"
-        cfg.medConfig.threadCnt = 0           # RTP polled by libHandleEvents, on our thread
+        # RTP on our thread: the media sockets join the SIP endpoint's I/O queue, which
+        # libHandleEvents polls. With hasIoqueue = True (the default) pjsua raises a media
+        # threadCnt of 0 to 1 and reads RTP on a thread of its own; RFC 2833 digits then
+        # reach onDtmfDigit (a Python director method) there, without the GIL: the
+        # intermittent SIGSEGV of a worker receiving DTMF.
+        cfg.medConfig.hasIoqueue = False
+        cfg.medConfig.threadCnt = 0
         cfg.medConfig.clockRate = 8000
         cfg.medConfig.sndClockRate = 8000
         cfg.medConfig.quality = 4
@@ -592,7 +609,10 @@ class Worker:
         now = time.monotonic()
         while self.ended_at and now - self.ended_at[0] > protocol.SOCKET_LINGER_S:
             self.ended_at.popleft()
-        return protocol.may_start(len(self.calls) + len(self.zombies), len(self.ended_at))
+        active = len(self.calls) + len(self.zombies)
+        # protocol.may_start, less the SIP transport's slot in the shared I/O queue
+        return protocol.may_start(active, len(self.ended_at)) and \
+            2 * (active + len(self.ended_at)) + 2 + SIP_SOCKETS <= protocol.SOCKET_SLOTS
 
     def admit(self):
         while self.dials and self.running and self._may_start():
