@@ -57,7 +57,7 @@ def serve(store, port, body, workers=2):
     """Run ``body(reactor, svc)`` against a started Service on ``store``'s database,
     then stop the service (drain 1 s) and its journal."""
     async def test(reactor):
-        journal = Journal(store.path)
+        journal = Journal(store.path, reactor=reactor)  # its calls answer on this reactor
         journal.start()
         svc = Service(reactor, Store(store.path, timeout=0.2), journal, port=port, workers=workers, tick=0.2)
         try:
