@@ -251,17 +251,17 @@ def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
     busy = sipp("uas_busy.xml")
     routes = {"+1" + n: answer for n in answer_numbers}
     routes["+1" + busy_number] = busy
-    journal = Journal(tmp_path / "d.db")
-    journal.start(retry_min=0.05, retry_max=0.2)
-    lock = {}
+    lock, holder = {}, {}
 
     async def body(reactor):
+        # wired as dialer run wires it: every store access of the loop on the journal's thread
+        journal = holder["journal"] = Journal(tmp_path / "d.db", reactor=reactor)
+        journal.start(retry_min=0.05, retry_max=0.2)
         ports = [free_udp_port() for _ in range(2)]
-        holder = {}
         pool = WorkerPool(reactor, lambda ev: holder["d"].on_event(ev), ports, max_workers=2)
         d = holder["d"] = Dialer(reactor, store, "c", pool,
                                  route=lambda number: f"sip:{number[1:]}@{routes[number].uri.split('@')[1]}",
-                                 tick=0.2, wrap_limit_s=0.5, message_s=2.0, journal=journal)
+                                 tick=0.2, wrap_limit_s=0.5, message_s=2.0, journal=journal, run=journal.call)
         pool.start(1)
         await until(reactor, lambda: any(w.ready for w in pool.workers.values()), 20, "a ready worker")
         sipp("uac_agent.xml", f"127.0.0.1:{next(iter(pool.workers))}", echo=True, service="agent-alice-7391",
@@ -272,21 +272,23 @@ def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
         await until(reactor, lambda: d.stats.dials == 3, 20, "three dials")
         other = lock["conn"] = sqlite3.connect(str(tmp_path / "d.db"), isolation_level=None)
         other.execute("BEGIN IMMEDIATE")
+        before = len(list_cdrs(store, campaign="c"))  # a call that ended (busy) before the lock was taken
         await until(reactor, lambda: sum(d.stats.dispositions.values()) == 3 and not d.pending_cdr, 30,
                     "the three calls to end and their wrap-up")
         held = journal.backlog
         in_db = len(list_cdrs(store, campaign="c"))
         assert d.loop.running and journal.failing
+        assert "database is unavailable" in (d.blocked_reason or "")  # nothing it cannot check is dialled
         other.execute("ROLLBACK")
         other.close()
         await until(reactor, lambda: not journal.backlog, 20, "the journal to catch up")
         d.stop()
         await pool.stop()
-        return held, in_db
+        return held, in_db, before
 
-    held, in_db = run(body)
-    journal.stop()
-    assert in_db == 0 and held >= 3  # nothing reached the file while it was locked ...
+    held, in_db, before = run(body)
+    holder["journal"].stop()
+    assert in_db == before and held >= 3 - before  # nothing reached the file while it was locked ...
     rows = list_cdrs(store, campaign="c")
     assert len(rows) == 3  # ... and nothing was lost
     assert sorted(r["disposition"] for r in rows) == ["abandoned", "busy", "connected"]
