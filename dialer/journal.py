@@ -240,7 +240,11 @@ class Journal:
             store = self._store_conn()
             os.fsync(self._spool.fileno())  # on disk before the database says applied
             applied = self._apply_batch(store, batch)
-        except StoreError as e:
+        except (StoreError, sqlite3.Error, OSError) as e:  # the database or the disk, not a write
+            if isinstance(e, sqlite3.Error):
+                e = StoreError(f"database {self.store_path}: {e}")
+            elif isinstance(e, OSError):  # the spool's fsync
+                e = StoreError(f"journal spool {self.spool_path}: {e}")
             if self.failing is None:
                 log.warn("database unavailable ({err}): {n} write(s) kept in the journal {path}, retrying",
                          err=str(e), n=self.backlog, path=str(self.spool_path))
@@ -391,7 +395,11 @@ class Journal:
                     self._wake.wait()
                 if self._stopping and not self._pending and not self._calls:
                     return
-            self.process()
+            try:
+                self.process()
+            except Exception as e:  # noqa: BLE001 - the store thread must not end: calls would wait for ever
+                log.failure("journal {path}: the store thread failed; retrying", path=str(self.spool_path))
+                self.failing = f"{type(e).__name__}: {e}"
             if self.failing is None:
                 backoff.reset()
                 continue

@@ -249,6 +249,27 @@ def test_a_call_that_finds_the_database_locked_fails_with_store_error(store, db_
     assert outcome(c) == "claimed"
 
 
+def test_a_disk_that_refuses_the_spool_keeps_the_writes_and_fails_the_calls_behind(store, db_path, account,
+                                                                                   monkeypatch):
+    import os
+    from core.errors import StoreError
+    j = journal(db_path, reactor=AtOnce())
+    j.put("cdr", cdr_item(account, 1))
+    d = j.call(count_cdrs)
+
+    def no_disk(fd):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(os, "fsync", no_disk)
+    j.process()  # neither raises nor applies: the write stays in the journal
+    f = outcome(d)
+    assert f.check(StoreError) and "Input/output error" in f.getErrorMessage()
+    assert j.backlog == 1 and "Input/output error" in j.failing and count_cdrs(store) == 0
+    monkeypatch.undo()
+    again = j.call(count_cdrs)
+    j.process()
+    assert outcome(again) == 1 and j.failing is None
+
+
 def test_a_failing_call_reaches_its_caller_and_the_journal_goes_on(store, db_path, account):
     j = journal(db_path, reactor=AtOnce())
     bad = j.call(lambda s: 1 / 0)
