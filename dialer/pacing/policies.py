@@ -6,6 +6,7 @@ passes the instant in every observation and tells the policy what happened
 dials. The same objects run in the simulator and in the dialer.
 """
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -317,14 +318,22 @@ class _Rate:
     the rate has moved: the most likely change point among those outcomes is found
     (the split of largest two-segment Bernoulli likelihood), and the slow mean restarts
     from the outcomes after it (as if it had seen only those, so it keeps adapting
-    quickly); ``changes`` counts the events."""
+    quickly); ``changes`` counts the events.
 
-    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes")
+    The watch reads outcomes in the order the dials were *placed*, not the order they
+    ended: live answers end sooner than no-answers, so a burst of dials placed at once
+    (start-up, a crowd logging in) ends as a run of answers then a run of misses,
+    which in end order looks like a change. An outcome joins the watch once every dial
+    placed before it has most likely ended (``release`` with a horizon of a few mean
+    dial lengths); dials placed at the same instant join in a scrambled order."""
+
+    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes", "pending", "seq")
 
     def __init__(self, span, fast, prior, z=4.5):
         self.slow = _Ewma(span, prior)
         self.recent, self.hits = deque(maxlen=fast), 0
         self.fast, self.z, self.changes = fast, float(z), 0
+        self.pending, self.seq = [], 0  # heap of (placed at, scrambled sequence, outcome)
 
     @property
     def n(self):
@@ -334,36 +343,74 @@ class _Rate:
     def value(self):
         return self.slow.value
 
-    def add(self, x):
-        """Add an outcome (1 live, 0 not); True when a change was detected."""
+    def add(self, now, x, seconds):
+        """A dial placed ``seconds`` before ``now`` ended: 1 live, 0 not."""
         self.slow.add(x)
+        self.seq += 1
+        heapq.heappush(self.pending, (now - seconds, (self.seq * 2654435761) % 4294967296, 1 if x else 0))
+
+    def release(self, now, horizon):
+        """Feed the watch with the outcomes of dials placed before ``now - horizon``, in
+        the order they were placed; True when a change was detected."""
+        changed = False
+        while self.pending and self.pending[0][0] < now - horizon:
+            changed |= self._watch(heapq.heappop(self.pending)[2])
+        return changed
+
+    def _watch(self, x):
         if len(self.recent) == self.fast:
             self.hits -= self.recent[0]
-        self.recent.append(1 if x else 0)
-        self.hits += 1 if x else 0
-        if len(self.recent) < self.fast:
+        self.recent.append(x)
+        self.hits += x
+        if self.slow.n < 2 * self.fast:
             return False
         p = min(max(self.slow.value, 1e-3), 0.999)
-        se = math.sqrt(p * (1.0 - p) / self.fast)
-        if abs(self.hits / self.fast - self.slow.value) <= self.z * se:
-            return False
         before = self.slow.value
-        tail = self._after_change()
-        # the new rate from the outcomes after the change, shrunk a little towards the
-        # old one (worth ``prior`` outcomes) so that a short run of misses or hits
-        # does not swing it to an extreme
-        prior = 5.0
-        self.slow.value = (sum(tail) + prior * before) / (len(tail) + prior)
-        self.slow.n = len(tail)
+        if self._sudden_rise(p):
+            tail = self._after_change(list(self.recent)[-self.SHORT:])
+        elif len(self.recent) < self.fast:
+            return False
+        elif abs(self.hits / self.fast - p) <= self.z * math.sqrt(p * (1.0 - p) / self.fast):
+            return False
+        else:
+            tail = self._after_change(list(self.recent))
+        # the new rate from the outcomes after the change. The change point is the one
+        # that fits best, so the rate after it is biased away from the old one; an
+        # underestimate is the dangerous side (more dials than answers can take), so a
+        # fall is taken at the upper end of its confidence interval (2 standard
+        # errors) and a rise at its mean; the slow mean then learns the rest quickly
+        m = len(tail)
+        q = sum(tail) / m
+        if q < before:
+            q = min(before, q + 2.0 * math.sqrt(max(q, 0.02) * (1.0 - q) / m))
+        self.slow.value = q
+        self.slow.n = m
         self.recent.clear()
         self.recent.extend(tail)
         self.hits = sum(tail)
         self.changes += 1
         return True
 
-    def _after_change(self):
+    SHORT = 30  # outcomes of the quick test for a rise
+    RISE_P = 1e-5  # its level: the chance of so many answers at the old rate
+
+    def _sudden_rise(self, p):
+        """More answers among the last ``SHORT`` outcomes than the old rate makes
+        plausible (binomial upper tail under ``RISE_P``): a rise is the dangerous side
+        (more answers than agents), so it is caught within a few dozen dials, not the
+        ``fast`` the two-sided test needs."""
+        if len(self.recent) < self.SHORT:
+            return False
+        h = sum(list(self.recent)[-self.SHORT:])
+        n = self.SHORT
+        if h <= n * p + 3.0 * math.sqrt(n * p * (1.0 - p)):
+            return False
+        tail = sum(math.comb(n, k) * p ** k * (1.0 - p) ** (n - k) for k in range(h, n + 1))
+        return tail < self.RISE_P
+
+    def _after_change(self, outcomes):
         """The outcomes after the most likely change point (at least a quarter of them)."""
-        xs = np.fromiter(self.recent, dtype=float)
+        xs = np.asarray(outcomes, dtype=float)
         m = len(xs)
         k = np.arange(1, m)  # split after k outcomes
         head = np.cumsum(xs)[:-1]
@@ -375,7 +422,7 @@ class _Rate:
         score = ll(head, k) + ll(tail, m - k)
         score[k > m - m // 4] = -np.inf
         j = int(k[int(np.argmax(score))])
-        return list(self.recent)[j:]
+        return list(outcomes)[j:]
 
 
 class Predictive(Policy):
@@ -458,8 +505,8 @@ class Predictive(Policy):
         return self.buckets[-1]
 
     def on_dial_end(self, now, live, seconds):
-        if self.p.add(1.0 if live else 0.0):
-            self._model_changed()
+        self.p.add(now, 1.0 if live else 0.0, seconds)
+        self._watch_rate(now)
         self.dial.add(seconds)
         if live:
             self.ring.add(seconds)
@@ -468,6 +515,11 @@ class Predictive(Policy):
             self.expected_inflight -= share
             self.predicted_done += share
             self.inflight -= 1
+
+    def _watch_rate(self, now):
+        # dials placed more than 3 mean dial lengths ago have most likely all ended
+        if self.p.release(now, 3.0 * self.dial.value):
+            self._model_changed()
 
     def _model_changed(self):
         """The live-answer rate moved abruptly: what the model predicted before says
@@ -603,6 +655,7 @@ class Predictive(Policy):
     # --- deciding ---------------------------------------------------------------
     def decide(self, s):
         self._observe_busy(s.now, s.busy)
+        self._watch_rate(s.now)
         n = self.last_agents = s.agents
         free = max(0, s.ready - s.waiting)
         base = free - s.dialing  # one dial per free agent: no abandon can come of these
