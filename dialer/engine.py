@@ -66,7 +66,7 @@ def policy_for(campaign, pacing=None):
             return Predictive(cap=cap, connect_window=2.0)
         if pacing.cap <= 0:
             return Progressive()
-        return Predictive(cap=pacing.cap, window_hours=pacing.window_hours, history=pacing.history,
+        return Predictive(cap=pacing.cap, window_hours=pacing.window_hours, history=pacing.minutes,
                           connect_window=2.0)
     if mode == "power":
         return Power(float(campaign["power_ratio"] or 2.0))

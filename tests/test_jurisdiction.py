@@ -299,9 +299,6 @@ def test_the_window_drops_cdrs_older_than_the_rule_sets_window(tmp_path):
     assert abandons.window_counts(store, cid, T0, 720.0) == (5, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="Predictive keeps history=(lives, abandons) in its window forever (it never "
-                                       "enters its minute buckets): asked of dialer/pacing/policies.py's owner to "
-                                       "take the history by minute (PacingRules.minutes)")
 def test_the_policys_start_up_window_leaves_it_as_time_passes(tmp_path):
     """1000 clean live answers 20 h before a restart leave GB's 24-hour window 4 h later:
     kept, they would hold 29.5 abandons of room the law no longer gives."""

@@ -449,8 +449,11 @@ class Predictive(Policy):
       the cap.
     - Never more dials than free lines (``Policy.clamp``).
 
-    ``history``: (live answers, abandons) already in the compliance window when the
-    campaign starts (from its CDRs), so a restart does not forget the window.
+    ``history``: what the compliance window already holds when the campaign starts
+    (from its CDRs), so a restart does not forget the window: by minute of call start,
+    ``[(minute start in epoch seconds, live answers, abandons)]`` oldest first (they
+    leave the window as time passes, as the dialer's ``PacingRules.minutes`` gives
+    them), or a bare ``(live answers, abandons)`` kept for the whole run.
     """
 
     name = "predictive"
@@ -479,8 +482,13 @@ class Predictive(Policy):
         # window the model is the exact-model family the thresholds were fitted on, and
         # the slowly drifting calibration only adds noise there (measured: worse)
         self.calibrate_theta = self.connect_window > 0 if calibrate_theta is None else bool(calibrate_theta)
-        lives, abandons = history
         self.buckets = deque()  # [minute, lives, abandons] inside the window
+        if history and not isinstance(history[0], (int, float)):
+            # by minute of call start: these leave the window as time passes, like the run's own
+            for start, lv, ab in history:
+                self.buckets.append([int(start // 60), int(lv), int(ab)])
+            history = (sum(b[1] for b in self.buckets), sum(b[2] for b in self.buckets))
+        lives, abandons = history or (0, 0)
         self.lives, self.abandons = int(lives), int(abandons)  # in the window
         self.run_abandons = 0
         self.inflight = 0  # dials placed and not ended
