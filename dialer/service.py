@@ -411,7 +411,9 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
         st = svc.status()
         for name, c in st["campaigns"].items():
             echo(f"  {name}: dials {c['dials']}, answers {c['answers']}, connects {c['connects']}, abandons "
-                 f"{c['abandons']} ({100 * c['abandon_rate']:.1f} %), billable {c['billable_minutes']} min")
+                 f"{c['abandons']}; abandoned {c['window_abandons']} of {c['window_live_answers']} live answers "
+                 f"({100 * c['abandon_rate']:.1f} %) in the last {c['abandon_window_hours']:g} h; "
+                 f"billable {c['billable_minutes']} min")
         if st["journal_backlog"]:
             echo(f"  {st['journal_backlog']} write(s) waiting for the database")
 
