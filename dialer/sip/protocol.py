@@ -8,7 +8,8 @@ Commands (``{"cmd": NAME, ...}``), keys are the parent's own strings:
 
   dial        {key, uri, caller_id?, headers?: {name: value}, timeout_s?, account?}
               queued until the socket budget admits it; ``timeout_s``: ring timeout,
-              the worker CANCELs an unanswered call after that many seconds.
+              the worker CANCELs an unanswered call that many seconds after its first
+              180/183 (after the INVITE while none came).
               ``caller_id`` is sent as P-Asserted-Identity (From is the account's).
   hangup      {key, code?}       a queued dial is dropped (ended, code 0).
   bridge      {a, b}             join two calls of this worker, both directions.
@@ -68,16 +69,18 @@ import json
 
 TIE_HEADER = "X-Dialer-Agent"
 
-# pjsua's media I/O queue holds 64 sockets; each call takes 2 (RTP + RTCP) and a closed
-# socket's slot is freed about 0.5 s later. See docs/pjsua2.md.
+# The worker's one I/O queue (SIP and media share it: ``medConfig.hasIoqueue = False``)
+# holds 64 sockets: the SIP transport takes one, each call two (RTP + RTCP), and a
+# closed socket's slot is freed about 0.5 s later. See docs/pjsua2.md.
 SOCKET_SLOTS = 64
+SIP_SOCKETS = 1
 SOCKET_LINGER_S = 0.6
-MAX_CALLS = 32
+MAX_CALLS = 32  # pjsua's cap in this build; the socket budget stops at 31 first
 
 
 def may_start(active, recently_ended):
     """True while one more call fits the socket budget and pjsua's call cap."""
-    return 2 * (active + recently_ended) + 2 <= SOCKET_SLOTS and active < MAX_CALLS
+    return 2 * (active + recently_ended) + 2 + SIP_SOCKETS <= SOCKET_SLOTS and active < MAX_CALLS
 
 
 def encode(obj):

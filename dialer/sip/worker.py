@@ -75,9 +75,6 @@ MAX_AGENTS = 12
 # its BYEs/CANCELs before it exits.
 EXIT_GRACE_S = 2.0
 PARENT_CHECK_S = 0.2
-# Sockets of the SIP endpoint's I/O queue that are not RTP/RTCP: the UDP transport's.
-# The media shares that queue (``hasIoqueue = False``), so they count against its 64 slots.
-SIP_SOCKETS = 1
 PR_SET_PDEATHSIG = 1
 
 
@@ -106,6 +103,7 @@ class Leg:
         self.started_ms = epoch_ms()
         self.answered_ms = None
         self.deadline = None                # monotonic ring deadline (outbound only)
+        self.ring_s = None                  # ring timeout asked for (s)
         self.hangup_at = None               # monotonic time our hangup was sent
         self.cause = None                   # why *we* ended it, if we did
         self.ringing_codes = set()
@@ -610,9 +608,7 @@ class Worker:
         while self.ended_at and now - self.ended_at[0] > protocol.SOCKET_LINGER_S:
             self.ended_at.popleft()
         active = len(self.calls) + len(self.zombies)
-        # protocol.may_start, less the SIP transport's slot in the shared I/O queue
-        return protocol.may_start(active, len(self.ended_at)) and \
-            2 * (active + len(self.ended_at)) + 2 + SIP_SOCKETS <= protocol.SOCKET_SLOTS
+        return protocol.may_start(active, len(self.ended_at))
 
     def admit(self):
         while self.dials and self.running and self._may_start():
@@ -629,7 +625,10 @@ class Worker:
                 return
         leg = Leg(key, cmd.get("direction", "out"), cmd["uri"])
         if cmd.get("timeout_s"):
-            leg.deadline = time.monotonic() + float(cmd["timeout_s"])
+            # counted from the INVITE, and again from the first 180/183 (the phone rings
+            # from then on: a rule set's ring minimum is ringing time, not dialling time)
+            leg.ring_s = float(cmd["timeout_s"])
+            leg.deadline = time.monotonic() + leg.ring_s
         leg.bridge_on_answer = cmd.get("bridge")
         call = WorkerCall(self, leg, acc)
         prm = pj.CallOpParam(True)
@@ -694,6 +693,8 @@ class Worker:
         if state == pj.PJSIP_INV_STATE_EARLY and leg.direction != "in":
             code = ci.lastStatusCode
             if code not in leg.ringing_codes:
+                if not leg.ringing_codes and leg.ring_s is not None:
+                    leg.deadline = time.monotonic() + leg.ring_s
                 leg.ringing_codes.add(code)
                 self.emit("ringing", key=leg.key, code=code)
         elif state == pj.PJSIP_INV_STATE_CONFIRMED:
