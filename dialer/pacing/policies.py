@@ -284,6 +284,29 @@ def excess_answers(d, p, free):
     return d * p - free + below
 
 
+def poisson_room(k, eps):
+    """The largest mean r of a Poisson count with P(count >= k) <= eps (0 for k <= 0):
+    how many abandons a pipeline may be expected to cause when k of them would take
+    the window over the cap."""
+    if k <= 0:
+        return 0.0
+
+    def tail(r):
+        term = total = math.exp(-r)
+        for i in range(1, k):
+            term *= r / i
+            total += term
+        return 1.0 - total
+    lo, hi = 0.0, float(k)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if tail(mid) <= eps:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def _CDF(z):
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
@@ -320,20 +343,15 @@ class _Rate:
     from the outcomes after it (as if it had seen only those, so it keeps adapting
     quickly); ``changes`` counts the events.
 
-    The watch reads outcomes in the order the dials were *placed*, not the order they
-    ended: live answers end sooner than no-answers, so a burst of dials placed at once
-    (start-up, a crowd logging in) ends as a run of answers then a run of misses,
-    which in end order looks like a change. An outcome joins the watch once every dial
-    placed before it has most likely ended (``release`` with a horizon of a few mean
-    dial lengths); dials placed at the same instant join in a scrambled order."""
+    The caller gives the outcomes in the order the dials were *placed* (see
+    ``Predictive.on_dial_end``)."""
 
-    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes", "pending", "seq")
+    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes")
 
     def __init__(self, span, fast, prior, z=4.5):
         self.slow = _Ewma(span, prior)
         self.recent, self.hits = deque(maxlen=fast), 0
         self.fast, self.z, self.changes = fast, float(z), 0
-        self.pending, self.seq = [], 0  # heap of (placed at, scrambled sequence, outcome)
 
     @property
     def n(self):
@@ -343,19 +361,11 @@ class _Rate:
     def value(self):
         return self.slow.value
 
-    def add(self, now, x, seconds):
-        """A dial placed ``seconds`` before ``now`` ended: 1 live, 0 not."""
+    def add(self, x):
+        """Add an outcome (1 live, 0 not), in the order the dials were placed; True
+        when a change was detected."""
         self.slow.add(x)
-        self.seq += 1
-        heapq.heappush(self.pending, (now - seconds, (self.seq * 2654435761) % 4294967296, 1 if x else 0))
-
-    def release(self, now, horizon):
-        """Feed the watch with the outcomes of dials placed before ``now - horizon``, in
-        the order they were placed; True when a change was detected."""
-        changed = False
-        while self.pending and self.pending[0][0] < now - horizon:
-            changed |= self._watch(heapq.heappop(self.pending)[2])
-        return changed
+        return self._watch(1 if x else 0)
 
     def _watch(self, x):
         if len(self.recent) == self.fast:
@@ -461,7 +471,7 @@ class Predictive(Policy):
     def __init__(self, cap=0.03, window_hours=720.0, connect_window=0.0, z=0.5, min_margin=0.0015,
                  warmup_dials=40, warmup_lives=8, history=(0, 0), prior_p=0.3, prior_ring=15.0,
                  prior_dial=20.0, prior_handle=210.0, calibration_prior=20.0, guard_hours=1.0,
-                 eta=0.1, backoff=1.0, guard_margin=0.0005, calibrate_theta=None):
+                 eta=0.1, backoff=1.0, guard_margin=0.0005, calibrate_theta=None, over_cap=0.05):
         if not 0 < cap < 1:
             raise ValueError("the abandon cap is a fraction between 0 and 1")
         self.last_agents = 0
@@ -470,12 +480,14 @@ class Predictive(Policy):
         self.warmup_dials, self.warmup_lives = warmup_dials, warmup_lives
         self.guard_hours = float(guard_hours)
         self.p = _Rate(2000, 200, prior_p)
+        self.ended, self.seq = [], 0  # dials ended, not learned yet: (placed at, scrambled order, live, seconds)
         self.ring = _Ewma(1000, prior_ring)
         self.dial = _Ewma(2000, prior_dial)
         self.prior_handle = float(prior_handle)
         # handle time = busy time / completed handles, both decayed per completed handle
         self.busy_time, self.handles_done, self.last_now, self.last_busy = 0.0, 0.0, None, 0
         self.eta, self.backoff, self.guard_margin = float(eta), float(backoff), float(guard_margin)
+        self.over_cap = float(over_cap)  # the chance the pipeline may take the window over the cap
         # theta is corrected by the calibration factor where the model is known to be
         # approximate: the connect window's factor exp(-n w / H) assumes exponential
         # handle times and ignores answers competing for the agent who frees. Without a
@@ -513,21 +525,32 @@ class Predictive(Policy):
         return self.buckets[-1]
 
     def on_dial_end(self, now, live, seconds):
-        self.p.add(now, 1.0 if live else 0.0, seconds)
-        self._watch_rate(now)
-        self.dial.add(seconds)
-        if live:
-            self.ring.add(seconds)
+        # learned later, in the order the dials were placed (``_learn``)
+        self.seq += 1
+        heapq.heappush(self.ended, (now - seconds, (self.seq * 2654435761) % 4294967296, bool(live), float(seconds)))
+        self._learn(now)
         if self.inflight > 0:
             share = self.expected_inflight / self.inflight
             self.expected_inflight -= share
             self.predicted_done += share
             self.inflight -= 1
 
-    def _watch_rate(self, now):
-        # dials placed more than 3 mean dial lengths ago have most likely all ended
-        if self.p.release(now, 3.0 * self.dial.value):
-            self._model_changed()
+    def _learn(self, now):
+        """Learn from the dials placed more than 3 mean dial lengths ago (by then they
+        have most likely all ended), in the order they were placed. In the order they
+        end, the first outcomes of a burst of dials (start-up, a crowd logging in) are
+        the short ones: busy signals and live answers before the no-answer timeouts,
+        which biases p, the ring and the dial length for a minute, and a burst ends as
+        a run of answers then a run of misses, which looks like a change of p. Dials
+        placed at the same instant are learned in a scrambled (fixed) order."""
+        horizon = 3.0 * self.dial.value
+        while self.ended and self.ended[0][0] < now - horizon:
+            _, _, live, seconds = heapq.heappop(self.ended)
+            if self.p.add(1.0 if live else 0.0):
+                self._model_changed()
+            self.dial.add(seconds)
+            if live:
+                self.ring.add(seconds)
 
     def _model_changed(self):
         """The live-answer rate moved abruptly: what the model predicted before says
@@ -663,7 +686,7 @@ class Predictive(Policy):
     # --- deciding ---------------------------------------------------------------
     def decide(self, s):
         self._observe_busy(s.now, s.busy)
-        self._watch_rate(s.now)
+        self._learn(s.now)
         n = self.last_agents = s.agents
         free = max(0, s.ready - s.waiting)
         base = free - s.dialing  # one dial per free agent: no abandon can come of these
@@ -699,8 +722,15 @@ class Predictive(Policy):
             at_risk = max(self.expected_inflight * calib, excess_answers(s.dialing, p, free))
             risk = np.maximum(calib * ds * row[start + 1:want + 1], at_risk + calib * np.cumsum(row[start + 1:want + 1]))
             line = self.cap - self.guard_margin
-            budget = line * self.lives - self.abandons + self.early_allowance(target)
+            allowance = self.early_allowance(target)
+            budget = line * self.lives - self.abandons + allowance
             extra = int(np.searchsorted(risk, budget, side="right"))
+            if allowance <= 0.0:
+                # abandons are whole: with k more the window is over the cap (a small
+                # team's 600 live answers a shift: one abandon is 0.17 points), so the
+                # pipeline's expected abandons stay where k or more are unlikely
+                k = int(math.floor(self.cap * self.lives - self.abandons)) + 1
+                extra = min(extra, int(np.searchsorted(risk, poisson_room(k, self.over_cap), side="right")))
         n_new = self.clamp(start + extra - s.dialing, s)
         if n_new:
             self.inflight += n_new
