@@ -22,6 +22,7 @@ def test_a_steady_rate_raises_no_change():
     for seed in range(5):
         rate = _Rate(2000, 200, 0.3)
         for x in outcomes(0.15, 20000, seed):
+            rate.rose(x)
             rate.add(x)
         assert rate.changes == 0
         assert rate.value == pytest.approx(0.15, abs=0.02)
@@ -34,9 +35,10 @@ def test_a_sudden_rise_is_caught_within_a_few_dozen_dials():
     assert rate.changes == 0 and rate.value == pytest.approx(0.1, abs=0.02)
     seen = None
     for i, x in enumerate(outcomes(0.5, 200, 2)):
-        if rate.add(x):
+        if rate.rose(x):  # the quick test, on outcomes as they end
             seen = i + 1
             break
+        assert not rate.add(x)
     assert seen is not None and seen <= 40
     assert rate.value >= 0.3  # the slow mean alone would still be near 0.1
     assert rate.n < 200  # and it keeps learning fast from there
@@ -69,23 +71,29 @@ def _ready(n=20):
 def test_a_burst_of_dials_is_learned_in_the_order_it_was_placed():
     # 1000 dials spread over time at p = 0.1, then 600 placed at one instant: in the
     # order they end (busy signals at 4 s, answers at 4-12 s, no-answers at 20 s) the
-    # last 200 outcomes are all misses, which looks like p falling to 0
+    # last 200 outcomes are all misses, which looks like p falling to 0 (the
+    # dangerous side: the policy would dial as if few dials were answered). Learned
+    # in the order they were placed, they show no fall; in end order the run of
+    # answers may look like a rise, which only makes the policy careful for a while
     pol = Predictive()
     pol.decide(_ready())
     t = 0.0
     for i, live in enumerate(outcomes(0.1, 1000, 7)):
         t += 1.0
         pol.on_dial_end(t, live, 8.0 if live else 20.0)
+    learned = pol.p.n
     burst = t + 1.0
     ends = [(4.0, False)] * 150 + [(4.0 + 8.0 * k / 60, True) for k in range(60)] + [(20.0, False)] * 390
+    lowest = 1.0
     for seconds, live in sorted(ends):
         pol.on_dial_end(burst + seconds, live, seconds)
-    assert pol.p.n < 1600  # the burst's outcomes wait until every dial placed before them has ended
+        lowest = min(lowest, pol.p.value)
+    assert pol.p.n < learned + 600  # outcomes wait until every dial placed before them has ended
     pol.decide(PacingState(now=burst + 100.0, agents=20, ready=20, busy=0, talking=0, dialing=0, waiting=0,
                            lines=10_000, lines_in_use=0))
-    assert pol.p.n == 1600
-    assert pol.p.changes == 0
-    assert pol.p.value == pytest.approx(0.1, abs=0.02)
+    lowest = min(lowest, pol.p.value)
+    assert lowest >= 0.08
+    assert pol.p.value >= 0.08
 
 
 def window_rate(history, r):

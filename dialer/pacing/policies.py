@@ -346,12 +346,13 @@ class _Rate:
     The caller gives the outcomes in the order the dials were *placed* (see
     ``Predictive.on_dial_end``)."""
 
-    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes")
+    __slots__ = ("slow", "recent", "hits", "fast", "z", "changes", "latest")
 
     def __init__(self, span, fast, prior, z=4.5):
         self.slow = _Ewma(span, prior)
         self.recent, self.hits = deque(maxlen=fast), 0
         self.fast, self.z, self.changes = fast, float(z), 0
+        self.latest = deque(maxlen=self.SHORT)  # the last outcomes in the order they ended
 
     @property
     def n(self):
@@ -375,15 +376,31 @@ class _Rate:
         if self.slow.n < 2 * self.fast:
             return False
         p = min(max(self.slow.value, 1e-3), 0.999)
+        if len(self.recent) < self.fast:
+            return False
+        if abs(self.hits / self.fast - p) <= self.z * math.sqrt(p * (1.0 - p) / self.fast):
+            return False
+        self._restart(self._after_change(list(self.recent)))
+        return True
+
+    def rose(self, x):
+        """An outcome as it ends (before ``add`` sees it in placement order): True when
+        the last ``SHORT`` of them hold more answers than the rate makes plausible. A
+        rise is the dangerous side (more answers than agents), so it is not left
+        waiting for the placement order: in end order a burst's answers come before
+        its no-answers, which can only make this test fire early, on the safe side.
+        The slow mean restarts from the answers after the change point."""
+        self.latest.append(1 if x else 0)
+        if self.slow.n < 2 * self.fast or len(self.latest) < self.SHORT:
+            return False
+        if not self._sudden_rise(min(max(self.slow.value, 1e-3), 0.999), list(self.latest)):
+            return False
+        self._restart(self._after_change(list(self.latest)))
+        self.latest.clear()
+        return True
+
+    def _restart(self, tail):
         before = self.slow.value
-        if self._sudden_rise(p):
-            tail = self._after_change(list(self.recent)[-self.SHORT:])
-        elif len(self.recent) < self.fast:
-            return False
-        elif abs(self.hits / self.fast - p) <= self.z * math.sqrt(p * (1.0 - p) / self.fast):
-            return False
-        else:
-            tail = self._after_change(list(self.recent))
         # the new rate from the outcomes after the change. The change point is the one
         # that fits best, so the rate after it is biased away from the old one; an
         # underestimate is the dangerous side (more dials than answers can take), so a
@@ -399,20 +416,15 @@ class _Rate:
         self.recent.extend(tail)
         self.hits = sum(tail)
         self.changes += 1
-        return True
 
     SHORT = 30  # outcomes of the quick test for a rise
     RISE_P = 1e-5  # its level: the chance of so many answers at the old rate
 
-    def _sudden_rise(self, p):
-        """More answers among the last ``SHORT`` outcomes than the old rate makes
-        plausible (binomial upper tail under ``RISE_P``): a rise is the dangerous side
-        (more answers than agents), so it is caught within a few dozen dials, not the
+    def _sudden_rise(self, p, last):
+        """More answers among the ``last`` outcomes than the rate ``p`` makes plausible
+        (binomial upper tail under ``RISE_P``): caught within a few dozen dials, not the
         ``fast`` the two-sided test needs."""
-        if len(self.recent) < self.SHORT:
-            return False
-        h = sum(list(self.recent)[-self.SHORT:])
-        n = self.SHORT
+        h, n = sum(last), len(last)
         if h <= n * p + 3.0 * math.sqrt(n * p * (1.0 - p)):
             return False
         tail = sum(math.comb(n, k) * p ** k * (1.0 - p) ** (n - k) for k in range(h, n + 1))
@@ -528,6 +540,11 @@ class Predictive(Policy):
         # learned later, in the order the dials were placed (``_learn``)
         self.seq += 1
         heapq.heappush(self.ended, (now - seconds, (self.seq * 2654435761) % 4294967296, bool(live), float(seconds)))
+        if self.p.rose(live):
+            # the outcomes not learned yet are mostly from before the rise: dropped,
+            # or they would pull the new rate back towards the old one
+            self.ended.clear()
+            self._model_changed()
         self._learn(now)
         if self.inflight > 0:
             share = self.expected_inflight / self.inflight
