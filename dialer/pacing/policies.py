@@ -493,6 +493,7 @@ class Predictive(Policy):
         self.guard_hours = float(guard_hours)
         self.p = _Rate(2000, 200, prior_p)
         self.ended, self.seq = [], 0  # dials ended, not learned yet: (placed at, scrambled order, live, seconds)
+        self.batches = deque()  # instants of large batches of dials, the last 10 minutes
         self.ring = _Ewma(1000, prior_ring)
         self.dial = _Ewma(2000, prior_dial)
         self.prior_handle = float(prior_handle)
@@ -540,7 +541,7 @@ class Predictive(Policy):
         # learned later, in the order the dials were placed (``_learn``)
         self.seq += 1
         heapq.heappush(self.ended, (now - seconds, (self.seq * 2654435761) % 4294967296, bool(live), float(seconds)))
-        if self.p.rose(live):
+        if not self._in_batch(now - seconds) and self.p.rose(live):
             # the outcomes not learned yet are mostly from before the rise: dropped,
             # or they would pull the new rate back towards the old one
             self.ended.clear()
@@ -712,6 +713,7 @@ class Predictive(Policy):
         if self.warming_up():
             n_new = self.clamp(base, s)
             self.inflight += n_new
+            self._placed(s.now, n_new)
             return n_new
         b = min(n, n - free)
         raw, weighted = self.table(n, b)
@@ -752,4 +754,17 @@ class Predictive(Policy):
         if n_new:
             self.inflight += n_new
             self.expected_inflight += float(row[s.dialing + 1:s.dialing + n_new + 1].sum())
+        self._placed(s.now, n_new)
         return n_new
+
+    def _placed(self, now, n):
+        """Remember the instants of large batches of dials (start-up, a crowd logging
+        in): in the order they end, a batch's answers come before its no-answers,
+        which the quick rise test would take for a rise of p."""
+        if n > max(10.0, 3.0 / max(self.p.value, 0.01)):
+            self.batches.append(now)
+            while self.batches and self.batches[0] < now - 600.0:
+                self.batches.popleft()
+
+    def _in_batch(self, placed):
+        return any(abs(placed - t) < 1e-6 for t in self.batches)
