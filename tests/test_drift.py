@@ -3,12 +3,13 @@ learning in the order dials were placed, and short drifting shifts on the simula
 (the real Dialer) that must stay within the abandon cap."""
 
 import json
+import math
 import pathlib
 
 import numpy as np
 import pytest
 
-from dialer.pacing.policies import PacingState, Predictive, _Rate
+from dialer.pacing.policies import PacingState, Predictive, _Rate, poisson_room
 from dialer.pacing.sim import REALISTIC, VALIDATION, load_scenario, simulate
 
 SCENARIOS = pathlib.Path(__file__).parents[1] / "scenarios"
@@ -122,3 +123,37 @@ def test_drift_scenario_stays_within_the_cap(name):
     for seed in (1, 2, 3):
         r = simulate(sc, Predictive(cap=sc.abandon_cap, connect_window=sc.connect_window), seed)
         assert r.abandon_rate <= sc.abandon_cap
+
+
+def test_poisson_room():
+    assert poisson_room(0, 0.05) == 0.0
+    assert poisson_room(1, 0.05) == pytest.approx(-math.log(0.95), rel=1e-6)  # P(at least one) = 1 - e^-r
+    rooms = [poisson_room(k, 0.05) for k in range(1, 30)]
+    assert rooms == sorted(rooms) and all(r < k for r, k in zip(rooms, range(1, 30)))
+
+
+def _steady(p=0.1, n=1000, seed=8):
+    pol = Predictive()
+    t = 0.0
+    for live in outcomes(p, n, seed):
+        t += 1.0
+        pol.on_dial_end(t, live, 8.0 if live else 20.0)
+    pol.decide(PacingState(now=t + 100.0, agents=20, ready=20, busy=0, talking=0, dialing=0, waiting=0,
+                           lines=10_000, lines_in_use=0))
+    assert pol.p.n == n and pol.p.changes == 0
+    return pol, t + 100.0
+
+
+def test_a_run_of_answers_is_a_rise_unless_it_comes_from_one_batch_of_dials():
+    # 30 answers in a row, as they end: a rise of p, caught at once; but when those
+    # dials were placed in one large batch (a crowd logging in), a batch's answers
+    # always end before its no-answers: not a rise
+    pol, t = _steady()
+    for k in range(30):
+        pol.on_dial_end(t + 5.0 + k * 0.1, True, 4.0 + k * 0.1)  # placed at t + 1
+    assert pol.p.changes == 1 and pol.p.value > 0.3
+    pol, t = _steady()
+    pol._placed(t + 1.0, 200)
+    for k in range(30):
+        pol.on_dial_end(t + 5.0 + k * 0.1, True, 4.0 + k * 0.1)
+    assert pol.p.changes == 0
