@@ -32,7 +32,6 @@ _COLUMNS = ("call_id", "account_id", "campaign_id", "lead_id", "agent_id", "trun
             "connect_delay_ms", "disposition", "abandoned", "opted_out", "agent_disposition", "lead_outcome",
             "sip_code", "sip_reason", "hangup_cause", "hangup_by", "recording_path", "recording_ms", "ruleset",
             "verdict", "worker_id", "created_at")
-LIVE_ANSWER_DISPOSITIONS = ("connected", "answered", "abandoned")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from twisted.internet import defer
 from core.errors import InputError
 
 from ..calls import RING_TIMEOUT_MAX_S
-from ..cdr import LIVE_ANSWER_DISPOSITIONS
+from ..abandons import is_live
 from ..engine import Dialer
 
 _NORMAL = statistics.NormalDist()
@@ -418,7 +418,7 @@ class RecordSink:
             self.record(kind, payload)
         if kind == "cdr":
             cdr = payload["cdr"]
-            if cdr["disposition"] in LIVE_ANSWER_DISPOSITIONS:
+            if is_live(cdr):  # the product's one definition (dialer.abandons)
                 self.answer(cdr["answered_ms"], cdr["abandoned"])
         elif kind == "agent_events":
             self.advance()
