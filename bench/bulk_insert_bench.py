@@ -8,7 +8,7 @@ rows as dicts. Best of ``--repeat`` runs each. Needs sqlite-utils installed (it 
 no longer a dependency). Prints one JSON line:
 {"rows": ..., "executemany_s": ..., "insert_all_s": ..., "ratio": ...}.
 
-    python bench/bulk_insert_bench.py [--n 200000] [--repeat 3] [--workdir /tmp/bulk_insert_bench]
+    python bench/bulk_insert_bench.py [--n 200000] [--repeat 3] [--workdir DIR]
 """
 
 import argparse
@@ -16,6 +16,7 @@ import json
 import os
 import sqlite3
 import time
+from common import workdir  # noqa: E402
 
 COLS = ("campaign_id", "phone", "first_name", "state", "status", "created_at")
 
@@ -64,7 +65,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--workdir", default="/tmp/bulk_insert_bench")
+    ap.add_argument("--workdir", default=workdir("bulk_insert_bench"))
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     # every 100th row repeats the one before it: the duplicates are ignored both ways

@@ -32,27 +32,16 @@ from twisted.internet.epollreactor import EPollReactor  # noqa: E402
 
 from campaigns.leads import import_list  # noqa: E402
 from campaigns.store import add_number, add_user, change_state, create_account, create_campaign  # noqa: E402
-from dialer.agents import check_pin, occupancy, set_pin  # noqa: E402
+from dialer.agents import occupancy, set_pin  # noqa: E402
 from dialer.demo import callable_area  # noqa: E402
 from dialer.engine import Dialer, route_by_odds, wind_down  # noqa: E402
-from core.errors import InputError  # noqa: E402
 from dialer.journal import Journal  # noqa: E402
 from dialer.sip.pool import WorkerPool  # noqa: E402
 from core.store import Store  # noqa: E402
 from rules import service  # noqa: E402
 from sip_harness import Sipp, free_udp_port, write_tone  # noqa: E402
 
-
-def pins(n):
-    out, k = [], 0
-    while len(out) < n:
-        k += 1
-        pin = f"{(7919 * k + 1234) % 90000 + 10000}"
-        try:
-            out.append(check_pin(pin))
-        except InputError:
-            continue
-    return out
+from common import pins  # noqa: E402
 
 
 def setup(tmp, now, agents, leads):

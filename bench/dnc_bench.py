@@ -41,6 +41,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from rules.registry import NumberSet, parse_registry_file  # noqa: E402
+from common import workdir  # noqa: E402
 
 GIB = 1 << 30
 GEN_VERSION = 1  # bump when gen_numbers changes: invalidates cached files
@@ -520,7 +521,7 @@ def main(argv=None) -> int:
                     help="lookups to time, 50%% hits (default 1,000,000)")
     ap.add_argument("--sqlite-n", type=int, default=None,
                     help="rows in the SQLite table (default: same as --n)")
-    ap.add_argument("--workdir", default="/tmp/dnc_bench",
+    ap.add_argument("--workdir", default=workdir("dnc_bench"),
                     help="cache dir for the SQLite file and generated files")
     ap.add_argument("--seed", type=int, default=20240501)
     ap.add_argument("--batch", type=int, default=500,

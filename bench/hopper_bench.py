@@ -14,6 +14,7 @@ import statistics
 import sys
 import time
 import wave
+from common import workdir  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +47,7 @@ def main():
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--batches", type=int, default=300)
     ap.add_argument("--batch", type=int, default=100)
-    ap.add_argument("--workdir", default="/tmp/hopper_bench")
+    ap.add_argument("--workdir", default=workdir("hopper_bench"))
     args = ap.parse_args()
     import import_bench
     from campaigns.hopper import Hopper

@@ -2,7 +2,7 @@
 normalise, dedupe, per-row errors, chunked commits, groups, preview) into a fresh
 SQLite file. Prints one JSON line.
 
-    python bench/import_bench.py [--n 1000000] [--workdir /tmp/import_bench]
+    python bench/import_bench.py [--n 1000000] [--workdir DIR]
 """
 
 import argparse
@@ -12,6 +12,7 @@ import os
 import random
 import sys
 import time
+from common import workdir  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -41,7 +42,7 @@ def make_csv(path, n, seed=1):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
-    ap.add_argument("--workdir", default="/tmp/import_bench")
+    ap.add_argument("--workdir", default=workdir("import_bench"))
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     csv_path = os.path.join(args.workdir, f"leads-{args.n}.csv")

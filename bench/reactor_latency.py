@@ -50,23 +50,11 @@ from twisted.internet.epollreactor import EPollReactor  # noqa: E402
 
 from dialer.pacing.policies import Policy  # noqa: E402
 
+from common import pins, workdir  # noqa: E402
+
 NOW = dt.datetime(2026, 11, 24, 17, 0, tzinfo=dt.timezone.utc)  # Tuesday noon Eastern
 AGENTS = 20
 PROBE_S = 0.010
-
-
-def pins(n):
-    from core.errors import InputError
-    from core.pins import check_pin
-    out, k = [], 0
-    while len(out) < n:
-        k += 1
-        pin = f"{(7919 * k + 1234) % 90000 + 10000}"
-        try:
-            out.append(check_pin(pin))
-        except InputError:
-            continue
-    return out
 
 
 def build(workdir, n):
@@ -355,7 +343,7 @@ def main(argv=None):
     ap.add_argument("--switch-ms", type=float, default=None,
                     help="sys.setswitchinterval in ms (default: as dialer run sets it, "
                          "dialer.service.SWITCH_INTERVAL_S; Python's own: 5)")
-    ap.add_argument("--workdir", default="/tmp/reactor_latency")
+    ap.add_argument("--workdir", default=workdir("reactor_latency"))
     a = ap.parse_args(argv)
     from dialer.service import SWITCH_INTERVAL_S
     sys.setswitchinterval(a.switch_ms / 1000.0 if a.switch_ms is not None else SWITCH_INTERVAL_S)
