@@ -146,6 +146,25 @@ def _split_dense(arr, step=1 << 24):
     return dense, count, left
 
 
+def _write_atomic(path, tmp, parts) -> None:
+    """Write ``parts`` to ``tmp``, fsync it, rename it over ``path`` and fsync the
+    folder: readers see the old file or the whole new one (``tmp`` removed on failure)."""
+    try:
+        with open(tmp, "wb") as f:
+            for part in parts:
+                f.write(part)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
 def _fsync_dir(path: str) -> None:
     try:
         fd = os.open(path or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -441,24 +460,7 @@ class NumberSet:
         trailer = h.digest()
         h.update(trailer)
         file_digest = h.hexdigest()
-        tmp = path + ".tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(header)
-                f.write(payload)
-                f.write(dense)
-                f.write(trailer)
-                f.flush()
-                os.fsync(f.fileno())
-            del payload
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        _fsync_dir(os.path.dirname(os.path.abspath(path)))
+        _write_atomic(path, path + ".tmp", (header, payload, dense, trailer))
         return file_digest
 
     @classmethod
@@ -930,21 +932,7 @@ def save_list_snapshot(path, numbers: "NumberSet", prefixes, meta: dict) -> str:
     for part in parts:
         h.update(part)
     parts.append(h.digest())
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            for part in parts:
-                f.write(part)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+    _write_atomic(path, f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp", parts)
     return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
