@@ -27,7 +27,7 @@ from twisted.logger import Logger
 
 from core.errors import DialerError, InputError
 
-from .abandons import AbandonWindow, window_counts, window_minutes
+from .abandons import AbandonWindow, window_minutes
 from .calls import RING_TIMEOUT_MAX_S
 
 log = Logger(namespace="dialer.jurisdiction")
@@ -43,10 +43,14 @@ class PacingRules:
     ruleset: object  # label of the campaign's rule set ("GB@2"), or None
     cap: float  # the abandon cap of the policy
     window_hours: float
-    history: tuple = (0, 0)  # (live answers, abandons) in the window at the start
-    minutes: list = field(default_factory=list)  # the same by minute of call start
+    minutes: list = field(default_factory=list)  # [(minute start s, live answers, abandons)] at the start
     rings: dict = field(default_factory=dict)  # rule-set label -> ring_min_seconds
     load: object = None  # label -> CompiledRuleSet, for versions first met while running
+
+    @property
+    def history(self):
+        """(live answers, abandons) in the window at the start."""
+        return (sum(m[1] for m in self.minutes), sum(m[2] for m in self.minutes))
 
     def window(self):
         """The live summary's abandon window, starting from the CDRs' counts."""
@@ -82,7 +86,7 @@ def campaign_ruleset(rulesets, region):
     return next((rs for rs in rulesets.values() if region in rs.regions), None)
 
 
-def pacing_from(campaign, ruleset, rulesets=(), history=(0, 0), minutes=(), load=None):
+def pacing_from(campaign, ruleset, rulesets=(), minutes=(), load=None):
     """PacingRules of ``campaign`` (its row) under its rule set ``ruleset`` (a
     CompiledRuleSet or None); ``rulesets``: every rule set in force (their ring minima)."""
     cap = float(campaign["abandon_target"])
@@ -93,7 +97,7 @@ def pacing_from(campaign, ruleset, rulesets=(), history=(0, 0), minutes=(), load
         window = float(ruleset.abandon_window_hours)
         label = ruleset.label
     rings = {rs.label: rs.ring_min_seconds for rs in list(rulesets) + ([ruleset] if ruleset is not None else [])}
-    return PacingRules(ruleset=label, cap=cap, window_hours=window, history=tuple(history), minutes=list(minutes),
+    return PacingRules(ruleset=label, cap=cap, window_hours=window, minutes=list(minutes),
                        rings=rings, load=load)
 
 
@@ -118,6 +122,5 @@ def pacing_rules(store, campaign, now):
     rulesets = load_rulesets(store)
     rs = campaign_ruleset(rulesets, campaign["region"])
     hours = float(rs.abandon_window_hours) if rs is not None else DEFAULT_WINDOW_HOURS
-    history = window_counts(store, campaign["id"], now, hours)
     minutes = window_minutes(store, campaign["id"], now, hours)
-    return pacing_from(campaign, rs, rulesets.values(), history, minutes, load=lambda label: load_version(store, label))
+    return pacing_from(campaign, rs, rulesets.values(), minutes, load=lambda label: load_version(store, label))
