@@ -73,6 +73,11 @@ def run_script(conn, script):
         raise ValueError(f"incomplete SQL statement in migration: {buf.strip()[:60]}")
 
 
+def known():
+    """Every migration's name, in the order they apply."""
+    return [name for name, _ in _MIGRATIONS]
+
+
 def applied(store):
     return [r[0] for r in store.conn.execute("SELECT name FROM _migrations ORDER BY rowid")]
 

@@ -16,7 +16,7 @@ def describe(store, counts=True):
     table its columns, indexes, foreign keys and (``counts``) its row count."""
     db = sqlite_utils.Database(store.conn)
     done = migrations.applied(store)
-    known = [name for name, _ in migrations._MIGRATIONS]
+    known = migrations.known()
     tables = []
     for t in db.tables:
         if t.name.startswith("sqlite_"):
