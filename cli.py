@@ -1026,6 +1026,200 @@ _agent_command("logout", "Log a ready or paused agent out (the phone's call ends
 _agent_command("dial", "Preview campaigns: dial the next lead for this ready agent (checked by the rules now).")
 
 
+# --------------------------------------------------------------------------------- billing
+
+def _money(d):
+    from billing.money import fmt
+    return fmt(d)
+
+
+def _refused_text(out):
+    lines = [f"  {n} refused: {reason}" for reason, n in out["refused_by_reason"].items()]
+    lines += [f"    {r['call_id']}: {r['reason']}" for r in out["refused_examples"]]
+    return "".join("\n" + x for x in lines)
+
+
+@main.group(cls=_Group)
+def rates():
+    """Telecom rate decks: the operator's default deck, or an account's own (which then rates its calls alone)."""
+
+
+@rates.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--deck", "deck", required=True, help="The deck's name (e.g. carrier-a-2026-03).")
+@click.option("--account", help="An account's own deck (it takes precedence over the default deck for that account, "
+                                "as a whole). Without it: the operator's default deck, used by every other account.")
+@json_option
+@pass_app
+def rates_import(app, file, deck, account, as_json):
+    """Import a rate deck from CSV: columns prefix, rate (per minute), initial, increment (seconds), and optionally
+    destination, connect_fee, effective_from, effective_to. All or nothing: any bad line is reported with its line
+    number and the deck in force stays in force."""
+    from billing.decks import import_deck
+    out = import_deck(app.store, file, deck, app.now(), app.user, account=account)
+    _emit(out, as_json, f"deck {out['deck']} imported for {out['scope']}: {out['rows']} rows, {out['prefixes']} "
+                        f"prefixes" + (f" (replaces deck {out['replaces']['deck']})" if out["replaces"] else ""))
+
+
+@rates.command("show")
+@click.option("--account", help="Also the account's own deck, and which deck rates its calls.")
+@json_option
+@pass_app
+def rates_show(app, account, as_json):
+    """The decks in force."""
+    from billing.decks import show_decks
+    out = show_decks(app.store, account)
+    text = [f"default deck: {out['default']['name']} ({out['default']['rows']} rows, {out['default']['imported_at']})"
+            if out["default"] else "default deck: none"]
+    if "account" in out:
+        own = out["own"]
+        text.append(f"{out['account']}'s own deck: {own['name']} ({own['rows']} rows, {own['imported_at']})"
+                    if own else f"{out['account']}'s own deck: none")
+        text.append(f"{out['account']}'s calls are rated with: {out['rates_with'] or 'no deck'}")
+    _emit(out, as_json, "\n".join(text))
+
+
+@main.command("rate")
+@click.argument("cdr_file", type=click.Path(dir_okay=False))
+@click.option("--account", help="The account (needed once the installation has several); a row's account column, "
+                                "when the file has one, names another.")
+@json_option
+@pass_app
+def rate_cmd(app, cdr_file, account, as_json):
+    """What-if: rate a CSV of CDRs (call_id, destination, started_at, answered_at, ended_at[, account]) with the
+    account's plan and deck in force, storing nothing. Refused rows are listed with their line and reason."""
+    from billing.service import rate_file
+    out = rate_file(app.store, cdr_file, account)
+    if as_json:
+        _emit(out, True)
+        return
+    for r in out["cdrs"]:
+        click.echo(f"line {r['line']:<6} {r['call_id']:<20} {r['billsec']:>6} s  service {_money(r['service'])}  "
+                   f"telecom {_money(r['telecom'])}" + (f" (+{r['prefix']} {r['destination']})" if r["prefix"] else
+                                                        " (free)") + f"  total {_money(r['total'])}")
+    for r in out["refused"]:
+        click.echo(f"line {r['line']:<6} refused: {r['reason']}")
+    t = out["totals"]
+    click.echo(f"{t['rated']} rated, {t['free']} free, {t['refused']} refused: service {_money(t['service'])}, "
+               f"telecom {_money(t['telecom'])}, total {_money(t['total'])} (nothing stored)")
+
+
+@main.group(cls=_Group)
+def bill():
+    """Billing runs: rate CDRs into the ledger. Invoices are not built yet."""
+
+
+@bill.command("run")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--period", required=True, help="The month, YYYY-MM, in the account's time zone (half-open).")
+@json_option
+@pass_app
+def bill_run_cmd(app, account, period, as_json):
+    """Rate every unrated CDR of the account that started in the period into its ledger (once per call: a rerun
+    charges nothing twice) and print counts and totals. For now this is all: invoices (with the monthly fees and
+    interest) come later."""
+    from billing.ledger import bill_run
+    out = bill_run(app.store, account, period, app.now(), app.user)
+    deck = out["deck"]
+    _emit(out, as_json, (
+        f"{out['account']} {out['period']} ({out['time_zone']}: {out['from']} .. {out['to']}), deck "
+        f"{deck['deck'] + ' (' + deck['scope'] + ')' if deck else 'none'}: {out['cdrs']} unrated CDRs read, "
+        f"{out['charged']} charged, {out['free']} free, {out['refused']} refused, {out['already']} charged meanwhile "
+        f"by another run\n  service {_money(out['service'])}, telecom {_money(out['telecom'])}, "
+        f"total {_money(out['total'])}" + _refused_text(out)))
+
+
+@bill.command("rerate")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--period", help="Every charged call that started in this month (YYYY-MM).")
+@click.option("--call-id", "call_ids", multiple=True, help="A charged call (repeatable).")
+@click.option("--reason", default="", help="Why (recorded in the audit log).")
+@json_option
+@pass_app
+def bill_rerate_cmd(app, account, period, call_ids, reason, as_json):
+    """Rate charged calls again with the plan and deck in force now: each changed call gets a reversal of its
+    charge and a new charge (never an edit)."""
+    from billing.ledger import rerate
+    out = rerate(app.store, account, app.now(), app.user, period=period, call_ids=list(call_ids) or None,
+                 reason=reason)
+    _emit(out, as_json, f"{out['account']}: {out['calls']} charged calls, {out['rerated']} rerated, "
+                        f"{out['unchanged']} unchanged, {out['refused']} refused; net change {_money(out['net'])}"
+                        + _refused_text(out))
+
+
+@bill.command("plan")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--price", help="Service price per minute (default 0.0188).")
+@click.option("--increment", help="INITIAL/INCREMENT seconds: 60/60, 30/6, 6/6, 1/1 (default 60/60).")
+@click.option("--connect-fee", help="Per answered call.")
+@click.option("--min-cost", help="Minimum service cost of an answered call ('' removes it).")
+@click.option("--max-cost", help="Maximum service cost of a call ('' removes it).")
+@click.option("--time-zone", help="IANA zone the billing periods are cut in (default UTC).")
+@click.option("--reason", default="", help="Why (recorded in the audit log).")
+@json_option
+@pass_app
+def bill_plan_cmd(app, account, price, increment, connect_fee, min_cost, max_cost, time_zone, reason, as_json):
+    """Show the account's service price, increment scheme, limits, time zone and floor, or change them."""
+    from billing.plans import set_plan, show_plan
+    kw = {k: v for k, v in (("min_cost", min_cost), ("max_cost", max_cost)) if v is not None}
+    if any(v is not None for v in (price, increment, connect_fee, time_zone)) or kw:
+        out = set_plan(app.store, account, app.now(), app.user, price=price, increment=increment,
+                       connect_fee=connect_fee, time_zone=time_zone, reason=reason, **kw)
+    else:
+        out = show_plan(app.store, account)
+    _emit(out, as_json, (
+        f"{out['account']}: service {_money(out['price_per_minute'])}/min, {out['increment']}, connect fee "
+        f"{_money(out['connect_fee'])}, min {_money(out['min_cost']) if out['min_cost'] is not None else 'none'}, "
+        f"max {_money(out['max_cost']) if out['max_cost'] is not None else 'none'}, periods in {out['time_zone']}, "
+        f"floor {_money(out['floor'])}" + (f" (changed: {', '.join(out['changed'])})" if out.get("changed") else "")))
+
+
+@main.group(cls=_Group)
+def balance():
+    """An account's balance (the sum of its ledger), top-ups and its floor."""
+
+
+@balance.command("show")
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def balance_show(app, account, as_json):
+    """Balance, floor, what is left above the floor, and the ledger's sums per kind."""
+    from billing.ledger import balance as balance_of
+    out = balance_of(app.store, account)
+    _emit(out, as_json, f"{out['account']}: balance {_money(out['balance'])}, floor {_money(out['floor'])}, "
+                        f"{'BELOW the floor by ' + _money(-out['above_floor']) if out['below_floor'] else _money(out['above_floor']) + ' above the floor'}"
+                        + "".join(f"\n  {k:<9} {v['entries']:>8} entries  {_money(v['amount'])}"
+                                  for k, v in out["by_kind"].items() if v["entries"]))
+
+
+@balance.command("topup")
+@click.argument("amount")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reference", default="", help="The payment's reference (e.g. the bank transfer's).")
+@json_option
+@pass_app
+def balance_topup(app, amount, account, reference, as_json):
+    """Record a payment of AMOUNT (e.g. 500 or 500.00)."""
+    from billing.ledger import topup
+    out = topup(app.store, account, amount, app.now(), app.user, reference)
+    _emit(out, as_json, f"{out['account']}: payment of {_money(out['amount'])} recorded (entry {out['entry']}); "
+                        f"balance {_money(out['balance'])}")
+
+
+@balance.command("floor")
+@click.argument("amount")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reason", default="", help="Why (recorded in the audit log).")
+@json_option
+@pass_app
+def balance_floor(app, amount, account, reason, as_json):
+    """Set the balance the account must keep (AMOUNT, default 100)."""
+    from billing.ledger import set_floor
+    out = set_floor(app.store, account, amount, app.now(), app.user, reason)
+    _emit(out, as_json, f"{out['account']}: floor {_money(out['floor'])}" + ("" if out["changed"] else " (unchanged)"))
+
+
 # --------------------------------------------------------------------------------- db
 @main.group(cls=_Group)
 def db():

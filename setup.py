@@ -18,7 +18,8 @@ setup(
     long_description_content_type="text/markdown",
     license="AGPL-3.0-or-later",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["core", "core.*", "dialer", "dialer.*", "rules", "rules.*", "campaigns", "campaigns.*"]),
+    packages=find_packages(include=["core", "core.*", "dialer", "dialer.*", "rules", "rules.*", "campaigns", "campaigns.*",
+                                    "billing", "billing.*"]),
     py_modules=["cli"],
     package_data={"rules": ["defaults/*.json", "defaults/*.csv"], "dialer.sip": ["scenarios/*.xml"]},
     install_requires=[

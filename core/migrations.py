@@ -601,3 +601,102 @@ def m007_lists(conn):
         UPDATE import_errors SET kind = 'note' WHERE reason LIKE 'alternate%';
         CREATE INDEX imports_by_campaign ON imports (campaign_id, status);
     """)
+
+
+@migration
+def m010_billing(conn):
+    """Minute billing (issue 13, see billing/ and docs/billing.md). Money is INTEGER
+    micro-units ($0.000001; ``*_micros`` columns), which SUM adds exactly (never REAL,
+    never text); instants are ISO 8601 UTC text as everywhere.
+
+    * ``billing_accounts``: an account's service price per minute, its increment
+      scheme (initial/increment seconds), connect fee, minimum and maximum cost, the
+      time zone its billing periods are cut in, and its balance floor. A row is written
+      with the defaults on an account's first billing write (billing.plans).
+    * ``rate_decks`` / ``rate_deck_rows``: telecom rate decks imported from CSV, the
+      operator's default (``account_id`` NULL) or an account's own; the deck in force
+      of a scope is its newest one not ``replaced_at``. Effective instants are
+      half-open [from, to); NULL from is "always", NULL to "until the prefix's next row".
+    * ``ledger_entries``: an account's charges, payments, credits, interest and
+      reversals, append-only; the balance is the sum of ``amount_micros`` (payments
+      and credits positive, charges and interest negative, a reversal the negation of
+      the entry it reverses). ``UNIQUE (call_id, rating, kind)``: a call's first
+      charge is rating 1, so rating a CDR twice (or from two processes at once) charges
+      it once; a rerate is a reversal of rating n and a charge of rating n + 1."""
+    run_script(conn, """
+        CREATE TABLE billing_accounts (
+            account_id INTEGER PRIMARY KEY REFERENCES accounts(id),
+            price_micros INTEGER NOT NULL,
+            initial_s INTEGER NOT NULL,
+            increment_s INTEGER NOT NULL,
+            connect_micros INTEGER NOT NULL,
+            min_micros INTEGER,
+            max_micros INTEGER,
+            floor_micros INTEGER NOT NULL,
+            time_zone TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            CHECK (price_micros >= 0 AND initial_s >= 0 AND increment_s >= 1 AND connect_micros >= 0),
+            CHECK (min_micros IS NULL OR max_micros IS NULL OR min_micros <= max_micros)
+        );
+        CREATE TABLE rate_decks (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            account_id INTEGER REFERENCES accounts(id),
+            source_file TEXT NOT NULL,
+            sha256 TEXT NOT NULL,
+            rows INTEGER NOT NULL,
+            imported_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            replaced_at TEXT
+        );
+        CREATE INDEX rate_decks_in_force ON rate_decks (account_id, replaced_at, id);
+        CREATE TABLE rate_deck_rows (
+            id INTEGER PRIMARY KEY,
+            deck_id INTEGER NOT NULL REFERENCES rate_decks(id),
+            line INTEGER NOT NULL,
+            prefix TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            rate_micros INTEGER NOT NULL,
+            initial_s INTEGER NOT NULL,
+            increment_s INTEGER NOT NULL,
+            connect_micros INTEGER NOT NULL,
+            effective_from TEXT,
+            effective_to TEXT,
+            CHECK (rate_micros >= 0 AND initial_s >= 0 AND increment_s >= 1 AND connect_micros >= 0)
+        );
+        CREATE INDEX rate_deck_rows_by_deck ON rate_deck_rows (deck_id, prefix);
+        CREATE TABLE ledger_entries (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            kind TEXT NOT NULL,
+            amount_micros INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            call_id TEXT,
+            rating INTEGER,
+            reverses INTEGER REFERENCES ledger_entries(id),
+            billsec INTEGER,
+            service_seconds INTEGER,
+            service_micros INTEGER,
+            telecom_seconds INTEGER,
+            telecom_micros INTEGER,
+            deck_id INTEGER REFERENCES rate_decks(id),
+            prefix TEXT,
+            reference TEXT,
+            UNIQUE (call_id, rating, kind),
+            CHECK (kind IN ('charge', 'payment', 'credit', 'interest', 'reversal')),
+            CHECK (kind NOT IN ('charge', 'interest') OR amount_micros <= 0),
+            CHECK (kind NOT IN ('payment', 'credit') OR amount_micros > 0),
+            CHECK (kind <> 'charge' OR (call_id IS NOT NULL AND rating IS NOT NULL)),
+            CHECK (kind <> 'reversal' OR reverses IS NOT NULL)
+        );
+        CREATE INDEX ledger_entries_by_account ON ledger_entries (account_id, at);
+    """)
+    # SQLite-specific: the ledger is append-only, as the audit log (PostgreSQL gets its own trigger).
+    run_script(conn, """
+        CREATE TRIGGER ledger_entries_no_update BEFORE UPDATE ON ledger_entries
+        BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: correct with a reversal'); END;
+        CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
+        BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: correct with a reversal'); END;
+    """)

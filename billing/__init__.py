@@ -1,0 +1,15 @@
+"""Minute billing (issue 13, first part): rating, rate decks, the ledger, balances.
+
+Its layer sits between ``campaigns`` and ``dialer`` (``.importlinter``): it reads
+the dialer's ``cdrs`` table through the store, never the ``dialer`` package.
+
+* ``money``: Decimal at the edges, integer micro-units ($0.000001) in storage.
+* ``rating``: what one call costs; the rounding rule (stated there, once).
+* ``plans``: an account's service price, increment scheme, time zone and floor.
+* ``decks``: telecom rate decks from CSV, all-or-nothing, and the prefix index.
+* ``calls``: CDRs (stored, or a what-if CSV) checked before they are rated.
+* ``ledger``: charges, payments, credits, interest, reversals; the balance.
+* ``service``: what the CLI calls.
+
+See docs/billing.md.
+"""

@@ -1,0 +1,177 @@
+"""Call records checked before they are rated, and rated in batches.
+
+A CDR is refused, with its reason, never billed silently, when it ends before it
+was answered (or is answered before it started), when it lasts more than 24 hours
+(start to end, or answer to end), when its destination is not a number, when its
+account is unknown, or when no rate is in force for its destination at its start.
+A refused CDR is reported and stays unrated (a later run after a deck is fixed
+rates it); a call of 0 billable seconds is free (no ledger entry).
+
+Two sources: the ``cdrs`` table (read by ``billing.ledger``'s bill run through the
+store; the dialer's own module is not imported, billing sits below it) and a
+what-if CSV (``dialer rate FILE``), whose columns are
+
+``call_id``, ``destination`` (E.164, e.g. +442071234567), ``started_at``,
+``answered_at`` (empty: not answered), ``ended_at`` (ISO 8601 instants, UTC unless
+they say otherwise; milliseconds kept), and optionally ``account`` (an account's
+name; empty or absent: the account given with --account).
+"""
+
+import csv
+import io
+import os
+
+from core.errors import InputError
+from core.timeutil import parse_instant, shown, to_iso, to_ms
+
+from .rating import billable_seconds, cost_micros
+
+MAX_CALL_MS = 24 * 3600 * 1000  # a call longer than a day is a broken record
+CSV_REQUIRED = ("call_id", "destination", "started_at", "answered_at", "ended_at")
+CSV_OPTIONAL = ("account",)
+MAX_CSV_BYTES = 512 << 20
+
+
+def _iso_ok(s):
+    # storage form, as core.timeutil.to_iso writes it: 2026-03-01T12:00:00.000Z (sorts as text)
+    return s is not None and len(s) == 24 and s[-1] == "Z" and s[10] == "T"
+
+
+def _norm(s):
+    return s if s is None or _iso_ok(s) else to_iso(parse_instant(s))
+
+
+def check_stored(started, answered, ended, duration_ms, billable_ms):
+    """The reason a stored CDR cannot be billed, or None. Instants are storage-form
+    ISO UTC text (compared as text); durations integer milliseconds."""
+    if not (_iso_ok(started) and _iso_ok(ended) and (answered is None or _iso_ok(answered))):
+        try:
+            started, answered, ended = _norm(started), _norm(answered), _norm(ended)
+        except InputError:
+            return "an instant is not ISO 8601"
+    if ended < started:
+        return f"ends ({ended}) before it started ({started})"
+    if answered is not None:
+        if answered < started:
+            return f"answered ({answered}) before it started ({started})"
+        if ended < answered:
+            return f"ends ({ended}) before it was answered ({answered})"
+    if billable_ms < 0:
+        return f"negative billable time ({billable_ms} ms)"
+    if answered is None and billable_ms > 0:
+        return f"billable time without an answer ({billable_ms} ms)"
+    if duration_ms > MAX_CALL_MS or billable_ms > MAX_CALL_MS:
+        return f"absurd duration ({max(duration_ms, billable_ms) // 1000} s, more than 24 h)"
+    return None
+
+
+def reason_kind(reason):
+    """A refusal's reason without its particulars (the call's instants, number or
+    deck), to count refusals by kind."""
+    for head in ("ends (", "answered (", "absurd duration", "negative billable", "an instant", "destination ",
+                 "no rate deck", "no rate for", "billable time without an answer"):
+        if reason.startswith(head):
+            return {"ends (": "ends before it started or was answered", "answered (": "answered before it started",
+                    "destination ": "destination is not a number", "no rate for": "no rate for the destination",
+                    }.get(head, head.strip(" ("))
+    return reason
+
+
+def rate_batch(records, service, index, deck_name=None):
+    """Rate checked records. ``records``: (call_id, destination, started_at,
+    billable_ms) with storage-form ``started_at``; ``service``: the account's
+    Tariff; ``index``: its PrefixIndex (or None: no deck). Returns (rated, free,
+    refused): rated rows (call_id, started_at, billsec, service_seconds,
+    service_micros, telecom_seconds, telecom_micros, prefix, destination name),
+    free call ids (0 billable seconds), refused (call_id, reason)."""
+    rated, free, refused = [], [], []
+    lookup = index.lookup if index is not None else None
+    for call_id, destination, started, billable_ms in records:
+        billsec = billable_seconds(billable_ms)
+        if billsec == 0:
+            free.append(call_id)
+            continue
+        digits = destination[1:] if destination[:1] == "+" else destination
+        if not digits.isdigit() or not digits.isascii():
+            refused.append((call_id, f"destination {shown(destination)} is not a number"))
+            continue
+        if lookup is None:
+            refused.append((call_id, "no rate deck in force (import one with: dialer rates import FILE --deck NAME)"))
+            continue
+        hit = lookup(digits, started)
+        if hit is None:
+            refused.append((call_id, f"no rate for +{digits} at {started} in deck {deck_name or index.deck['name']}"))
+            continue
+        prefix, (_f, _t, tariff, dest) = hit
+        s_sec, s_cost = cost_micros(billsec, service)
+        t_sec, t_cost = cost_micros(billsec, tariff)
+        rated.append((call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, prefix, dest))
+    return rated, free, refused
+
+
+def read_cdr_csv(path):
+    """Rows of a what-if CDR file: (line, fields dict, problem or None). A file
+    without the columns is an InputError; a bad row is reported with its line."""
+    name = os.fspath(path)
+    try:
+        if os.path.getsize(name) > MAX_CSV_BYTES:
+            raise InputError(f"CDR file {name} is larger than {MAX_CSV_BYTES >> 20} MiB")
+        with open(name, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InputError(f"cannot read CDR file {name}: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"CDR file {name}: line {line} is not UTF-8 text") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = None
+    out = []
+    try:
+        for cells in reader:
+            line = reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if header is None:
+                header = [c.strip().lower() for c in cells]
+                missing = [c for c in CSV_REQUIRED if c not in header]
+                unknown = [c for c in header if c not in CSV_REQUIRED + CSV_OPTIONAL]
+                if missing or unknown or len(set(header)) != len(header):
+                    raise InputError(
+                        f"CDR file {name}: line {line}: the header needs the columns {', '.join(CSV_REQUIRED)} "
+                        f"(optionally {', '.join(CSV_OPTIONAL)}), each once"
+                        + (f"; missing {', '.join(missing)}" if missing else "")
+                        + (f"; unknown {', '.join(map(shown, unknown))}" if unknown else ""))
+                continue
+            if len(cells) != len(header):
+                out.append((line, None, f"{len(cells)} cells where the header has {len(header)}"))
+                continue
+            out.append((line, {c: cells[i].strip() for i, c in enumerate(header)}, None))
+    except csv.Error as e:
+        raise InputError(f"CDR file {name}: line {reader.line_num}: not CSV ({e})") from None
+    if header is None:
+        raise InputError(f"CDR file {name} is empty: it needs a header line ({', '.join(CSV_REQUIRED)})")
+    return out
+
+
+def check_csv_row(fields):
+    """(call_id, destination, started_at, billable_ms, duration_ms) of a what-if row
+    (storage-form start), or InputError with the reason it is refused."""
+    call_id = fields["call_id"]
+    if not call_id:
+        raise InputError("no call_id")
+    if not fields["destination"]:
+        raise InputError("no destination")
+    started = parse_instant(fields["started_at"], "started_at", bounded=True)
+    ended = parse_instant(fields["ended_at"], "ended_at", bounded=True)
+    answered = (parse_instant(fields["answered_at"], "answered_at", bounded=True)
+                if fields["answered_at"] else None)
+    s_ms, e_ms = to_ms(started), to_ms(ended)
+    a_ms = to_ms(answered) if answered is not None else None
+    billable = e_ms - a_ms if a_ms is not None else 0
+    reason = check_stored(to_iso(started), to_iso(answered) if answered else None, to_iso(ended), e_ms - s_ms,
+                          billable)
+    if reason is not None:
+        raise InputError(reason)
+    return call_id, fields["destination"], to_iso(started), billable, e_ms - s_ms
