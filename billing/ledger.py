@@ -162,10 +162,10 @@ def bill_run(store, account, period, now, actor, chunk=CHUNK):
     second run charges nothing new. Invoices are not built yet. Returns counts,
     totals (Decimal) and the refused CDRs with their reasons."""
     acc = resolve_account(store, account)
+    start, end = month_bounds(period, plan_row(store, acc["id"])["time_zone"])  # checked before anything is stored
     with store.transaction():
         ensure_plan(store, acc["id"], now)
     plan = plan_row(store, acc["id"])
-    start, end = month_bounds(period, plan["time_zone"])
     lo, hi = to_iso(start), to_iso(end)
     service = service_tariff(plan)
     index = load_index(store, acc["id"])

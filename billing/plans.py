@@ -160,9 +160,9 @@ def month_bounds(period, tz_name):
     try:
         first = _dt.datetime.strptime(text, "%Y-%m")
     except ValueError:
-        raise InputError(f"period {shown(period)} is not a month (YYYY-MM)") from None
-    if len(text) != 7 or not 2000 <= first.year <= 2099:
-        raise InputError(f"period {shown(period)} is not a month between 2000-01 and 2099-12 (YYYY-MM)")
+        first = None
+    if first is None or len(text) != 7 or not 2000 <= first.year <= 2099:
+        raise InputError(f"period {shown(period)} is not a month (YYYY-MM, 2000-01 to 2099-12)")
     nxt = first.replace(year=first.year + 1, month=1) if first.month == 12 else first.replace(month=first.month + 1)
     tz = pytz.timezone(tz_name)
     return (tz.localize(first).astimezone(pytz.utc), tz.localize(nxt).astimezone(pytz.utc))
