@@ -6,6 +6,7 @@ passes the instant in every observation and tells the policy what happened
 dials. The same objects run in the simulator and in the dialer.
 """
 
+import bisect
 import heapq
 import math
 from collections import deque
@@ -483,7 +484,8 @@ class Predictive(Policy):
     def __init__(self, cap=0.03, window_hours=720.0, connect_window=0.0, z=0.5, min_margin=0.0015,
                  warmup_dials=40, warmup_lives=8, history=(0, 0), prior_p=0.3, prior_ring=15.0,
                  prior_dial=20.0, prior_handle=210.0, calibration_prior=20.0, guard_hours=1.0,
-                 eta=0.1, backoff=1.0, guard_margin=0.0005, calibrate_theta=None, over_cap=0.05):
+                 eta=0.1, backoff=1.0, guard_margin=0.0005, calibrate_theta=None, over_cap=0.02,
+                 ages=True):
         if not 0 < cap < 1:
             raise ValueError("the abandon cap is a fraction between 0 and 1")
         self.last_agents = 0
@@ -525,6 +527,14 @@ class Predictive(Policy):
         self.log_kappa = math.log(max(1.35 * self.target(), 1e-4))
         self.tables = {}  # agents -> (model used, abandon table)
         self.recomputes = 0
+        # the dials in flight by the instant they were placed, and the recent lengths of
+        # live and other dials: a dial's chance of still being a live answer depends on
+        # how long it has been ringing (``live_share``)
+        self.ages = bool(ages)
+        self.flight = []  # sorted placement instants of the dials in flight
+        self.live_len = deque(maxlen=1000)
+        self.other_len = deque(maxlen=2000)
+        self._sorted = None
 
     # --- what happened ----------------------------------------------------------
     def _bucket(self, now):
@@ -540,6 +550,7 @@ class Predictive(Policy):
     def on_dial_end(self, now, live, seconds):
         # learned later, in the order the dials were placed (``_learn``)
         self.seq += 1
+        self._landed(now - seconds)
         heapq.heappush(self.ended, (now - seconds, (self.seq * 2654435761) % 4294967296, bool(live), float(seconds)))
         if not self._in_batch(now - seconds) and self.p.rose(live):
             # the outcomes not learned yet are mostly from before the rise: dropped,
@@ -567,6 +578,8 @@ class Predictive(Policy):
             if self.p.add(1.0 if live else 0.0):
                 self._model_changed()
             self.dial.add(seconds)
+            (self.live_len if live else self.other_len).append(seconds)
+            self._sorted = None
             if live:
                 self.ring.add(seconds)
 
@@ -596,6 +609,7 @@ class Predictive(Policy):
         self._live_outcome(now, True)
 
     def not_placed(self, n):
+        del self.flight[max(0, len(self.flight) - int(n)):]
         n = min(int(n), self.inflight)
         if n > 0:
             self.expected_inflight -= self.expected_inflight * n / self.inflight
@@ -675,7 +689,10 @@ class Predictive(Policy):
         return self.theta / self.calibration()
 
     def model(self):
-        return (max(min(self.p.value, 0.999), 1e-3), self.ring.value, self.dial.value, self.handle_mean(),
+        # counted as fresh dials (``effective_dialing``), the dials in flight bring live
+        # answers at p / (mean ring of a live answer) each, not p / (mean dial length)
+        dial = self.ring.value if self.ages else self.dial.value
+        return (max(min(self.p.value, 0.999), 1e-3), self.ring.value, dial, self.handle_mean(),
                 self.threshold())
 
     def table(self, n, b):
@@ -716,6 +733,7 @@ class Predictive(Policy):
             self._placed(s.now, n_new)
             return n_new
         b = min(n, n - free)
+        dialing = self.effective_dialing(s)
         raw, weighted = self.table(n, b)
         row = raw[b]
         calib = self.calibration()
@@ -727,7 +745,7 @@ class Predictive(Policy):
         p = self.model()[0]
         freeing = (n - free) * (1.0 - math.exp(-self.ring.value / self.handle_mean()))
         want = min(want, max(free, int((1.5 * (free + freeing) + 3.0) / p)))
-        start = max(s.dialing, free)
+        start = max(dialing, free)
         extra = 0
         if want > start:
             # the budget guard: the expected abandons of the whole pipeline, topped up to D
@@ -738,7 +756,7 @@ class Predictive(Policy):
             # many dials are in flight for few free agents (start-up, a crowd logging in)
             # (the dials already placed count at least by a model-free bound)
             ds = np.arange(start + 1, want + 1)
-            at_risk = max(self.expected_inflight * calib, excess_answers(s.dialing, p, free))
+            at_risk = max(self.expected_inflight * calib, excess_answers(dialing, p, free))
             risk = np.maximum(calib * ds * row[start + 1:want + 1], at_risk + calib * np.cumsum(row[start + 1:want + 1]))
             line = self.cap - self.guard_margin
             allowance = self.early_allowance(target)
@@ -750,17 +768,57 @@ class Predictive(Policy):
                 # pipeline's expected abandons stay where k or more are unlikely
                 k = int(math.floor(self.cap * self.lives - self.abandons)) + 1
                 extra = min(extra, int(np.searchsorted(risk, poisson_room(k, self.over_cap), side="right")))
-        n_new = self.clamp(start + extra - s.dialing, s)
+        n_new = self.clamp(start + extra - dialing, s)
         if n_new:
             self.inflight += n_new
-            self.expected_inflight += float(row[s.dialing + 1:s.dialing + n_new + 1].sum())
+            self.expected_inflight += float(row[dialing + 1:dialing + n_new + 1].sum())
         self._placed(s.now, n_new)
         return n_new
 
+    def _landed(self, placed):
+        """A dial placed at ``placed`` ended: it leaves the dials in flight (the latest
+        one placed at or before that instant: the driver may place a dial a little
+        after the decision that asked for it)."""
+        if self.flight:
+            i = bisect.bisect_right(self.flight, placed + 1e-6) - 1
+            del self.flight[max(i, 0)]
+
+    def live_shares(self, now):
+        """For each dial in flight, its chance of still becoming a live answer given
+        how long it has rung (a: its age): p S_L(a) / (p S_L(a) + (1 - p) S_O(a)), with
+        S_L, S_O the survival functions of the recent live-answer and other dial lengths
+        (a half count of prior each, so an age beyond all seen keeps some chance). With
+        exponential lengths of one mean (the validation model) every share is p; with a
+        live answer after 4-12 s and no-answers at 20 s, a dial ringing for 13 s has
+        none left."""
+        p = max(min(self.p.value, 0.999), 1e-3)
+        if self._sorted is None:
+            self._sorted = (np.sort(np.fromiter(self.live_len, float)), np.sort(np.fromiter(self.other_len, float)))
+        live, other = self._sorted
+        age = now - np.asarray(self.flight, dtype=float)
+        s_l = (len(live) - np.searchsorted(live, age, side="right") + 0.5) / (len(live) + 1.0)
+        s_o = (len(other) - np.searchsorted(other, age, side="right") + 0.5) / (len(other) + 1.0)
+        return p * s_l / (p * s_l + (1.0 - p) * s_o)
+
+    def effective_dialing(self, s):
+        """The dials in flight counted as fresh ones: the sum of their live shares over
+        p (dials that have rung past every live answer count for almost nothing), plus
+        any the policy did not see placed. Without ``ages``: the dials in flight."""
+        if not self.ages or self.warming_up() or not self.flight:
+            return s.dialing
+        seen = min(len(self.flight), s.dialing)
+        p = max(min(self.p.value, 0.999), 1e-3)
+        shares = self.live_shares(s.now)
+        eff = float(shares.sum()) / p * (seen / len(self.flight)) + (s.dialing - seen)
+        return min(s.dialing, int(math.ceil(eff - 1e-9)))
+
     def _placed(self, now, n):
-        """Remember the instants of large batches of dials (start-up, a crowd logging
-        in): in the order they end, a batch's answers come before its no-answers,
-        which the quick rise test would take for a rise of p."""
+        """Remember the dials placed (their instant: ``live_shares``) and the instants
+        of large batches of dials (start-up, a crowd logging in): in the order they end,
+        a batch's answers come before its no-answers, which the quick rise test would
+        take for a rise of p."""
+        if n > 0:
+            self.flight.extend([now] * n)  # decisions come in time order: still sorted
         if n > max(10.0, 3.0 / max(self.p.value, 0.01)):
             self.batches.append(now)
             while self.batches and self.batches[0] < now - 600.0:
