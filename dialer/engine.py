@@ -202,6 +202,9 @@ class HopperLeads:
         return d
 
 
+DIAL_SLICE = 10  # dials per reactor turn (``DialPlanner._dial_slice``)
+
+
 class DialPlanner:
     """Dial planning of one loop: the pacing policy's decision, held to the account's
     room (free lines, the trunk's CPS cap, its registration, the congestion brake),
@@ -263,19 +266,37 @@ class DialPlanner:
         d.addErrback(lambda f: log.failure("lead claim of campaign {name}", f, name=self.name))
 
     def _claimed(self, picked, asked):
-        self.claiming = False
         self._blocked(None)
-        room = 0 if self.stopped or not self.running() else self.room(self.clock.seconds())
-        use, rest = picked[:room], picked[room:]
-        if rest:
-            self.leads.release([row["id"] for row, _ in rest], self.now())
-        if len(use) < asked:  # the policy counted on these dials (CPS cap, no lead): they did not happen
-            self.policy.not_placed(asked - len(use))
+        if len(picked) < asked:  # the policy counted on these dials (no lead): they did not happen
+            self.policy.not_placed(asked - len(picked))
             self.held_back = True
+        self._dial_slice(picked)
+
+    def _dial_slice(self, picked):
+        """Dial up to ``DIAL_SLICE`` of the claimed leads in this reactor turn and the
+        rest in the next ones (a claim of hundreds would otherwise hold the reactor for
+        tens of milliseconds, while answered calls wait inside their connect window).
+        The room is checked again for every slice (other campaigns of the account share
+        its lines); leads that can no longer be dialled (room gone, loop stopped) are
+        released and the policy told. No new decision is taken before the last slice."""
+        room = 0 if self.stopped or not self.running() else self.room(self.clock.seconds())
+        use, rest = picked[:min(room, DIAL_SLICE)], picked[min(room, DIAL_SLICE):]
         if use:
             now = self.now()
-            for row, verdict in use:
-                self.dial(row, verdict, now)
+            try:
+                for row, verdict in use:
+                    self.dial(row, verdict, now)
+            except Exception:
+                self.claiming = False
+                raise
+        if rest and len(use) == DIAL_SLICE:
+            self.clock.callLater(0, self._dial_slice, rest)
+            return
+        self.claiming = False
+        if rest:  # the room ran out (CPS cap, lines) or the loop stopped
+            self.leads.release([row["id"] for row, _ in rest], self.now())
+            self.policy.not_placed(len(rest))
+            self.held_back = True
 
     def _claim_failed(self, failure, asked):
         self.claiming = False

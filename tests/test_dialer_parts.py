@@ -294,6 +294,28 @@ def test_planning_releases_leads_that_arrive_when_the_room_is_gone():
     assert dials == [5] and leads.released == [6, 7, 8, 9]
 
 
+
+def test_a_large_claim_is_dialled_in_slices_one_reactor_turn_each():
+    for stop_between in (False, True):
+        clock = clock_at_t0()
+        planner, leads, dials, gate, policy, seen = planner_on(clock)
+        gate.set_capacity(1, 100)
+        policy.decide = lambda s: 24
+        planner.plan()
+        assert [n for n, _ in leads.claims] == [24]
+        leads.claims[0][1].callback(rows(*range(1, 25)))
+        assert dials == list(range(1, 11)) and clock.getDelayedCalls()  # one slice in this turn
+        planner.plan()  # no new decision (or claim) while the claim is still being dialled
+        assert len(leads.claims) == 1
+        # the loop stopping between slices: the rest is released, not dialled
+        planner.stopped = stop_between
+        clock.advance(0)
+        if stop_between:
+            assert dials == list(range(1, 11)) and leads.released == list(range(11, 25)) and policy.unplaced == 14
+        else:
+            assert dials == list(range(1, 25)) and not leads.released and policy.unplaced == 0
+        assert not planner.claiming
+
 def test_the_periodic_tick_asks_again_only_when_something_changed():
     clock = clock_at_t0()
     asked = []
