@@ -19,6 +19,7 @@ import pathlib
 from twisted.logger import Logger
 
 from core.errors import DialerError
+from .abandons import is_live
 
 log = Logger(namespace="dialer.routing")
 
@@ -187,12 +188,17 @@ class CallRouter:
             except KeyError:
                 pass
         was_answered = leg.answered_ms is not None
+        was_waiting = leg.state == "answered"  # a live answer waiting for an agent
         if leg.state in ("dialing", "ringing"):
             self.dialing -= 1
         leg.handle(ev, now=self.ms())
         t = self.clock.seconds()
         if not was_answered:
             self.policy.on_dial_end(t, False, (leg.duration_ms or 0) / 1000.0)
+        elif was_waiting and is_live(leg) and not leg.abandoned:
+            # the person hung up inside the connect window: a live answer, not
+            # abandoned (``dialer.abandons``), which the policy counts like its records
+            self.policy.on_live_hangup(t)
         if leg.end_code:  # the carrier's final answer (0: no answer from it at all, e.g. a worker died)
             pause = self.brake.record(t, leg.disposition == "congestion")
             if pause is not None:

@@ -12,7 +12,7 @@ from dialer.calls import CallLeg
 from dialer.desk import AgentDesk
 from dialer.engine import CongestionBrake, DialPlanner, Stats, Ticker
 from dialer.gate import AccountGate, AgentSessions, LoginGuard
-from dialer.pacing.policies import PacingState, Power
+from dialer.pacing.policies import PacingState, Power, Predictive
 from dialer.pacing.sim import HeapClock
 from dialer.records import RecordKeeper
 from dialer.routing import CallRouter
@@ -140,6 +140,23 @@ def test_routing_a_live_answer_nobody_takes_plays_the_message_and_keeps_its_line
     cdr = journal.of("cdr")[0]["cdr"]
     assert cdr["abandoned"] and cdr["disposition"] == "abandoned"
 
+
+
+def test_routing_tells_the_policy_of_a_live_answer_that_hung_up_while_waiting():
+    # a person who hangs up inside the connect window is a live answer, not an
+    # abandon (dialer.abandons): the policy counts it as its records and reports do
+    clock = clock_at_t0()
+    router, journal, pool, floor, gate, changes, agents = router_on(clock)
+    router.policy = Predictive(connect_window=2.0)
+    place(router, gate, clock, "c-9", 9)
+    clock.advance(4)
+    router.on_event("c-9", {"ev": "answered", "key": "c-9", "code": 200})
+    clock.advance(1.0)
+    router.on_event("c-9", {"ev": "ended", "key": "c-9", "code": 200, "answered": True})
+    cdr = journal.of("cdr")[0]["cdr"]
+    assert cdr["disposition"] == "answered" and not cdr["abandoned"]
+    assert (router.policy.lives, router.policy.abandons) == (1, 0)
+    assert router.stats.window.counts(None) == (1, 0)
 
 def test_routing_bridges_a_live_answer_to_the_agent_idle_longest():
     clock = clock_at_t0()

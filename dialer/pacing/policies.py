@@ -52,6 +52,10 @@ class Policy:
     def on_abandon(self, now):
         """A live answer found no agent within the connect window."""
 
+    def on_live_hangup(self, now):
+        """A live answer hung up while it waited for an agent (inside the connect
+        window): a live answer that was not abandoned."""
+
     def on_handle_end(self, now, seconds):
         """An agent finished a call (talk + wrap) that took ``seconds``."""
 
@@ -607,6 +611,9 @@ class Predictive(Policy):
 
     def on_abandon(self, now):
         self._live_outcome(now, True)
+
+    def on_live_hangup(self, now):
+        self._live_outcome(now, False)
 
     def not_placed(self, n):
         del self.flight[max(0, len(self.flight) - int(n)):]
