@@ -24,7 +24,7 @@ import os
 from core.errors import InputError
 from core.timeutil import parse_instant, shown, to_iso, to_ms
 
-from .rating import billable_seconds, cost_micros
+from .rating import cost_micros
 
 MAX_CALL_MS = 24 * 3600 * 1000  # a call longer than a day is a broken record
 CSV_REQUIRED = ("call_id", "destination", "started_at", "answered_at", "ended_at")
@@ -82,15 +82,17 @@ def rate_batch(records, service, index, deck_name=None):
     billable_ms) with storage-form ``started_at``; ``service``: the account's
     Tariff; ``index``: its PrefixIndex (or None: no deck). Returns (rated, free,
     refused): rated rows (call_id, started_at, billsec, service_seconds,
-    service_micros, telecom_seconds, telecom_micros, prefix, destination name),
-    free call ids (0 billable seconds), refused (call_id, reason)."""
+    service_micros, telecom_seconds, telecom_micros, charge_micros (the negated
+    sum), prefix), in the order ``billing.ledger`` inserts them; free call ids (0
+    billable seconds); refused (call_id, reason)."""
     rated, free, refused = [], [], []
     lookup = index.lookup if index is not None else None
+    service_costs = {}  # billsec -> (seconds, cost): one account, one service tariff, few distinct durations
     for call_id, destination, started, billable_ms in records:
-        billsec = billable_seconds(billable_ms)
-        if billsec == 0:
+        if billable_ms <= 0:
             free.append(call_id)
             continue
+        billsec = -(-billable_ms // 1000)  # billable_seconds(), inline
         digits = destination[1:] if destination[:1] == "+" else destination
         if not digits.isdigit() or not digits.isascii():
             refused.append((call_id, f"destination {shown(destination)} is not a number"))
@@ -102,10 +104,11 @@ def rate_batch(records, service, index, deck_name=None):
         if hit is None:
             refused.append((call_id, f"no rate for +{digits} at {started} in deck {deck_name or index.deck['name']}"))
             continue
-        prefix, (_f, _t, tariff, dest) = hit
-        s_sec, s_cost = cost_micros(billsec, service)
-        t_sec, t_cost = cost_micros(billsec, tariff)
-        rated.append((call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, prefix, dest))
+        svc = service_costs.get(billsec)
+        if svc is None:
+            svc = service_costs[billsec] = cost_micros(billsec, service)
+        t_sec, t_cost = cost_micros(billsec, hit[1][2])
+        rated.append((call_id, started, billsec, svc[0], svc[1], t_sec, t_cost, -(svc[1] + t_cost), hit[0]))
     return rated, free, refused
 
 

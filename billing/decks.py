@@ -274,12 +274,20 @@ class PrefixIndex:
     def __init__(self, deck, rows):
         self.deck = deck
         by = {}
+        tariffs = {}  # one Tariff per distinct price (decks repeat a few prices many times)
         for prefix, dest, rate, initial, increment, fee, frm, to in rows:
-            by.setdefault(prefix, []).append((frm or "", to, Tariff(rate, initial, increment, fee), dest))
+            key = (rate, initial, increment, fee)
+            tariff = tariffs.get(key)
+            if tariff is None:
+                tariff = tariffs[key] = Tariff(rate, initial, increment, fee)
+            by.setdefault(prefix, []).append((frm or "", to, tariff, dest))
         self._index = {}
         for prefix, rs in by.items():
-            rs.sort(key=lambda r: r[0])
-            self._index[prefix] = ([r[0] for r in rs], rs)
+            if len(rs) == 1:
+                self._index[prefix] = rs[0]  # a tuple: the prefix's only row
+            else:
+                rs.sort(key=lambda r: r[0])
+                self._index[prefix] = [[r[0] for r in rs], rs]  # a list: effective_from list, rows
         self._lengths = sorted({len(p) for p in self._index}, reverse=True)
         self.rows = len(rows)
 
@@ -295,19 +303,23 @@ class PrefixIndex:
         ``at_iso`` (storage-form ISO UTC), or None. A row is (from, to, Tariff,
         destination name)."""
         n = len(digits)
-        index = self._index
+        get = self._index.get
         for length in self._lengths:
             if length > n:
                 continue
             key = digits[:length]
-            e = index.get(key)
+            e = get(key)
             if e is None:
                 continue
-            froms, rs = e
-            i = bisect.bisect_right(froms, at_iso) - 1
-            if i < 0:
-                continue
-            row = rs[i]
+            if e.__class__ is tuple:
+                row = e
+                if row[0] > at_iso:
+                    continue
+            else:
+                i = bisect.bisect_right(e[0], at_iso) - 1
+                if i < 0:
+                    continue
+                row = e[1][i]
             if row[1] is not None and at_iso >= row[1]:
                 continue
             return key, row

@@ -69,7 +69,8 @@ def rate_file(store, path, account=None):
         by_id = {rec[0]: line for line, _acc, rec in items}
         rated, free, bad = rate_batch([(cid, dest, start, billable) for _l, _a, (cid, dest, start, billable, _d)
                                        in items], service, index)
-        for call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, prefix, dest in rated:
+        for call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, _amount, prefix in rated:
+            dest = index.lookup(prefix, started)[1][3]  # the destination's name, for the report
             totals["service"] += s_cost
             totals["telecom"] += t_cost
             results.append({"line": by_id[call_id], "call_id": call_id, "account": acc_name, "started_at": started,

@@ -25,7 +25,7 @@ def acme(store, tmp_path):
 
 
 def charges(store, call_id=None):
-    sql = "SELECT call_id, kind, rating, amount_micros FROM ledger_entries WHERE kind IN ('charge', 'reversal')"
+    sql = "SELECT call_id, kind, seq, amount_micros FROM ledger_entries WHERE kind IN ('charge', 'reversal')"
     params = ()
     if call_id:
         sql += " AND call_id = ?"
@@ -62,8 +62,8 @@ def test_two_processes_rating_the_same_cdrs_charge_once(store, acme, db_path):
             "SELECT call_id, destination, started_at, billable_ms FROM cdrs ORDER BY call_id").fetchall()]
         rated, _free, _refused = rate_batch(records, service_tariff(plan_row(store, acme["id"])),
                                             load_index(store, acme["id"]))
-        assert ledger.charge(store, acme["id"], rated, 1, NOW, "a") == 2
-        assert ledger.charge(other, acme["id"], rated, 1, NOW, "b") == 0
+        assert ledger.charge(store, acme["id"], rated, None, NOW, "a")[0] == 2
+        assert ledger.charge(other, acme["id"], rated, None, NOW, "b")[0] == 0
     finally:
         other.close()
     assert len(charges(store)) == 2
@@ -71,12 +71,12 @@ def test_two_processes_rating_the_same_cdrs_charge_once(store, acme, db_path):
     assert ledger.bill_run(store, "acme", "2026-03", NOW, "t")["charged"] == 0
 
 
-def test_a_second_charge_of_rating_1_is_refused_by_the_database(store, acme):
+def test_a_second_first_charge_is_refused_by_the_database(store, acme):
     add_cdr(store, "c1", acme["id"], "+442071234567", "2026-03-10T10:00:00Z", talk_s=31)
-    ledger.bill_run(store, "acme", "2026-03", NOW, "t")
+    batch = ledger.bill_run(store, "acme", "2026-03", NOW, "t")["batch"]
     with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-        store.execute("INSERT INTO ledger_entries (account_id, kind, amount_micros, at, created_at, actor, call_id, "
-                      "rating) VALUES (?, 'charge', -1, 'x', 'x', 'x', 'c1', 1)", (acme["id"],))
+        store.execute("INSERT INTO ledger_entries (account_id, batch_id, kind, amount_micros, at, call_id, seq) "
+                      "VALUES (?, ?, 'charge', -1, 'x', 'c1', 1)", (acme["id"], batch))
 
 
 def test_the_ledger_is_append_only(store, acme):
@@ -100,8 +100,8 @@ def test_rerating_is_a_reversal_plus_a_new_charge(store, acme, tmp_path):
     assert (out["calls"], out["rerated"], out["unchanged"], out["refused"]) == (2, 1, 1, 0)
     # UK telecom 31 s x 0.02/60 = 0.010334 (up) instead of 0.005167
     assert out["net"] == Decimal("-0.005167")
-    assert charges(store, "c1") == [("c1", "charge", 1, -23_967), ("c1", "reversal", 1, 23_967),
-                                    ("c1", "charge", 2, -29_134)]
+    assert charges(store, "c1") == [("c1", "charge", 1, -23_967), ("c1", "reversal", 2, 23_967),
+                                    ("c1", "charge", 3, -29_134)]
     assert charges(store, "c2") == [("c2", "charge", 1, -39_800)]
     bal = ledger.balance(store, "acme")
     assert bal["balance"] == Decimal("100") - Decimal("0.029134") - Decimal("0.039800") == Decimal("99.931066")
@@ -111,11 +111,14 @@ def test_rerating_is_a_reversal_plus_a_new_charge(store, acme, tmp_path):
     assert again["rerated"] == 0 and again["unchanged"] == 2
     assert ledger.bill_run(store, "acme", "2026-03", NOW, "t")["charged"] == 0
     assert len(charges(store)) == 4
-    # rerate by call id; the reversal of the current charge (rating 2) and a rating-3 charge
+    # rerate by call id: the reversal of the current charge (seq 3) and a new charge
     set_plan(store, "acme", NOW, "t", increment="1/1")
     ledger.rerate(store, "acme", NOW, "t", call_ids=["c1"])
-    assert [r[1:3] for r in charges(store, "c1")] == [("charge", 1), ("reversal", 1), ("charge", 2),
-                                                      ("reversal", 2), ("charge", 3)]
+    assert [r[1:3] for r in charges(store, "c1")] == [("charge", 1), ("reversal", 2), ("charge", 3),
+                                                      ("reversal", 4), ("charge", 5)]
+    reversal = ledger.entries(store, "acme", call_id="c1")[3]
+    assert reversal["reverses"] == ledger.entries(store, "acme", call_id="c1")[2]["id"]
+    assert reversal["posting"] == "rerate" and reversal["actor"] == "t"
     # service 31 s at 1/1: 0.009714; telecom 0.010334
     assert charges(store, "c1")[-1][3] == -(9_714 + 10_334)
     audit = store.query("SELECT action, reason FROM audit_log WHERE action = 'billing.rerate'")
@@ -240,6 +243,22 @@ def test_bill_run_in_chunks_covers_every_cdr_once(store, acme):
     assert out["charged"] == 23 and out["cdrs"] == 23
     assert sorted(r[0] for r in charges(store)) == [f"c{i:02d}" for i in range(23)]
     assert out["total"] == 23 * Decimal("0.023967")
+
+
+def test_bill_run_chunks_with_many_calls_at_one_instant_and_refused_ones(store, acme):
+    a = acme["id"]
+    for i in range(7):  # more calls at one instant than a chunk holds
+        add_cdr(store, f"same{i}", a, "+442071234567", "2026-03-10T10:00:00Z", talk_s=31)
+    for i in range(4):  # refused and free calls around a chunk's edge stay unrated, and are read once per run
+        add_cdr(store, f"bad{i}", a, "+33123", f"2026-03-10T10:00:0{i}Z", talk_s=5)
+        add_cdr(store, f"free{i}", a, "+442071234567", f"2026-03-10T10:00:0{i}Z", ended=f"2026-03-10T10:00:3{i}Z")
+    for i in range(5):
+        add_cdr(store, f"later{i}", a, "+442071234567", f"2026-03-10T11:00:0{i // 2}Z", talk_s=31)
+    out = ledger.bill_run(store, "acme", "2026-03", NOW, "t", chunk=3)
+    assert (out["cdrs"], out["charged"], out["refused"], out["free"]) == (20, 12, 4, 4)
+    assert len(charges(store)) == 12
+    again = ledger.bill_run(store, "acme", "2026-03", NOW, "t", chunk=3)
+    assert (again["cdrs"], again["charged"], again["refused"], again["free"]) == (8, 0, 4, 4)
 
 
 def test_what_if_rating_of_a_file_stores_nothing(store, acme, tmp_path):
