@@ -43,7 +43,7 @@ from core.errors import DialerError, StoreError
 from .desk import AgentDesk
 from .gate import AccountGate, AgentSessions, LoginGuard
 from .ids import uuid7
-from .jurisdiction import pacing_rules
+from .jurisdiction import load_version, pacing_rules
 from .journal import APPLIERS
 from .records import RecordKeeper, cdr_payload  # noqa: F401 (cdr_payload: the journal's tests use it here)
 from .routing import CallRouter
@@ -155,11 +155,14 @@ class DirectWrites:
     backlog = 0
 
 
-def _claim(store, hopper, n, now, consumer, live_numbers):
+def _claim(store, hopper, n, now, consumer, live_numbers, pacing=None):
     """On the store's thread: reserve up to ``n`` leads and mark them dialling, in one
-    call (the hopper works on the store the hook hands it)."""
+    call (the hopper works on the store the hook hands it); the ring minima of
+    rule-set versions the loop has not met yet are read here too (``pacing``)."""
     hopper.store = store
     picked = hopper.next_leads(n, now, consumer, live_numbers=live_numbers)
+    if picked and pacing is not None:
+        pacing.preload([getattr(v, "ruleset", None) for _, v in picked], lambda label: load_version(store, label))
     if picked:
         try:
             hopper.mark_dialing([row["id"] for row, _ in picked], now)
@@ -188,12 +191,12 @@ class HopperLeads:
     ``run``: ``claim`` (the rules engine's check at that instant, reserved and marked
     dialling) and ``release`` (leads that can no longer be dialled go back)."""
 
-    def __init__(self, hopper, run):
-        self.hopper, self.run = hopper, run
+    def __init__(self, hopper, run, pacing=None):
+        self.hopper, self.run, self.pacing = hopper, run, pacing
 
     def claim(self, n, now, consumer, live_numbers):
         """``live_numbers()``: the numbers on a call now (read here, on the reactor thread)."""
-        return self.run(_claim, self.hopper, n, now, consumer, frozenset(live_numbers()))
+        return self.run(_claim, self.hopper, n, now, consumer, frozenset(live_numbers()), self.pacing)
 
     def release(self, lead_ids, now):
         d = self.run(_release, self.hopper.cid, list(lead_ids), now)
@@ -385,10 +388,13 @@ class Dialer:
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
                  record_dir=None, journal=None, registrar=None, brake=None, gate=None, sessions=None,
                  login_guard=None, verify=None, node="local", run=None, account=None, leads=None,
-                 connect_window_ms=CONNECT_WINDOW_MS):
+                 connect_window_ms=CONNECT_WINDOW_MS, hopper=None, pacing=None, read=None):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
         self.node = node  # which dialer service placed a call (kept with its open-call row)
         self.run = run if run is not None else _sync_run(store)
+        # reads of what other processes write (an agent's user at login), which need
+        # not wait for this loop's writes (``dialer.journal.Journal.read``)
+        self.read = read if read is not None else self.run
         # every write of the loop goes through the journal (never lost, never blocking)
         self.journal = journal if journal is not None else DirectWrites(store)
         # the campaign's SIP trunk (dialer.trunks.TrunkRegistrar: registration, room,
@@ -397,9 +403,8 @@ class Dialer:
         self.trunk = registrar.trunk if registrar is not None else None
         self.brake = brake or CongestionBrake()
         if leads is None:
-            hopper = Hopper(store, campaign)
+            hopper = hopper if hopper is not None else Hopper(store, campaign)
             self.campaign = hopper.campaign
-            leads = HopperLeads(hopper, self.run)
         else:
             self.campaign = campaign
         self.leads = leads
@@ -424,8 +429,14 @@ class Dialer:
         # the PIN check (scrypt, tens of ms) never runs on the reactor thread
         verify = verify or (lambda pin, stored: threads.deferToThreadPool(
             reactor, reactor.getThreadPool(), verify_pin, pin, stored))
-        # the campaign's rule set: abandon cap and window (with the CDRs' counts), ring minima
-        self.pacing = pacing_rules(store, self.campaign, self.now())
+        # the campaign's rule set: abandon cap and window (with the CDRs' counts), ring
+        # minima; ``pacing`` and ``hopper`` (with ``account``) as the service reads them
+        # on the store thread (``dialer.service.campaign_setup``), so nothing here reads
+        self.pacing = pacing if pacing is not None else pacing_rules(store, self.campaign, self.now())
+        if leads is None:
+            # the ring minima of rule-set versions first met while running are read
+            # with the claim that brings them, on the store's thread
+            leads = HopperLeads(hopper, self.run, self.pacing)
         self.policy = policy or policy_for(self.campaign, self.pacing)
         self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
         self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
@@ -440,7 +451,7 @@ class Dialer:
         self.stats = Stats(self.pacing.window(), clock=reactor.seconds)
         name = self.campaign["name"]
         self.records = RecordKeeper(reactor, self.journal, self.account_id, self.cid, node=node, consumer=consumer)
-        self.desk = AgentDesk(reactor, pool, self.floor, self.records, sessions, login_guard, verify, self.run,
+        self.desk = AgentDesk(reactor, pool, self.floor, self.records, sessions, login_guard, verify, self.read,
                               self.account, self.campaign, owner=self, on_login=self._agent_freed,
                               on_gone=self._agent_gone)
         self.router = CallRouter(reactor, pool, self.floor, self.records, self.stats, self.policy, self.gate,

@@ -119,7 +119,8 @@ def _apply_command_done(store, payload):
 
 
 class _Call:
-    """A function queued for the store thread: ``after`` is the last write put before it."""
+    """A function queued for the store thread: ``after`` is the last write put before it
+    (None: a read that waits for no write, ``Journal.read``)."""
     __slots__ = ("after", "fn", "args", "kw", "d")
 
     def __init__(self, after, fn, args, kw, d):
@@ -322,6 +323,21 @@ class Journal:
         d.errback(StoreError("the dialer's store thread is stopped"))
         return d
 
+    def read(self, fn, *args, **kw):
+        """Like ``call``, for a function that only reads what other processes write
+        (an agent login's user): it does not wait for this journal's earlier writes,
+        so it runs even while they are held back (another process holding the
+        database's write lock: SQLite's WAL lets readers through). The Deferred fails
+        with ``StoreError`` only when the database cannot be read."""
+        d = defer.Deferred()
+        with self._lock:
+            if not self._closed:
+                self._calls.append(_Call(None, fn, args, kw, d))
+                self._wake.notify()
+                return d
+        d.errback(StoreError("the dialer's store thread is stopped"))
+        return d
+
     def process(self):
         """Apply the pending writes and run the queued calls, in the order they were
         made, until nothing is left or the store refuses a write. A call behind a write
@@ -334,13 +350,14 @@ class Journal:
                 if self._apply_one_batch() is None:
                     return
                 continue
-            if self._apply_one_batch(call.after) is not None:
+            if call.after is not None and self._apply_one_batch(call.after) is not None:
                 continue  # one batch at a time: a call made meanwhile is not kept waiting
             with self._lock:
                 if not self._calls or self._calls[0] is not call:  # failed by stop() meanwhile
                     continue
                 self._calls.popleft()
-                behind = bool(self._pending) and self._pending[0][0] <= call.after
+                # (a read, ``after`` None, waits for no write)
+                behind = call.after is not None and bool(self._pending) and self._pending[0][0] <= call.after
             if behind:
                 self._settle(call, Failure(StoreError(
                     f"database unavailable ({self.failing}): {self.backlog} write(s) waiting in the journal")))

@@ -12,9 +12,10 @@ ring time (issue 12).
 - Each call rings max(the dialer's ring timeout, ``ring_min_seconds`` of the rule set
   that passed the lead). The lead's verdict names that version ("GB@2"); versions
   are immutable, so each is read once: those in force when the loop starts, and a
-  version first met later (a rule set edited while the loop runs) on its first call,
-  read from the dialing thread (one small read per new version).
-  If that read fails the call rings the longest ring timeout allowed (300 s): never
+  version first met later (a rule set edited while the loop runs) with the claim
+  that brings it, on the store's thread (``PacingRules.preload``; one small read per
+  new version). If that read failed, the dial tries once more on its own thread, and
+  if that fails too the call rings the longest ring timeout allowed (300 s): never
   shorter than the rule set may ask.
 
 A region without a rule set leaves the campaign's own target and the policy's default
@@ -55,6 +56,17 @@ class PacingRules:
     def window(self):
         """The live summary's abandon window, starting from the CDRs' counts."""
         return AbandonWindow(self.window_hours, self.minutes)
+
+    def preload(self, labels, load):
+        """Read the ring minima of the versions among ``labels`` not known yet, with
+        ``load`` (label -> CompiledRuleSet): the live loop calls this on the store's
+        thread with each claim, so a dial on the reactor thread finds them known. A
+        version that cannot be read is left unknown (``ring_timeout_s`` decides)."""
+        for label in set(labels) - set(self.rings) - {None}:
+            try:
+                self.rings[label] = load(label).ring_min_seconds
+            except (DialerError, ValueError) as e:
+                log.warn("rule set {label} not read ({err})", label=label, err=str(e))
 
     def ring_minimum(self, label):
         """``ring_min_seconds`` of the rule-set version ``label`` (read once)."""

@@ -62,11 +62,13 @@ class Service:
 
     def _add(self, row, setup=None):
         """A Dialer for a running campaign, through its trunk (registered if new).
-        ``setup``: its (trunk, account row) as ``campaign_setup`` read them; read here
+        ``setup``: what ``campaign_setup`` read for it (on the store thread); read here
         when None (at start, before the reactor runs)."""
         from .engine import Dialer
         from .trunks import TrunkRegistrar
-        trunk, account = setup if setup is not None else campaign_setup(self.store, row)
+        if setup is None:
+            setup = campaign_setup(self.store, row, self._now())
+        trunk, account, hopper, pacing = setup
         new_trunk = trunk.id not in self.registrars
         if new_trunk:
             self.registrars[trunk.id] = TrunkRegistrar(self.reactor, self.pool, trunk, on_result=self._registration,
@@ -76,8 +78,13 @@ class Service:
             self.reactor, self.store, row["id"], self.pool, route=trunk.uri, tick=self.tick, cps=trunk.cps,
             record_dir=self.record_dir, journal=self.journal, registrar=self.registrars[trunk.id],
             consumer=f"dialer-{row['id']}@{self.node}", gate=self.gate, sessions=self.sessions,
-            login_guard=self.login_guard, verify=self.verify, node=self.node, run=self.journal.call)
+            login_guard=self.login_guard, verify=self.verify, node=self.node, run=self.journal.call,
+            read=self.journal.read,
+            account=account, hopper=hopper, pacing=pacing)
         return d, new_trunk
+
+    def _now(self):
+        return _dt.datetime.fromtimestamp(self.reactor.seconds(), _dt.timezone.utc)
 
     def look_for_campaigns(self):
         """Campaigns started while the service runs join it (checked every few seconds,
@@ -85,7 +92,7 @@ class Service:
         nothing to look for)."""
         if self.stopping or self.names:
             return None
-        d = self.journal.call(campaigns_to_join, frozenset(self.dialers))
+        d = self.journal.call(campaigns_to_join, frozenset(self.dialers), self._now())
         d.addCallbacks(self._join, self._not_looked)
         return d
 
@@ -160,7 +167,7 @@ class Service:
             # the user is looked up on the store thread; the phone's events that come
             # meanwhile (its ACK, its hang-up) wait for the answer
             self.looking[key] = []
-            d = self.journal.call(login_matches, ev.get("to_user") or "")
+            d = self.journal.read(login_matches, ev.get("to_user") or "")
             d.addCallbacks(self._route_login, self._login_not_looked, callbackArgs=(ev,), errbackArgs=(ev,))
             return
         if key in self.looking:
@@ -310,26 +317,34 @@ def pin_checker(reactor, at_once=None, check=None):
     return verify
 
 
-def campaign_setup(store, row):
-    """A running campaign's (trunk, account row): what its loop needs to join."""
+def campaign_setup(store, row, now):
+    """What a running campaign's loop reads from the store before it can start, read
+    here (on the store thread once the service runs) so that the Dialer's
+    construction reads nothing: (trunk, account row, its hopper, its pacing rules at
+    ``now``, an aware datetime)."""
+    from campaigns.hopper import Hopper
+
+    from .jurisdiction import pacing_rules
     from .trunks import campaign_trunk
     trunk = campaign_trunk(store, row)
     if trunk is None:
         raise InputError(f"campaign {row['name']!r} has no SIP trunk: add one to its account with "
                          f"'dialer trunk add NAME --account ACCOUNT --proxy HOST:PORT'")
-    account = store.query_one("SELECT id, line_capacity FROM accounts WHERE id = ?", (row["account_id"],))
-    return trunk, account
+    account = store.query_one("SELECT * FROM accounts WHERE id = ?", (row["account_id"],))
+    hopper = Hopper(store, row["id"])
+    return trunk, account, hopper, pacing_rules(store, hopper.campaign, now)
 
 
-def campaigns_to_join(store, known):
+def campaigns_to_join(store, known, now):
     """On the store thread: the running campaigns whose id is not in ``known``, each as
-    (row, (trunk, account) or None, the DialerError that keeps it out or None)."""
+    (row, its ``campaign_setup`` at ``now`` or None, the DialerError that keeps it out
+    or None)."""
     out = []
     for row in store.query("SELECT * FROM campaigns WHERE state = 'running' ORDER BY id"):
         if row["id"] in known:
             continue
         try:
-            out.append((row, campaign_setup(store, row), None))
+            out.append((row, campaign_setup(store, row, now), None))
         except DialerError as e:
             out.append((row, None, e))
     return out

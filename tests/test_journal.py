@@ -226,6 +226,24 @@ def test_a_call_behind_writes_the_locked_database_refuses_fails_with_store_error
     assert outcome(again) == 1 and j.backlog == 0 and j.failing is None
 
 
+def test_a_read_runs_while_writes_are_held_back_by_another_process(store, db_path, account):
+    # an agent's login while a CLI import holds the write lock: the user is read (WAL
+    # lets readers through); an ordered call behind the held-back write fails
+    from core.errors import StoreError
+    j = journal(db_path, reactor=AtOnce())
+    other = lock(db_path)
+    j.put("cdr", cdr_item(account, 1))
+    ordered = j.call(count_cdrs)
+    read = j.read(lambda s: s.query_one("SELECT name FROM accounts WHERE id = ?", (account,))["name"])
+    j.process()
+    assert outcome(ordered).check(StoreError)
+    assert outcome(read) == "acme"
+    assert j.backlog == 1  # the write waits for the lock, kept
+    other.execute("ROLLBACK")
+    other.close()
+    j.process()
+    assert j.backlog == 0 and cdr_ids(store) == ["call-1"]
+
 def test_a_call_that_finds_the_database_locked_fails_with_store_error(store, db_path, account):
     from core.errors import StoreError
     j = journal(db_path, reactor=AtOnce())

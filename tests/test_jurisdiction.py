@@ -212,7 +212,9 @@ def test_each_call_rings_the_ring_minimum_of_the_rule_set_its_verdict_names(tmp_
     assert {n: t for n, t in got.items() if n.startswith("44")} == {n: 20.0 for n in got if n.startswith("44")}
     assert got["12125551037"] == 15.0
     assert {d.legs[k].ruleset for _, k, _, _ in pool.dials} == {"GB@2", "US@1"}
-    # a rule set edited while the loop runs: the next GB call rings the new minimum
+    # a rule set edited while the loop runs: the next GB call rings the new minimum,
+    # read with the claim that brought the lead (the store's thread), not at the dial
+    d.pacing.load = None  # a read at the dial would fail: the call would ring 300 s
     service.set_rule(store, "GB", "rules.ring.min_seconds", "25", T0, "officer", "ring longer still")
     f = tmp_path / "more.csv"
     f.write_text("phone\n020 7946 0900\n")

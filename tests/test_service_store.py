@@ -44,6 +44,16 @@ def setup(tmp_path):
     return store, journal, svc
 
 
+class NoReads:
+    """The service's store, where any database access from the reactor fails the test."""
+
+    def __init__(self, store):
+        self.files_dir, self.path = store.files_dir, store.path
+
+    def __getattr__(self, name):
+        raise AssertionError(f"store.{name} used on the reactor thread")
+
+
 def spy(dialer):
     """The events a campaign loop receives (and nothing else done with them)."""
     seen = []
@@ -85,18 +95,33 @@ def test_an_unknown_agent_is_refused_with_404(tmp_path):
     assert seen == [] and svc.pool.hangups == [("p1", 404)]
 
 
-def test_a_login_the_database_cannot_check_is_refused_with_503(tmp_path):
+def test_a_login_goes_through_while_another_process_holds_the_write_lock(tmp_path):
     store, journal, svc = setup(tmp_path)
     (spring,) = svc.dialers.values()
     seen = spy(spring)
     other = sqlite3.connect(str(store.path), isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock (a CLI import)
     svc._registration({"trunk_id": 1, "worker": 5070, "code": 200, "reason": "OK", "ms": 3, "alert": False})
     svc.on_event({"ev": "incoming", "key": "p1", "to_user": "agent-bob-5828", "source": "127.0.0.1:1"})
-    journal.process()  # the write before the lookup cannot be applied: the lookup fails, not waits
-    assert seen == [] and svc.pool.hangups == [("p1", 503)]
+    journal.process()  # the registration's write waits for the lock; the user is read all the same
+    assert [e["key"] for e in seen] == ["p1"] and svc.pool.hangups == []
+    assert journal.backlog >= 1
     other.execute("ROLLBACK")
     other.close()
+
+
+def test_a_login_the_database_cannot_check_is_refused_with_503(tmp_path):
+    from core.errors import StoreError
+    store, journal, svc = setup(tmp_path)
+    (spring,) = svc.dialers.values()
+    seen = spy(spring)
+
+    def gone():
+        raise StoreError("database d.db: unable to open database file")
+    journal._store, journal._open_store = None, gone  # the database cannot be opened
+    svc.on_event({"ev": "incoming", "key": "p1", "to_user": "agent-bob-5828", "source": "127.0.0.1:1"})
+    journal.process()
+    assert seen == [] and svc.pool.hangups == [("p1", 503)]
 
 
 def test_a_campaign_started_while_the_service_runs_is_read_on_the_store_thread(tmp_path):
@@ -109,6 +134,9 @@ def test_a_campaign_started_while_the_service_runs_is_read_on_the_store_thread(t
     change_state(store, "nowhere", "start", T0, "t", account="lone")
     d = svc.look_for_campaigns()
     assert sorted(c.campaign["name"] for c in svc.dialers.values()) == ["spring"]  # not read yet
+    # the new loop is built on the reactor from what the store thread read: its
+    # construction reads nothing (campaign, account, rule sets, the window's CDRs)
+    svc.store = NoReads(store)
     journal.process()
     assert d.called
     assert sorted(c.campaign["name"] for c in svc.dialers.values()) == ["autumn", "spring"]
