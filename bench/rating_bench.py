@@ -17,8 +17,8 @@ and times:
 * ``billing.ledger.bill_run`` of the month: every CDR read, checked, rated and
   inserted into the ledger (the figure: CDRs per second, goal 100 000);
 * the same run again (everything already rated: nothing to do);
-* the rating alone (``billing.calls.rate_batch`` on records in memory), to show
-  how the time divides between Python and the store.
+* the checks and rating alone (``billing.calls.rate_batch`` on the CDRs in
+  memory), to show how the time divides between Python and the store.
 
 It checks the run charged every CDR once and that the ledger's sum equals the sum
 of the rated amounts. Progress goes to stderr; one JSON line to stdout at the end.
@@ -181,8 +181,8 @@ def main():
 
     ledger_sum = store.execute("SELECT SUM(amount_micros), COUNT(*) FROM ledger_entries WHERE account_id = ?",
                                (acc["id"],)).fetchone()
-    records = [tuple(r) for r in store.execute(
-        "SELECT call_id, destination, started_at, billable_ms FROM cdrs WHERE account_id = ?", (acc["id"],))]
+    records = store.execute("SELECT call_id, destination, started_at, answered_at, ended_at, duration_ms, billable_ms "
+                            "FROM cdrs WHERE account_id = ?", (acc["id"],)).fetchall()
     service = service_tariff(plan_row(store, acc["id"]))
     t = time.perf_counter()
     rated, free, refused = rate_batch(records, service, index)

@@ -77,21 +77,34 @@ def reason_kind(reason):
     return reason
 
 
-def rate_batch(records, service, index, deck_name=None):
-    """Rate checked records. ``records``: (call_id, destination, started_at,
-    billable_ms) with storage-form ``started_at``; ``service``: the account's
-    Tariff; ``index``: its PrefixIndex (or None: no deck). Returns (rated, free,
-    refused): rated rows (call_id, started_at, billsec, service_seconds,
-    service_micros, telecom_seconds, telecom_micros, charge_micros (the negated
-    sum), prefix), in the order ``billing.ledger`` inserts them; free call ids (0
-    billable seconds); refused (call_id, reason)."""
+def rate_batch(rows, service, index, deck_name=None):
+    """Check and rate call records. ``rows``: (call_id, destination, started_at,
+    answered_at, ended_at, duration_ms, billable_ms), instants in storage form (as
+    the ``cdrs`` table holds them; :func:`check_csv_row` makes them from a CSV row);
+    ``service``: the account's Tariff; ``index``: its PrefixIndex (or None: no deck).
+    Returns (rated, free, refused): rated rows (call_id, started_at, billsec,
+    service_seconds, service_micros, telecom_seconds, telecom_micros, charge_micros
+    (the negated sum), prefix), in the order ``billing.ledger`` inserts them; free
+    call ids (0 billable seconds); refused (call_id, reason)."""
     rated, free, refused = [], [], []
     lookup = index.lookup if index is not None else None
     service_costs = {}  # billsec -> (seconds, cost): one account, one service tariff, few distinct durations
-    for call_id, destination, started, billable_ms in records:
-        if billable_ms <= 0:
-            free.append(call_id)
-            continue
+    for call_id, destination, started, answered, ended, duration_ms, billable_ms in rows:
+        # the common case, an answered call in storage form, is checked inline (the same checks
+        # as check_stored, which is asked whenever one fails, and gives the reason)
+        if not (answered is not None and 0 < billable_ms <= MAX_CALL_MS and duration_ms <= MAX_CALL_MS
+                and len(started) == 24 == len(answered) == len(ended)
+                and started[-1] == answered[-1] == ended[-1] == "Z"
+                and started[10] == answered[10] == ended[10] == "T"
+                and started <= answered <= ended):
+            reason = check_stored(started, answered, ended, duration_ms, billable_ms)
+            if reason is not None:
+                refused.append((call_id, reason))
+                continue
+            if billable_ms <= 0:
+                free.append(call_id)
+                continue
+            started = _norm(started)
         billsec = -(-billable_ms // 1000)  # billable_seconds(), inline
         digits = destination[1:] if destination[:1] == "+" else destination
         if not digits.isdigit() or not digits.isascii():
@@ -159,8 +172,10 @@ def read_cdr_csv(path):
 
 
 def check_csv_row(fields):
-    """(call_id, destination, started_at, billable_ms, duration_ms) of a what-if row
-    (storage-form start), or InputError with the reason it is refused."""
+    """A what-if row as a record for :func:`rate_batch` (call_id, destination,
+    started_at, answered_at, ended_at, duration_ms, billable_ms), instants in storage
+    form, or InputError with the reason a field cannot be read (``rate_batch`` then
+    checks the call itself, as it checks a stored one)."""
     call_id = fields["call_id"]
     if not call_id:
         raise InputError("no call_id")
@@ -171,10 +186,6 @@ def check_csv_row(fields):
     answered = (parse_instant(fields["answered_at"], "answered_at", bounded=True)
                 if fields["answered_at"] else None)
     s_ms, e_ms = to_ms(started), to_ms(ended)
-    a_ms = to_ms(answered) if answered is not None else None
-    billable = e_ms - a_ms if a_ms is not None else 0
-    reason = check_stored(to_iso(started), to_iso(answered) if answered else None, to_iso(ended), e_ms - s_ms,
-                          billable)
-    if reason is not None:
-        raise InputError(reason)
-    return call_id, fields["destination"], to_iso(started), billable, e_ms - s_ms
+    billable = e_ms - to_ms(answered) if answered is not None else 0
+    return (call_id, fields["destination"], to_iso(started), to_iso(answered) if answered else None, to_iso(ended),
+            e_ms - s_ms, billable)

@@ -24,7 +24,7 @@ from core.errors import InputError, StateError
 from core.tenancy import resolve_account
 from core.timeutil import shown, to_iso
 
-from .calls import MAX_CALL_MS, check_stored, rate_batch, reason_kind
+from .calls import rate_batch, reason_kind
 from .decks import load_index
 from .money import from_micros, micros, parse_amount
 from .plans import ensure_plan, month_bounds, plan_row, service_tariff, set_plan
@@ -145,28 +145,6 @@ def charge(store, account_id, rated, batch, now=None, actor=None, deck_id=None, 
     return cur.rowcount, batch
 
 
-def _checked(rows, refused):
-    """Stored CDR rows -> records for rate_batch; refusals appended."""
-    out = []
-    append = out.append
-    for call_id, destination, started, answered, ended, duration_ms, billable_ms in rows:
-        # the common case, an answered call in storage form, checked inline (the same
-        # checks as check_stored, which gives the reason whenever one fails)
-        if (answered is not None and 0 <= billable_ms <= MAX_CALL_MS and duration_ms <= MAX_CALL_MS
-                and len(started) == 24 == len(answered) == len(ended)
-                and started[-1] == answered[-1] == ended[-1] == "Z"
-                and started[10] == answered[10] == ended[10] == "T"
-                and started <= answered <= ended):
-            append((call_id, destination, started, billable_ms))
-            continue
-        reason = check_stored(started, answered, ended, duration_ms, billable_ms)
-        if reason is None:
-            append((call_id, destination, started, billable_ms))
-        else:
-            refused.append((call_id, reason))
-    return out
-
-
 def _summary(refused):
     """Refused CDRs for a report: counts per kind of reason, and the first few."""
     by_reason = {}
@@ -229,9 +207,7 @@ def bill_run(store, account, period, now, actor, chunk=CHUNK):
     refused_all = []
     batch = None
     for rows in _unrated(store, acc["id"], lo, hi, chunk):
-        refused = []
-        rated, free, more = rate_batch(_checked(rows, refused), service, index)
-        refused.extend(more)
+        rated, free, refused = rate_batch(rows, service, index)
         inserted = 0
         if rated:
             inserted, batch = charge(store, acc["id"], rated, batch, now, actor, deck["id"] if deck else None, period)
@@ -305,8 +281,7 @@ def rerate(store, account, now, actor, period=None, call_ids=None, reason=""):
             cdrs.extend(store.execute(
                 f"SELECT {_CDR_COLUMNS} FROM cdrs c WHERE c.account_id = ? AND c.call_id IN "
                 f"({', '.join('?' * len(part))})", [acc["id"], *part]).fetchall())
-        rated, free, more = rate_batch(_checked(cdrs, refused), service, index)
-        refused.extend(more)
+        rated, free, refused = rate_batch(cdrs, service, index)
         refused.extend((cid, "rates at 0 now (0 billable seconds)") for cid in free)
         rows = []
         for call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, _amount, prefix in rated:

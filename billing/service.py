@@ -67,8 +67,7 @@ def rate_file(store, path, account=None):
                             "scope": "own" if index.deck["account_id"] is not None else "default"}
                            if index is not None else None)
         by_id = {rec[0]: line for line, _acc, rec in items}
-        rated, free, bad = rate_batch([(cid, dest, start, billable) for _l, _a, (cid, dest, start, billable, _d)
-                                       in items], service, index)
+        rated, free, bad = rate_batch([rec for _l, _a, rec in items], service, index)
         for call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, _amount, prefix in rated:
             dest = index.lookup(prefix, started)[1][3]  # the destination's name, for the report
             totals["service"] += s_cost

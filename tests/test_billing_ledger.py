@@ -58,8 +58,8 @@ def test_two_processes_rating_the_same_cdrs_charge_once(store, acme, db_path):
     from billing.plans import plan_row, service_tariff
     other = Store(db_path)
     try:
-        records = [(r[0], r[1], r[2], r[3]) for r in store.execute(
-            "SELECT call_id, destination, started_at, billable_ms FROM cdrs ORDER BY call_id").fetchall()]
+        records = store.execute("SELECT call_id, destination, started_at, answered_at, ended_at, duration_ms, "
+                                "billable_ms FROM cdrs ORDER BY call_id").fetchall()
         rated, _free, _refused = rate_batch(records, service_tariff(plan_row(store, acme["id"])),
                                             load_index(store, acme["id"]))
         assert ledger.charge(store, acme["id"], rated, None, NOW, "a")[0] == 2
