@@ -153,10 +153,20 @@ def test_distributions():
 @pytest.mark.parametrize("bad,msg", [
     ({"talk": {"type": "gamma"}}, "unknown type"), ({"talk": {"type": "uniform", "low": 1}}, "bad uniform"),
     ({"agnets": 5}, "unknown field"), ({"agents": "many"}, "agents"),
+    ({"handle_scale": [[0, 1.0], [3600, 0]]}, "positive"), ({"handle_scale": "x"}, "handle_scale"),
 ])
 def test_bad_scenarios_are_refused(bad, msg):
     with pytest.raises(InputError, match=msg):
         load_scenario(bad)
+
+
+def test_handle_times_follow_their_schedule():
+    # talk and wrap x 2 from the second hour: each agent handles about half the calls
+    sc = {**REALISTIC, "agents": 10, "p_live": 0.3, "shift_hours": 2}
+    same = simulate(load_scenario(sc), Progressive(), 3)
+    slow = simulate(load_scenario({**sc, "handle_scale": [[0, 1.0], [3600, 2.0]]}), Progressive(), 3)
+    assert slow.live_answers < 0.85 * same.live_answers and slow.live_answers > 0.6 * same.live_answers
+    assert slow.occupancy > same.occupancy  # longer calls, the same waits between them
 
 
 def test_pacing_state_free_lines():

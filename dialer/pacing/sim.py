@@ -116,6 +116,7 @@ class Scenario:
     nonlive: dict = field(default_factory=lambda: {"type": "exponential", "mean": 20})
     talk: dict = field(default_factory=lambda: {"type": "exponential", "mean": 210})
     wrap: object = 0.0
+    handle_scale: object = 1.0  # number or [[t, x], ...]: talk and wrap times x this from t on
     connect_window: float = 0.0  # seconds a live answer may wait for an agent (2 for the 2-second rule)
     abandon_cap: float = 0.03
     abandon_window_hours: float = 720.0
@@ -146,6 +147,10 @@ def load_scenario(path_or_dict):
         make_dist(getattr(sc, name), name)
     _schedule(sc.agents, "agents")
     _schedule(sc.p_live, "p_live")
+    _schedule(sc.handle_scale, "handle_scale")
+    factors = [x for _, x in sc.handle_scale] if isinstance(sc.handle_scale, list) else [sc.handle_scale]
+    if any(float(x) <= 0 for x in factors):
+        raise InputError("handle_scale: the factors must be positive")
     return sc
 
 
@@ -311,9 +316,10 @@ class SimPool:
     silence until the loop hangs up. The agent of a call that ended disposes at the
     end of the wrap time, through ``Dialer.dispose``."""
 
-    def __init__(self, clock, leads_u, p_at, ring_d, nonlive_d, talk_d, wrap_d):
+    def __init__(self, clock, leads_u, p_at, ring_d, nonlive_d, talk_d, wrap_d, scale_at=lambda t: 1.0):
         self.clock, self.u, self.p_at = clock, leads_u, p_at
         self.ring_d, self.nonlive_d, self.talk_d, self.wrap_d = ring_d, nonlive_d, talk_d, wrap_d
+        self.scale_at = scale_at  # handle times (talk, wrap) x scale_at(t)
         self.dialer = None
         self.calls = {}  # key -> [lead index, started ms, answered ms or None, pending IDelayedCall, agent uid]
         self.agents = {}  # agent leg key -> user id
@@ -356,7 +362,7 @@ class SimPool:
                               "answered": answered is not None, "started_ms": started, "answered_ms": answered,
                               "ended_ms": self._ms(), "cause": cause})
         if uid is not None and self.dialer.floor.state_of(uid) == "wrap_up":
-            wrap = self.wrap_d(self.u[i][3])
+            wrap = self.wrap_d(self.u[i][3]) * self.scale_at(self.clock.seconds())
             if wrap > 0:
                 self.clock.callLater(wrap, self._dispose, uid)
             else:
@@ -369,7 +375,8 @@ class SimPool:
     def connect(self, customer, agent, tie_key=None):
         call = self.calls[customer]
         call[4] = self.agents[agent]
-        call[3] = self.clock.callLater(self.talk_d(self.u[call[0]][2]), self._end, customer, 200, "OK", "remote")
+        talk = self.talk_d(self.u[call[0]][2]) * self.scale_at(self.clock.seconds())
+        call[3] = self.clock.callLater(talk, self._end, customer, 200, "OK", "remote")
         return "bridge"
 
     def hangup(self, key, code=None):
@@ -520,7 +527,7 @@ def simulate(scenario, policy, seed=None, record=None):
     clock = HeapClock()
     leads = SimLeads()
     pool = SimPool(clock, _Leads(seed), p_at, make_dist(sc.live_ring), make_dist(sc.nonlive), make_dist(sc.talk),
-                   make_dist(sc.wrap))
+                   make_dist(sc.wrap), _schedule(sc.handle_scale, "handle_scale"))
     sink = RecordSink(clock, record)
     campaign = {"id": 1, "account_id": 1, "name": sc.name, "dial_mode": policy.name, "caller_id": "+12125550100",
                 "greeting": None, "abandon_target": sc.abandon_cap, "power_ratio": None}
