@@ -407,7 +407,6 @@ class Dialer:
             self.campaign = hopper.campaign
         else:
             self.campaign = campaign
-        self.leads = leads
         self.cid = self.campaign["id"]
         if account is None:
             account = store.query_one("SELECT * FROM accounts WHERE id = ?", (self.campaign["account_id"],))
@@ -437,6 +436,7 @@ class Dialer:
             # the ring minima of rule-set versions first met while running are read
             # with the claim that brings them, on the store's thread
             leads = HopperLeads(hopper, self.run, self.pacing)
+        self.leads = leads
         self.policy = policy or policy_for(self.campaign, self.pacing)
         self.floor = AgentFloor(wrap_limit_s=wrap_limit_s)
         self.tick_s, self.cps, self.ring_timeout_s = tick, float(cps), ring_timeout_s
