@@ -7,9 +7,13 @@ the dialer's ``cdrs`` table through the store, never the ``dialer`` package.
 * ``rating``: what one call costs; the rounding rule (stated there, once).
 * ``plans``: an account's service price, increment scheme, time zone and floor.
 * ``decks``: telecom rate decks from CSV, all-or-nothing, and the prefix index.
-* ``calls``: CDRs (stored, or a what-if CSV) checked before they are rated.
-* ``ledger``: charges, payments, credits, interest, reversals; the balance.
-* ``service``: what the CLI calls.
+* ``calls``: CDRs (stored, or a what-if CSV) checked and rated in batches.
+* ``ledger``: charges, payments, credits, interest, reversals; the balance; bill
+  runs and rerates.
+* ``service``: what-if rating of a CDR file (nothing stored).
+
+Not built yet: the live balance guard, invoices, interest computation, the account
+life cycle, the high-cost report, the records export.
 
 See docs/billing.md.
 """

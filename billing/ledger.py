@@ -19,6 +19,9 @@ period); ``service_micros``/``telecom_micros`` are its two rated components, who
 sum is the charge.
 """
 
+import contextlib
+import gc
+
 from core import audit
 from core.errors import InputError, StateError
 from core.tenancy import resolve_account
@@ -155,6 +158,20 @@ def _summary(refused):
             "refused_examples": [{"call_id": c, "reason": r} for c, r in refused[:REFUSED_SHOWN]]}
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """The cyclic garbage collector paused while a bill run rates its chunks (and
+    restored as it was): the run makes millions of tuples and no reference cycle, and
+    the collector's passes over them cost about 7 % of the run (bench/rating_bench.py)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _unrated(store, account_id, lo, hi, chunk):
     """The account's unrated CDRs that started in [lo, hi), in chunks of about
     ``chunk``, in start order (the order of the ``cdrs_billing`` index: no sort).
@@ -206,21 +223,23 @@ def bill_run(store, account, period, now, actor, chunk=CHUNK):
     totals = [0, 0]
     refused_all = []
     batch = None
-    for rows in _unrated(store, acc["id"], lo, hi, chunk):
-        rated, free, refused = rate_batch(rows, service, index)
-        inserted = 0
-        if rated:
-            inserted, batch = charge(store, acc["id"], rated, batch, now, actor, deck["id"] if deck else None, period)
-        counts["cdrs"] += len(rows)
-        counts["charged"] += inserted
-        counts["already"] += len(rated) - inserted
-        counts["free"] += len(free)
-        counts["refused"] += len(refused)
-        if inserted == len(rated):
-            for r in rated:
-                totals[0] += r[4]
-                totals[1] += r[6]
-        refused_all.extend(refused)
+    with _gc_paused():
+        for rows in _unrated(store, acc["id"], lo, hi, chunk):
+            rated, free, refused = rate_batch(rows, service, index)
+            inserted = 0
+            if rated:
+                inserted, batch = charge(store, acc["id"], rated, batch, now, actor, deck["id"] if deck else None,
+                                         period)
+            counts["cdrs"] += len(rows)
+            counts["charged"] += inserted
+            counts["already"] += len(rated) - inserted
+            counts["free"] += len(free)
+            counts["refused"] += len(refused)
+            if inserted == len(rated):
+                for r in rated:
+                    totals[0] += r[4]
+                    totals[1] += r[6]
+            refused_all.extend(refused)
     if counts["already"]:
         # another process charged some of these calls meanwhile: count what this run inserted
         s, t = store.execute("SELECT SUM(service_micros), SUM(telecom_micros) FROM ledger_entries "

@@ -87,6 +87,16 @@ def test_the_ledger_is_append_only(store, acme):
         store.execute("DELETE FROM ledger_entries")
 
 
+def test_the_database_refuses_entries_with_the_wrong_sign_or_kind(store, acme):
+    entry = ledger.topup(store, "acme", "10", NOW, "t")["entry"]
+    batch = store.query_one("SELECT batch_id FROM ledger_entries WHERE id = ?", (entry,))["batch_id"]
+    for kind, amount, call_id, seq in (("charge", 5, "c9", 1), ("payment", -5, None, None), ("refund", 5, None, None),
+                                       ("charge", -5, None, None), ("interest", 5, None, None)):
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            store.execute("INSERT INTO ledger_entries (account_id, batch_id, kind, amount_micros, at, call_id, seq) "
+                          "VALUES (?, ?, ?, ?, 'x', ?, ?)", (acme["id"], batch, kind, amount, call_id, seq))
+
+
 def test_rerating_is_a_reversal_plus_a_new_charge(store, acme, tmp_path):
     add_cdr(store, "c1", acme["id"], "+442071234567", "2026-03-10T10:00:00Z", talk_s=31)
     add_cdr(store, "c2", acme["id"], "+12125550100", "2026-03-10T11:00:00Z", talk_s=61)
