@@ -1193,7 +1193,7 @@ def balance_show(app, account, as_json):
                                   for k, v in out["by_kind"].items() if v["entries"]))
 
 
-@balance.command("topup")
+@balance.command("topup", context_settings={"ignore_unknown_options": True})  # -5: refused as negative, not as an option
 @click.argument("amount")
 @click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--reference", default="", help="The payment's reference (e.g. the bank transfer's).")
@@ -1207,7 +1207,7 @@ def balance_topup(app, amount, account, reference, as_json):
                         f"balance {_money(out['balance'])}")
 
 
-@balance.command("floor")
+@balance.command("floor", context_settings={"ignore_unknown_options": True})  # -5: refused as negative, not as an option
 @click.argument("amount")
 @click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--reason", default="", help="Why (recorded in the audit log).")

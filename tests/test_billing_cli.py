@@ -120,6 +120,8 @@ def test_rates_show(run, acme):
     (("bill", "plan", "--account", "acme", "--time-zone", "Mars/Base"),
      "Error: time zone 'Mars/Base' is not an IANA time zone (e.g. America/New_York, UTC)"),
     (("bill", "rerate", "--account", "acme"), "Error: rerate needs a period (YYYY-MM) or call ids, not both"),
+    (("balance", "floor", "-5", "--account", "acme"), "Error: balance floor '-5' is negative"),
+    (("balance", "topup", "-5", "--account", "acme"), "Error: payment amount '-5' is negative"),
 ])
 def test_errors_are_one_line_and_change_nothing(run, acme, db_path, args, message):
     s = Store(db_path)
