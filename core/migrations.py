@@ -716,3 +716,149 @@ def m010_billing(conn):
         CREATE TRIGGER ledger_entries_no_delete BEFORE DELETE ON ledger_entries
         BEGIN SELECT RAISE(ABORT, 'ledger_entries is append-only: correct with a reversal'); END;
     """)
+
+
+_FEE_CHECK_AFTER = "WHEN 'credit' THEN amount_micros > 0 AND call_id IS NULL"
+
+
+@migration
+@foreign_keys_off
+def m012_invoices_standing(conn):
+    """Invoices, the account's standing and its life cycle (issue 13, second part; see
+    billing/invoices.py, billing/standing.py and docs/billing.md).
+
+    * ``ledger_entries`` gains the kind ``fee`` (negative, no call id): an invoice's
+      account fee and user charges. SQLite cannot change a CHECK, so the table is rebuilt
+      from its own stored SQL (every column it has now, ids unchanged) with one more
+      branch in its CASE check; its indexes and triggers are recreated as they were.
+    * ``invoices`` (one per account and period, ``UNIQUE (account_id, period)``) and
+      ``invoice_lines``: a draft is rebuilt until it is issued; an issued invoice and its
+      lines are immutable (SQLite triggers refuse UPDATE and DELETE, and new lines).
+    * ``prepayments``: a payment entry that pays the account fee of ``months`` periods
+      from ``first_period`` in advance.
+    * ``account_standing`` (pending, active, notice, suspended, closed; reason and
+      since; the notice's deadline; closing, number and record dates) and
+      ``account_standing_events`` (every transition, dated; each is also audited).
+    * ``number_holds``: the numbers of a closed account, kept until ``keep_until``,
+      ported out (date and carrier) or released."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'ledger_entries'").fetchone()
+    if _FEE_CHECK_AFTER not in sql or "CREATE TABLE ledger_entries (" not in sql:
+        raise StoreError("m012_invoices_standing: ledger_entries is not as m010 made it (its CHECK on the credit "
+                         "kind was not found); nothing was changed")
+    new_sql = sql.replace("CREATE TABLE ledger_entries (", "CREATE TABLE ledger_entries_new (", 1).replace(
+        _FEE_CHECK_AFTER, _FEE_CHECK_AFTER + "\n                   WHEN 'fee' THEN amount_micros < 0 AND call_id IS NULL", 1)
+    keep = [s for (s,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'ledger_entries' AND type IN ('index', 'trigger') "
+        "AND sql IS NOT NULL ORDER BY type, name")]
+    cols = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(ledger_entries)"))
+    conn.execute(new_sql)
+    conn.execute(f"INSERT INTO ledger_entries_new ({cols}) SELECT {cols} FROM ledger_entries")
+    conn.execute("DROP TABLE ledger_entries")
+    conn.execute("ALTER TABLE ledger_entries_new RENAME TO ledger_entries")
+    for s in keep:
+        conn.execute(s)
+    run_script(conn, """
+        CREATE TABLE invoices (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            period TEXT NOT NULL,
+            number TEXT NOT NULL UNIQUE,
+            time_zone TEXT NOT NULL,
+            period_start TEXT NOT NULL,
+            period_end TEXT NOT NULL,
+            status TEXT NOT NULL,
+            built_at TEXT NOT NULL,
+            issued_at TEXT,
+            due_at TEXT NOT NULL,
+            opening_micros INTEGER NOT NULL,
+            charges_micros INTEGER NOT NULL,
+            received_micros INTEGER NOT NULL,
+            closing_micros INTEGER NOT NULL,
+            due_micros INTEGER NOT NULL,
+            interest_base_micros INTEGER NOT NULL,
+            UNIQUE (account_id, period),
+            CHECK (status IN ('draft', 'issued'))
+        );
+        CREATE TABLE invoice_lines (
+            id INTEGER PRIMARY KEY,
+            invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+            seq INTEGER NOT NULL,
+            kind TEXT NOT NULL,
+            description TEXT NOT NULL,
+            quantity TEXT,
+            unit_micros INTEGER,
+            amount_micros INTEGER NOT NULL,
+            prefix TEXT,
+            destination TEXT,
+            entry_id INTEGER REFERENCES ledger_entries(id),
+            detail TEXT,
+            UNIQUE (invoice_id, seq)
+        );
+        CREATE TABLE prepayments (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            entry_id INTEGER NOT NULL UNIQUE REFERENCES ledger_entries(id),
+            first_period TEXT NOT NULL,
+            months INTEGER NOT NULL,
+            monthly_micros INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            CHECK (months >= 1 AND monthly_micros > 0)
+        );
+        CREATE INDEX prepayments_by_account ON prepayments (account_id, first_period);
+        CREATE TABLE account_standing (
+            account_id INTEGER PRIMARY KEY REFERENCES accounts(id),
+            state TEXT NOT NULL,
+            reason TEXT,
+            since TEXT NOT NULL,
+            enabled_at TEXT NOT NULL,
+            activated_at TEXT,
+            notice_at TEXT,
+            notice_until TEXT,
+            closed_at TEXT,
+            closed_by TEXT,
+            numbers_until TEXT,
+            records_until TEXT,
+            updated_at TEXT NOT NULL,
+            CHECK (state IN ('pending', 'active', 'notice', 'suspended', 'closed'))
+        );
+        CREATE TABLE account_standing_events (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            at TEXT NOT NULL,
+            effective_at TEXT NOT NULL,
+            from_state TEXT,
+            to_state TEXT NOT NULL,
+            reason TEXT,
+            actor TEXT NOT NULL
+        );
+        CREATE INDEX account_standing_events_by_account ON account_standing_events (account_id, id);
+        CREATE TABLE number_holds (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            number TEXT NOT NULL,
+            label TEXT,
+            closed_at TEXT NOT NULL,
+            keep_until TEXT NOT NULL,
+            ported_at TEXT,
+            ported_to TEXT,
+            released_at TEXT,
+            UNIQUE (account_id, number)
+        );
+    """)
+    # SQLite-specific: an issued invoice is immutable (PostgreSQL gets its own triggers).
+    run_script(conn, """
+        CREATE TRIGGER invoices_issued_no_update BEFORE UPDATE ON invoices WHEN OLD.status = 'issued'
+        BEGIN SELECT RAISE(ABORT, 'an issued invoice is immutable: correct with a credit or a reversal'); END;
+        CREATE TRIGGER invoices_issued_no_delete BEFORE DELETE ON invoices WHEN OLD.status = 'issued'
+        BEGIN SELECT RAISE(ABORT, 'an issued invoice is immutable: correct with a credit or a reversal'); END;
+        CREATE TRIGGER invoice_lines_issued_no_update BEFORE UPDATE ON invoice_lines
+        WHEN (SELECT status FROM invoices WHERE id = OLD.invoice_id) = 'issued'
+        BEGIN SELECT RAISE(ABORT, 'an issued invoice is immutable: correct with a credit or a reversal'); END;
+        CREATE TRIGGER invoice_lines_issued_no_delete BEFORE DELETE ON invoice_lines
+        WHEN (SELECT status FROM invoices WHERE id = OLD.invoice_id) = 'issued'
+        BEGIN SELECT RAISE(ABORT, 'an issued invoice is immutable: correct with a credit or a reversal'); END;
+        CREATE TRIGGER invoice_lines_issued_no_insert BEFORE INSERT ON invoice_lines
+        WHEN (SELECT status FROM invoices WHERE id = NEW.invoice_id) = 'issued'
+        BEGIN SELECT RAISE(ABORT, 'an issued invoice is immutable: correct with a credit or a reversal'); END;
+    """)
