@@ -58,6 +58,12 @@ class Hopper:
             self._history_hours = history_hours(self._ctx.rulesets)
         return self._ctx
 
+    @property
+    def last_context(self):
+        """The rules context of the last claim (its rule sets, the DNC lists' as-of dates
+        and versions), or None before the first: what a dial's evidence records."""
+        return self._ctx
+
     def _maintain(self, at):
         ts = to_iso(at)
         ex = self.store.execute

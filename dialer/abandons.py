@@ -22,6 +22,7 @@ the live-answered calls of a campaign over a period) is read from the call recor
 - the **rate** is abandons / live answers (none without a live answer).
 """
 
+import heapq
 import math
 from decimal import ROUND_UP, Decimal
 
@@ -109,32 +110,53 @@ class AbandonWindow:
     def __init__(self, hours, history=()):
         self.hours = float(hours)
         self.minutes = {}  # minute start (s) -> [live answers, abandons]
+        # the sums over ``minutes`` and a heap of its keys (the oldest minute leaves
+        # first): :meth:`counts` costs no walk over a 30-day window's 43 200 minutes,
+        # so the loop can read it at every dial (the call's evidence, dialer.evidence)
+        self._lives = self._abandons = 0
+        self._heap = []
+        self._newest = None
         for t, lives, abandons in history:
-            b = self.minutes.setdefault(float(t), [0, 0])
-            b[0] += int(lives)
-            b[1] += int(abandons)
+            self._bucket(float(t), int(lives), int(abandons))
+
+    def _bucket(self, t, lives, abandons):
+        b = self.minutes.get(t)
+        if b is None:
+            b = self.minutes[t] = [0, 0]
+            heapq.heappush(self._heap, t)
+            if self._newest is None or t > self._newest:
+                self._newest = t
+        b[0] += lives
+        b[1] += abandons
+        self._lives += lives
+        self._abandons += abandons
 
     def add(self, record):
         """An ended call (as for :func:`is_live`): counted by the minute of its start."""
         if not is_live(record):
             return
         t = math.floor(_get(record, "started_ms") / 60000.0) * 60.0
-        b = self.minutes.setdefault(t, [0, 0])
-        b[0] += 1
-        b[1] += 1 if is_abandon(record) else 0
+        self._bucket(t, 1, 1 if is_abandon(record) else 0)
 
     def counts(self, now_s):
         """(live answers, abandons) in the window ending at ``now_s`` (None: every call
         kept, none dropped)."""
-        if now_s is not None:
-            start = window_start(now_s, self.hours)
-            for t in [t for t in self.minutes if t < start]:
-                del self.minutes[t]
-        lives = abandons = 0
-        for t, (lv, ab) in self.minutes.items():
-            if now_s is None or t <= now_s:
-                lives += lv
-                abandons += ab
+        if now_s is None:
+            return self._lives, self._abandons
+        start = window_start(now_s, self.hours)
+        heap = self._heap
+        while heap and heap[0] < start:
+            lv, ab = self.minutes.pop(heapq.heappop(heap))
+            self._lives -= lv
+            self._abandons -= ab
+        if not heap:
+            self._newest = None
+        lives, abandons = self._lives, self._abandons
+        if self._newest is not None and self._newest > now_s:  # minutes after now_s (a clock behind): not counted
+            for t, (lv, ab) in self.minutes.items():
+                if t > now_s:
+                    lives -= lv
+                    abandons -= ab
         return lives, abandons
 
     def rate(self, now_s):

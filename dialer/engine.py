@@ -41,6 +41,7 @@ from .agents import AgentFloor, verify_pin
 from .calls import CONNECT_WINDOW_MS, CallLeg
 from core.errors import DialerError, StoreError
 from .desk import AgentDesk
+from .evidence import at_dial, dial_evidence
 from .gate import AccountGate, AgentSessions, LoginGuard
 from .ids import uuid7
 from .jurisdiction import load_version, pacing_rules
@@ -164,6 +165,10 @@ def _claim(store, hopper, n, now, consumer, live_numbers, pacing=None):
     if picked and pacing is not None:
         pacing.preload([getattr(v, "ruleset", None) for _, v in picked], lambda label: load_version(store, label))
     if picked:
+        # each verdict as the call keeps it, with what its rules context held (DNC lists'
+        # as-of dates and versions): the call's evidence, made here, not on the reactor
+        ctx = hopper.last_context
+        picked = [(row, dial_evidence(v, ctx)) for row, v in picked]
         try:
             hopper.mark_dialing([row["id"] for row, _ in picked], now)
         except StoreError as e:  # the leads stay reserved (no other dialer takes them); the call goes on
@@ -178,6 +183,20 @@ def _release(store, cid, lead_ids, now):
             "UPDATE leads SET status = 'new', reserved_by = NULL, reserved_until = NULL, updated_at = ? "
             "WHERE id = ? AND campaign_id = ? AND status IN ('reserved', 'dialing')",
             [(to_iso(now), i, cid) for i in lead_ids])
+
+
+def _park_unpriced(store, cid, items, now, until):
+    """On the store's thread: leads claimed whose destination has no rate go back to
+    the hopper due at ``until``, each with a lead event giving the reason."""
+    import json
+    with store.transaction():
+        store.conn.executemany(
+            "UPDATE leads SET status = 'retry', next_attempt_at = ?, reserved_by = NULL, reserved_until = NULL, "
+            "updated_at = ? WHERE id = ? AND campaign_id = ? AND status IN ('reserved', 'dialing')",
+            [(to_iso(until), to_iso(now), i, cid) for i, _ in items])
+        store.conn.executemany(
+            "INSERT INTO lead_events (lead_id, at, event, detail) VALUES (?, ?, 'not-dialled', ?)",
+            [(i, to_iso(now), json.dumps({"reason": why, "retry_at": to_iso(until)})) for i, why in items])
 
 
 def _take_commands(store, user_ids, now):
@@ -204,6 +223,13 @@ class HopperLeads:
                                         ids=list(lead_ids), err=f.getErrorMessage()))
         return d
 
+    def park(self, items, now, until):
+        """Leads not dialled for a reason of their own ((lead id, reason)): due again at ``until``."""
+        d = self.run(_park_unpriced, self.hopper.cid, list(items), now, until)
+        d.addErrback(lambda f: log.warn("leads {ids} not parked ({err}); their reservation lapses",
+                                        ids=[i for i, _ in items], err=f.getErrorMessage()))
+        return d
+
 
 DIAL_SLICE = 10  # dials per reactor turn (``DialPlanner._dial_slice``)
 
@@ -215,8 +241,10 @@ class DialPlanner:
     they can no longer be dialled (room gone, loop stopped) are released."""
 
     def __init__(self, clock, policy, gate, brake, leads, account_id, trunk_key, observe, dial, live_numbers,
-                 registrar=None, consumer="dialer-1", name="campaign", running=None):
+                 registrar=None, consumer="dialer-1", name="campaign", running=None, credit=None):
         self.clock, self.policy, self.gate, self.brake, self.leads = clock, policy, gate, brake, leads
+        # the service's balance guard (``dialer.credit.CreditGuard``), or None: no guard
+        self.credit = credit
         self.running = running or (lambda: True)  # whether the loop still dials (a wind-down stops its ticks)
         self.account_id, self.trunk_key, self.registrar = account_id, trunk_key, registrar
         # observe() -> the PacingState fields after ``now`` (agents ... lines_in_use)
@@ -240,6 +268,8 @@ class DialPlanner:
             room = min(room, self.registrar.room())
         if self.brake.paused(t):
             room = 0
+        if self.credit is not None and room > 0:
+            room = min(room, self.credit.room(self.account_id))
         return room
 
     def plan(self, periodic=False):
@@ -259,9 +289,14 @@ class DialPlanner:
         if asked <= 0:
             return
         want = min(asked, self.room(self.clock.seconds()))
-        if want <= 0:  # the policy counted on these dials (CPS cap, no line): they did not happen
+        if want <= 0:  # the policy counted on these dials (CPS cap, no line, balance): they did not happen
             self.policy.not_placed(asked)
             self.held_back = True
+            if self.credit is not None:
+                why = self.credit.blocked(self.account_id)
+                if why is not None:
+                    self.credit.held_back(self.account_id, asked)
+                    self._blocked(why)
             return
         self.claiming = True
         d = self.leads.claim(want, self.now(), self.consumer, self.live_numbers)
@@ -284,22 +319,54 @@ class DialPlanner:
         released and the policy told. No new decision is taken before the last slice."""
         room = 0 if self.stopped or not self.running() else self.room(self.clock.seconds())
         use, rest = picked[:min(room, DIAL_SLICE)], picked[min(room, DIAL_SLICE):]
+        unpriced, floor = [], None
         if use:
             now = self.now()
             try:
-                for row, verdict in use:
+                for i, (row, verdict) in enumerate(use):
+                    if self.credit is not None:  # the balance guard: this destination's first slice
+                        why = self.credit.refusal(self.account_id, row["phone"], self.clock.seconds())
+                        if why is not None and why.unpriced:
+                            unpriced.append((row, why.text))
+                            continue
+                        if why is not None:  # under the floor: none of the rest either
+                            floor, rest = why.text, use[i:] + rest
+                            break
                     self.dial(row, verdict, now)
             except Exception:
                 self.claiming = False
                 raise
-        if rest and len(use) == DIAL_SLICE:
+        if unpriced:
+            self._unpriced(unpriced)
+        if rest and len(use) == DIAL_SLICE and floor is None:
             self.clock.callLater(0, self._dial_slice, rest)
             return
         self.claiming = False
-        if rest:  # the room ran out (CPS cap, lines) or the loop stopped
+        if rest:  # the room ran out (CPS cap, lines, balance) or the loop stopped
             self.leads.release([row["id"] for row, _ in rest], self.now())
             self.policy.not_placed(len(rest))
             self.held_back = True
+            if floor is not None:
+                self.credit.held_back(self.account_id, len(rest))
+                self._blocked(self.credit.blocked(self.account_id) or floor)
+
+    def _unpriced(self, items):
+        """Leads whose destination has no rate: never dialled unpriced; parked for an
+        hour (``dialer.credit.UNPRICED_RETRY_S``) with the reason, the policy told."""
+        from .credit import UNPRICED_RETRY_S
+        now = self.now()
+        for row, why in items:
+            log.warn("campaign {name}: lead {lead} ({phone}) not dialled: {why}; tried again in {s} s",
+                     name=self.name, lead=row["id"], phone=row["phone"], why=why, s=UNPRICED_RETRY_S)
+        park = getattr(self.leads, "park", None)
+        ids = [row["id"] for row, _ in items]
+        if park is not None:
+            park([(row["id"], why) for row, why in items], now, now + _dt.timedelta(seconds=UNPRICED_RETRY_S))
+        else:
+            self.leads.release(ids, now)
+        self.credit.unpriced(self.account_id, len(items))
+        self.policy.not_placed(len(items))
+        self.held_back = True
 
     def _claim_failed(self, failure, asked):
         self.claiming = False
@@ -388,7 +455,7 @@ class Dialer:
                  wrap_limit_s=30.0, greeting=None, policy=None, consumer="dialer-1", message_s=6.0,
                  record_dir=None, journal=None, registrar=None, brake=None, gate=None, sessions=None,
                  login_guard=None, verify=None, node="local", run=None, account=None, leads=None,
-                 connect_window_ms=CONNECT_WINDOW_MS, hopper=None, pacing=None, read=None):
+                 connect_window_ms=CONNECT_WINDOW_MS, hopper=None, pacing=None, read=None, credit=None):
         self.reactor, self.store, self.pool, self.route = reactor, store, pool, route
         self.node = node  # which dialer service placed a call (kept with its open-call row)
         self.run = run if run is not None else _sync_run(store)
@@ -423,6 +490,11 @@ class Dialer:
         elif self.trunk_key not in gate.cps:
             gate.set_cps(self.trunk_key, cps)
         self.gate = gate
+        # the service's balance guard (``dialer.credit.CreditGuard``): reservations
+        # against the account's balance, shared by its campaigns; None: no guard
+        self.credit = credit
+        if credit is not None:
+            credit.track(self.account_id)
         sessions = sessions if sessions is not None else AgentSessions()
         login_guard = login_guard if login_guard is not None else LoginGuard()
         # the PIN check (scrypt, tens of ms) never runs on the reactor thread
@@ -456,11 +528,12 @@ class Dialer:
                               on_gone=self._agent_gone)
         self.router = CallRouter(reactor, pool, self.floor, self.records, self.stats, self.policy, self.gate,
                                  self.brake, self.cid, self.desk.agent_key, greeting=self.greeting,
-                                 message_s=message_s, record_dir=record_dir, on_change=self.kick, name=name)
+                                 message_s=message_s, record_dir=record_dir, on_change=self.kick, name=name,
+                                 credit=credit)
         self.planner = DialPlanner(reactor, self.policy, self.gate, self.brake, leads, self.account_id,
                                    self.trunk_key, self._observed, lambda *a: self._dial(*a), self.router.live_numbers,
                                    registrar=registrar, consumer=consumer, name=name,
-                                   running=lambda: self.loop is None or self.loop.running)
+                                   running=lambda: self.loop is None or self.loop.running, credit=credit)
         self.loop = None
         self._kick = None  # the coalesced immediate decision, when one is scheduled
         self.next_poll = 0.0  # agent commands (CLI, web console) are read once a second
@@ -580,6 +653,8 @@ class Dialer:
             return f"refused: all {self.lines} lines of the account are in use"
         if self._trunk_room(self.reactor.seconds()) < 1:
             return "refused: the trunk has no room this second; try again"
+        if self.credit is not None and self.credit.room(self.account_id) < 1:
+            return f"refused: {self.credit.blocked(self.account_id) or 'the balance of the account is not read yet'}"
 
         def claimed(picked):
             if not picked:
@@ -589,6 +664,11 @@ class Dialer:
                     or self._trunk_room(self.reactor.seconds()) < 1):
                 self.leads.release([row["id"]], self.now())
                 return "refused: the agent or the trunk is no longer free; try again"
+            why = self.credit.refusal(self.account_id, row["phone"], self.reactor.seconds()) \
+                if self.credit is not None else None
+            if why is not None:
+                self.leads.release([row["id"]], self.now())
+                return f"refused: {why.text}"
             key = self._dial(row, verdict, self.now())
             self.reserved[key] = uid
             return f"done: dialling {row['phone']} (lead {row['id']})"
@@ -602,6 +682,8 @@ class Dialer:
     def _dial(self, row, verdict, now):
         # a globally unique, time-ordered id: a restart never reuses an earlier call's
         key = uuid7(self.ms())
+        # the abandon window's state as the call is placed (kept with its verdict: evidence)
+        verdict = at_dial(verdict, self.stats.window, self.reactor.seconds(), self.pacing)
         caller_id = self.campaign["caller_id"] or (self.trunk.caller_id if self.trunk is not None else None)
         leg = CallLeg(key, row["phone"], now, account_id=self.campaign["account_id"], campaign_id=self.cid,
                       lead_id=row["id"], caller_id=caller_id,
@@ -609,6 +691,13 @@ class Dialer:
                       verdict=verdict, ring_timeout_s=self.pacing.ring_timeout_s(self.ring_timeout_s, verdict),
                       connect_window_ms=self.connect_window_ms)
         self.gate.take(key, self.account_id, self.trunk_key, self.reactor.seconds())
+        if self.credit is not None:  # its first slice, against the account's balance
+            try:
+                self.credit.reserve(key, self.account_id, row["phone"], self.reactor.seconds(),
+                                    hangup=lambda: self.router.hangup(key, "balance"))
+            except Exception:
+                self.gate.release(key)
+                raise
         self.router.add(leg)
         self.stats.dials += 1
         # journaled before the INVITE leaves: a crash from here on still ends in a CDR

@@ -101,6 +101,10 @@ class DncLists:
     company_prefixes: tuple = ()  # digit strings (E.164 without +)
     campaign: frozenset = frozenset()
     campaign_prefixes: tuple = ()
+    # the versions of the company and campaign lists these are (``dnc_lists.version``;
+    # None: no such list, 0: not versioned yet), recorded with each call's evidence
+    company_version: object = None
+    campaign_version: object = None
 
 
 @dataclass(frozen=True)

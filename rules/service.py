@@ -877,7 +877,9 @@ def load_dnc(store, campaign_id=None, account_id=None):
                     company=company.numbers if company else frozenset(),
                     company_prefixes=tuple(sorted(company.prefixes)) if company else (),
                     campaign=camp.numbers if camp else frozenset(),
-                    campaign_prefixes=tuple(sorted(camp.prefixes)) if camp else ())
+                    campaign_prefixes=tuple(sorted(camp.prefixes)) if camp else (),
+                    company_version=company.version if company else None,
+                    campaign_version=camp.version if camp else None)
 
 
 def waive_registry(store, campaign, jurisdiction, now, actor, reason, revoke=False, account=None):
