@@ -32,7 +32,7 @@ from .decks import load_index
 from .money import from_micros, micros, parse_amount
 from .plans import ensure_plan, month_bounds, plan_row, service_tariff, set_plan
 
-KINDS = ("charge", "payment", "credit", "interest", "reversal")
+KINDS = ("charge", "payment", "credit", "interest", "reversal", "fee")  # fee: an invoice's account fee and users
 CHUNK = 50_000              # CDRs per transaction in a bill run
 MAX_PAYMENT = "100000000"   # one payment or credit: more is a typo
 REFUSED_SHOWN = 20
@@ -76,6 +76,9 @@ def post(store, account, kind, amount, now, actor, reference=""):
         entry_id = cur.lastrowid
         audit.append(store, now, actor, f"billing.{kind}", f"account:{acc['id']}", reference,
                      {"entry": entry_id, "amount_micros": signed}, account_id=acc["id"])
+    if kind != "interest":
+        from .standing import evaluate  # a payment starts the service, or ends a notice or a suspension
+        evaluate(store, acc, now, actor)
     return {"account": acc["name"], "entry": entry_id, "kind": kind, "amount": from_micros(signed),
             "reference": reference, "balance": balance(store, acc)["balance"]}
 
