@@ -573,13 +573,14 @@ def _state_command(action, doc):
     @json_option
     @pass_app
     def cmd(app, name, account, reason, as_json):
-        from campaigns.store import change_state
+        from billing.standing import change_state
         out = change_state(app.store, name, action, app.now(), app.user, reason, account=account)
         _emit(out, as_json, f"campaign {name}: {out['was']} -> {out['state']}")
     return cmd
 
 
-_state_command("start", "Start (or resume) a campaign. Refused while its caller ID or greeting is not in order.")
+_state_command("start", "Start (or resume) a campaign. Refused while its caller ID or greeting is not in order, "
+                        "or while its account may not dial (billing: pending, suspended or closed).")
 _state_command("pause", "Pause a running campaign.")
 _state_command("finish", "Finish a campaign for good.")
 
@@ -1106,7 +1107,8 @@ def rate_cmd(app, cdr_file, account, as_json):
 
 @main.group(cls=_Group)
 def bill():
-    """Billing runs: rate CDRs into the ledger. Invoices are not built yet."""
+    """Billing runs (rate CDRs into the ledger, build the period's invoice), billing's start, prepayments and the
+    accounts' standing."""
 
 
 @bill.command("run")
@@ -1116,9 +1118,9 @@ def bill():
 @pass_app
 def bill_run_cmd(app, account, period, as_json):
     """Rate every unrated CDR of the account that started in the period into its ledger (once per call: a rerun
-    charges nothing twice) and print counts and totals. For now this is all: invoices (with the monthly fees and
-    interest) come later."""
-    from billing.ledger import bill_run
+    charges nothing twice), then build the period's invoice: a draft until a day after the period's end, then
+    issued (the account fee, users and interest posted once; immutable). An issued period changes nothing."""
+    from billing.invoices import run as bill_run
     out = bill_run(app.store, account, period, app.now(), app.user)
     deck = out["deck"]
     _emit(out, as_json, (
@@ -1126,7 +1128,10 @@ def bill_run_cmd(app, account, period, as_json):
         f"{deck['deck'] + ' (' + deck['scope'] + ')' if deck else 'none'}: {out['cdrs']} unrated CDRs read, "
         f"{out['charged']} charged, {out['free']} free, {out['refused']} refused, {out['already']} charged meanwhile "
         f"by another run\n  service {_money(out['service'])}, telecom {_money(out['telecom'])}, "
-        f"total {_money(out['total'])}" + _refused_text(out)))
+        f"total {_money(out['total'])}" + _refused_text(out)
+        + (f"\n  {out['unrated_after_issue']} CDRs of the period are unrated: the invoice was issued before"
+           if out.get("unrated_after_issue") else "")
+        + "\n" + _invoice_text(out["invoice"])))
 
 
 @bill.command("rerate")
@@ -1172,6 +1177,178 @@ def bill_plan_cmd(app, account, price, increment, connect_fee, min_cost, max_cos
         f"{_money(out['connect_fee'])}, min {_money(out['min_cost']) if out['min_cost'] is not None else 'none'}, "
         f"max {_money(out['max_cost']) if out['max_cost'] is not None else 'none'}, periods in {out['time_zone']}, "
         f"floor {_money(out['floor'])}" + (f" (changed: {', '.join(out['changed'])})" if out.get("changed") else "")))
+
+
+# --------------------------------------------------------------------------------- invoices, standing, life cycle
+
+def _invoice_text(inv):
+    lines = [f"invoice {inv['invoice']} ({inv['status'].upper()}), {inv['account']} {inv['period']} "
+             f"({inv['time_zone']}), due {inv['due_at'][:10]}"]
+    for li in inv["lines"]:
+        qty = f" [{li['quantity']}]" if li["quantity"] else ""
+        lines.append(f"  {li['description'] + qty:<64} {_money(li['amount']):>16}")
+    lines.append(f"  {'opening balance':<64} {_money(inv['opening_balance']):>16}")
+    lines.append(f"  {'charges':<64} {_money(inv['charges']):>16}")
+    lines.append(f"  {'payments and credits':<64} {_money(inv['received']):>16}")
+    lines.append(f"  {'closing balance':<64} {_money(inv['closing_balance']):>16}")
+    lines.append(f"  {'amount due':<64} {_money(inv['amount_due']):>16}")
+    return "\n".join(lines)
+
+
+def _standing_text(out):
+    text = f"{out['account']}: {out['state']}" + (f" ({out['reason']})" if out["reason"] else "")
+    if out["since"]:
+        text += f" since {out['since']}"
+    if not out["billing_enabled"]:
+        text += " (billing not enabled)"
+    text += "; may dial" if out["may_dial"] else "; may NOT dial"
+    if out.get("notice_until"):
+        text += f"; suspended at {out['notice_until']} unless paid"
+    if out.get("numbers_until"):
+        text += f"; numbers kept until {out['numbers_until']}, records until {out['records_until']}"
+    return text
+
+
+@bill.command("enable")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reason", default="", help="Why (recorded in the audit log).")
+@json_option
+@pass_app
+def bill_enable_cmd(app, account, reason, as_json):
+    """Enable billing for the account: it may not dial until its first payment (pending), and an overdue invoice
+    puts it on notice, then suspends it. Accounts without billing enabled dial as before."""
+    from billing.standing import enable
+    out = enable(app.store, account, app.now(), app.user, reason)
+    _emit(out, as_json, _standing_text(out) + ("" if out["changed"] else " (unchanged)"))
+
+
+@bill.command("prepay", context_settings={"ignore_unknown_options": True})
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--from", "first", required=True, help="The first month the prepayment covers (YYYY-MM).")
+@click.option("--months", default=12, show_default=True, type=click.IntRange(1, 36))
+@click.option("--amount", help="The amount paid (default: months x (account fee + 88 x users)); not less.")
+@click.option("--reference", default="", help="The payment's reference.")
+@json_option
+@pass_app
+def bill_prepay_cmd(app, account, first, months, amount, reference, as_json):
+    """Record an annual prepayment: a payment of the account fee and users for MONTHS months in advance."""
+    from billing.invoices import prepay
+    out = prepay(app.store, account, first, app.now(), app.user, months=months, amount=amount, reference=reference)
+    _emit(out, as_json, f"{out['account']}: prepayment of {_money(out['amount'])} recorded (entry {out['entry']}), "
+                        f"{out['first_period']} to {out['last_period']} at {_money(out['monthly'])} a month; "
+                        f"standing {out['standing']}")
+
+
+@bill.command("evaluate")
+@click.option("--account", help="One account (default: every account whose billing is enabled).")
+@json_option
+@pass_app
+def bill_evaluate_cmd(app, account, as_json):
+    """Apply the standing's transitions due now (payment -> active, overdue -> notice, notice over -> suspended)
+    and release the numbers of closed accounts whose 30 days are over. Run it daily."""
+    from billing.standing import evaluate, evaluate_all, release_due
+    if account:
+        out = evaluate(app.store, account, app.now(), app.user)
+        out["released"] = release_due(app.store, app.now(), app.user, account)["released"]
+        _emit(out, as_json, _standing_text(out) + "".join(
+            f"\n  {t['from']} -> {t['to']} at {t['effective_at']}: {t['reason']}" for t in out["transitions"])
+            + "".join(f"\n  released {r['number']}" for r in out["released"]))
+        return
+    out = evaluate_all(app.store, app.now(), app.user)
+    _emit(out, as_json, "\n".join([_standing_text(a) for a in out["accounts"]]
+                                   + [f"released {r['number']} (account id {r['account_id']})" for r in out["released"]])
+          or "no account has billing enabled")
+
+
+@main.group(cls=_Group)
+def invoice():
+    """Invoices: one per account and month (in the account's time zone), built by dialer bill run."""
+
+
+@invoice.command("show")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--period", help="The month, YYYY-MM. Without it: the account's invoices, listed.")
+@json_option
+@pass_app
+def invoice_show(app, account, period, as_json):
+    """Show an invoice and its lines (or list the account's invoices)."""
+    from billing.invoices import list_invoices, show
+    if period is None:
+        out = list_invoices(app.store, account)
+        _emit(out, as_json, "\n".join(
+            f"{i['invoice']:<16} {i['status']:<7} due {i['due_at'][:10]}  charges {_money(i['charges'])}  "
+            f"due {_money(i['amount_due'])}" for i in out["invoices"]) or f"{out['account']}: no invoice yet")
+        return
+    out = show(app.store, account, period)
+    _emit(out, as_json, _invoice_text(out))
+
+
+@invoice.command("export")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--period", required=True, help="The month, YYYY-MM.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv", "html"]), default="json", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file (default: print).")
+@pass_app
+def invoice_export(app, account, period, fmt, output):
+    """Export an invoice as JSON, CSV (its lines, then its totals) or HTML (a readable page)."""
+    from billing.invoices import export
+    text = export(app.store, account, period, fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        with open(output, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+    except OSError as e:
+        raise click.ClickException(f"cannot write {output}: {e.strerror}") from None
+    click.echo(f"invoice written to {output} ({fmt})")
+
+
+@account.command("standing")
+@click.option("--account", "name", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def account_standing(app, name, as_json):
+    """The account's standing (active, pending, notice, suspended, closed), why and since when, its history and
+    its numbers held after closing."""
+    from billing.standing import show
+    out = show(app.store, name, app.now())
+    _emit(out, as_json, _standing_text(out) + "".join(
+        f"\n  {e['effective_at']}  {(e['from_state'] or '-') + ' -> ' + e['to_state']:<22} {e['reason'] or ''}"
+        for e in out["events"]) + "".join(
+        f"\n  number {h['number']}: kept until {h['keep_until'][:10]}"
+        + (f", ported out {h['ported_at'][:10]}" + (f" to {h['ported_to']}" if h["ported_to"] else "")
+           if h["ported_at"] else "") + (f", released {h['released_at'][:10]}" if h["released_at"] else "")
+        for h in out["numbers_held"]))
+
+
+@account.command("close")
+@click.option("--account", "name", help="The account (needed once the installation has several).")
+@click.option("--terminate", is_flag=True, help="The operator closes a suspended account (not the customer).")
+@click.option("--reason", default="", help="Why (recorded in the audit log).")
+@json_option
+@pass_app
+def account_close(app, name, terminate, reason, as_json):
+    """Close the account (for good): it may no longer dial; its numbers are kept 30 days, during which they can be
+    ported out (dialer number port-out), then released; its records stay for the contract period."""
+    from billing.standing import close
+    out = close(app.store, name, app.now(), app.user, reason, terminated=terminate)
+    _emit(out, as_json, _standing_text(out) + (f"\n  numbers kept: {', '.join(out['numbers_kept'])}"
+                                               if out["numbers_kept"] else ""))
+
+
+@number.command("port-out")
+@click.argument("phone")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--to", "carrier", help="The carrier the number goes to (recorded).")
+@json_option
+@pass_app
+def number_port_out(app, phone, account, carrier, as_json):
+    """Port a number of a closed account out, within the 30 days its numbers are kept (recorded with the date)."""
+    from billing.standing import port_out
+    out = port_out(app.store, phone, account, app.now(), app.user, to=carrier)
+    _emit(out, as_json, f"{out['number']} ported out of account {out['account']} on {out['ported_at'][:10]}"
+                        + (f" to {out['ported_to']}" if out["ported_to"] else ""))
 
 
 @main.group(cls=_Group)

@@ -297,6 +297,14 @@ def dial_problems(store, account_id, now=None):
     return [f"account is {st.state}" + (f": {st.reason}" if st.reason else "")]
 
 
+def change_state(store, name, action, now, actor, reason="", account=None):
+    """A campaign's start / pause / finish (``campaigns.store.change_state``), a start
+    refused while its account may not dial (pending, suspended, closed)."""
+    from campaigns.store import change_state as _change
+    return _change(store, name, action, now, actor, reason, account=account,
+                   start_check=lambda st, camp: dial_problems(st, camp["account_id"], now))
+
+
 # ------------------------------------------------------------------------- closing, numbers
 
 def close(store, account, now, actor, reason="", terminated=False):

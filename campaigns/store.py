@@ -325,9 +325,11 @@ def show_campaign(store, name, account=None):
     return camp
 
 
-def change_state(store, name, action, now, actor, reason="", account=None):
+def change_state(store, name, action, now, actor, reason="", account=None, start_check=None):
     """start / pause / finish, with only legal transitions. Starting needs a caller ID
-    the rules accept and, for predictive and power modes, the safe-harbor greeting.
+    the rules accept and, for predictive and power modes, the safe-harbor greeting;
+    ``start_check(store, campaign_row)``, when given, adds its own reasons to refuse a
+    start (the billing layer's account standing: ``billing.standing.change_state``).
     Finishing is refused while an import of the campaign holds staged rows (running,
     interrupted, or failed and resumable): its list would land in a finished campaign,
     or be stranded there. The message names the import; let it end, or cancel it
@@ -352,6 +354,8 @@ def change_state(store, name, action, now, actor, reason="", account=None):
             problems = [r.detail for r in caller_id_reasons(camp["caller_id"], ctx.campaign.own_numbers, ctx)]
             if camp["dial_mode"] in ("predictive", "power") and not camp["greeting"]:
                 problems.append("a predictive or power campaign needs its safe-harbor greeting (dialer campaign greeting NAME FILE.wav)")
+            if start_check is not None:
+                problems.extend(start_check(store, camp))
             if problems:
                 raise InputError(f"campaign {label!r} cannot start: " + "; ".join(problems))
         store.execute("UPDATE campaigns SET state = ?, updated_at = ? WHERE id = ?", (to, to_iso(now), camp["id"]))

@@ -42,13 +42,18 @@ def test_bill_run_json_and_text(run, acme):
     assert (out["charged"], out["refused"], out["free"]) == (2, 1, 0)
     # money in JSON is exact decimal text, never a float
     assert out["total"] == "0.063767" and out["service"] == "0.056400" and out["telecom"] == "0.007367"
-    assert out["invoice"] is None and out["deck"] == {"deck_id": 1, "deck": "carrier-a", "scope": "default"}
+    assert out["deck"] == {"deck_id": 1, "deck": "carrier-a", "scope": "default"}
+    # the period is long over: its invoice is issued (the account was made after it: no fee days)
+    inv = out["invoice"]
+    assert inv["status"] == "issued" and inv["charges"] == "0.063767" and inv["amount_due"] == "0.063767"
+    assert [li["kind"] for li in inv["lines"]] == ["service", "telecom", "telecom"]
     assert out["refused_examples"] == [{"call_id": "c3", "reason": "no rate for +33123456789 at "
                                                                    "2026-03-10T12:00:00.000Z in deck carrier-a"}]
     r = run("bill", "run", "--account", "acme", "--period", "2026-03")
     assert r.exit_code == 0
-    assert "0 charged" in r.output and "1 refused: no rate for the destination" in r.output
-    assert "Invoices" in run("bill", "--help").output and "invoices" in run("bill", "run", "--help").output
+    # an issued period changes nothing: nothing is rated into it, its unrated CDR is counted
+    assert "0 charged" in r.output and "1 CDRs of the period are unrated: the invoice was issued before" in r.output
+    assert "invoice" in run("bill", "--help").output and "invoice" in run("bill", "run", "--help").output
 
 
 def test_balance_show_topup_floor(run, acme):
