@@ -342,13 +342,14 @@ def close(store, account, now, actor, reason="", terminated=False):
     return {**show(store, acc, now), "numbers_kept": [n["number"] for n in numbers]}
 
 
-def _hold(store, acc, number):
+def _candidates(number):
+    """The number as typed and as E.164 (numbers without a country code taken as US)."""
     from rules.numbers import normalise
-    try:
-        e164 = normalise(number, "US")
-    except Exception:
-        e164 = None
-    for candidate in (str(number).strip(), e164):
+    return [c for c in dict.fromkeys((str(number).strip(), normalise(str(number), "US").e164)) if c]
+
+
+def _hold(store, acc, number):
+    for candidate in _candidates(number):
         if candidate:
             row = store.query_one("SELECT * FROM number_holds WHERE account_id = ? AND number = ?",
                                   (acc["id"], candidate))
@@ -369,8 +370,8 @@ def port_out(store, number, account, now, actor, to=None):
         st = from_row(_row(store, acc["id"]), now)
         hold = _hold(store, acc, number)
         if hold is None:
-            owned = store.query_one("SELECT 1 AS x FROM account_numbers WHERE account_id = ? AND number = ?",
-                                    (acc["id"], str(number).strip()))
+            owned = any(store.query_one("SELECT 1 AS x FROM account_numbers WHERE account_id = ? AND number = ?",
+                                        (acc["id"], c)) for c in _candidates(number))
             if owned and st.state != "closed":
                 raise StateError(f"number {shown(number)} can be ported out only after account {acc['name']!r} "
                                  f"is closed (it is {st.state}); nothing was changed")
