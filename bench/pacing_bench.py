@@ -28,9 +28,9 @@ LP_TIME_LIMIT = float(os.environ.get("PACING_LP_TIME_LIMIT", "900"))  # seconds 
 
 
 def _point(task):
-    case, n, p, seeds, policies, at_3pct = task
+    case, n, p, seeds, policies, at_3pct, power_k = task
     t0 = time.perf_counter()
-    out = run_grid_point(case, n, p, seeds, policies)
+    out = run_grid_point(case, n, p, seeds, policies, power_k=power_k)
     out["sim_seconds"] = round(time.perf_counter() - t0, 1)
     pol = out["policies"]
     pred = pol.get("predictive")
@@ -93,6 +93,21 @@ def known_optima(paths):
                 pt = json.loads(line) if line.strip() else {}
                 if pt.get("case") == "validation" and "optimum_at_3pct" in pt:
                     known[(pt["agents"], pt["p"])] = (pt["optimum_at_3pct"], pt.get("lp_edge_time"))
+    return known
+
+
+def known_power(paths):
+    """(case, agents, p) -> the tuned power ratio k of earlier results files: the sweep
+    for it runs the power policy alone (the predictive policy changes nothing there),
+    so a rerun may take it instead of bisecting again."""
+    known = {}
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                pt = json.loads(line) if line.strip() else {}
+                k = (pt.get("policies") or {}).get("power", {}).get("k")
+                if k is not None:
+                    known[(pt["case"], pt["agents"], pt["p"])] = k
     return known
 
 
@@ -238,6 +253,9 @@ def main(argv=None):
                     help="the policies to run at each point (predictive is needed for the gaps)")
     ap.add_argument("--lp-from", default=None, metavar="FILES",
                     help="comma-separated earlier results: their LP optima at 3 %% are reused (not re-solved)")
+    ap.add_argument("--power-k-from", default=None, metavar="FILES",
+                    help="comma-separated earlier results: their tuned power ratio k is run on the seeds "
+                         "instead of bisecting for it again (marked k_reused)")
     ap.add_argument("--out", default=None, help="also write the JSON lines to this file")
     ap.add_argument("--chart", default=None, help="write the PNG chart here")
     ap.add_argument("--fill-lp", default=None, metavar="FILE",
@@ -255,7 +273,8 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown policies {', '.join(unknown)} (known: {', '.join(GRID_POLICIES)})")
     known = known_optima(a.lp_from.split(",")) if a.lp_from else {}
-    tasks = [(c, int(n), float(p), a.seeds, policies, known.get((int(n), float(p))))
+    ks = known_power(a.power_k_from.split(",")) if a.power_k_from else {}
+    tasks = [(c, int(n), float(p), a.seeds, policies, known.get((int(n), float(p))), ks.get((c, int(n), float(p))))
              for c in a.cases.split(",") for n in a.agents.split(",") for p in a.p.split(",")]
     tasks.sort(key=lambda t: -t[1] / t[2])  # the longest first
     t0 = time.perf_counter()

@@ -681,12 +681,17 @@ def best_power(scenario, seeds, sweep_seeds=8, lo=1.0, hi=12.0, step=0.05):
     return out
 
 
-def run_grid_point(case, agents, p, seeds, policies=GRID_POLICIES):
-    """Every policy at one grid point, on the same seeds (common random numbers)."""
+def run_grid_point(case, agents, p, seeds, policies=GRID_POLICIES, power_k=None):
+    """Every policy at one grid point, on the same seeds (common random numbers).
+    ``power_k``: the tuned power ratio known already (no sweep; marked ``k_reused``)."""
     sc = grid_scenario(case, agents, p)
     out = {"case": case, "agents": agents, "p": p, "seeds": seeds, "policies": {}}
     for name in policies:
-        res = best_power(sc, seeds) if name == "power" else run_seeds(sc, name, seeds)
+        if name == "power" and power_k is not None:
+            res = run_seeds(sc, f"power:{power_k:g}", seeds)
+            res["k"], res["k_reused"] = power_k, True
+        else:
+            res = best_power(sc, seeds) if name == "power" else run_seeds(sc, name, seeds)
         res.pop("runs", None)
         out["policies"][name] = res
     return out
