@@ -1397,6 +1397,96 @@ def balance_floor(app, amount, account, reason, as_json):
     _emit(out, as_json, f"{out['account']}: floor {_money(out['floor'])}" + ("" if out["changed"] else " (unchanged)"))
 
 
+# --------------------------------------------------------------------------------- reports, records, evidence
+
+def _share(x):
+    """A Decimal share (0.1234) as a percentage (12.34 %)."""
+    return "-" if x is None else f"{x.scaleb(2):.2f} %"
+
+
+@main.group(cls=_Group)
+def report():
+    """Billing-cycle reports."""
+
+
+@report.command("high-cost")
+@click.option("--period", required=True, help="The billing cycle, YYYY-MM, in the account's time zone (half-open).")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--threshold", help="Rate per minute above which a destination is high-cost (default 0.10).")
+@click.option("--limit", help="High-cost share of a campaign's telecom cost above which it is flagged: a fraction "
+                              "(0.1) or a percentage (10%%). Default 0.10.")
+@click.option("--cost-limit", help="Also flag a campaign whose high-cost telecom cost is above this amount.")
+@json_option
+@pass_app
+def report_high_cost(app, period, account, threshold, limit, cost_limit, as_json):
+    """Traffic to high-cost destinations per campaign (calls, minutes, telecom cost and share, from the ledger:
+    run `dialer bill run` for the period first), flagged above the limit."""
+    from billing.reports import high_cost
+    out = high_cost(app.store, period, account, threshold=threshold, limit=limit, cost_limit=cost_limit)
+    if as_json:
+        _emit(out, True)
+        return
+    lines = [f"{out['account']} {out['period']} ({out['time_zone']}: {out['from']} .. {out['to']}): destinations "
+             f"over {_money(out['threshold'])}/min; flagged above {_share(out['limit'])} of telecom"
+             + (f" or {_money(out['cost_limit'])}" if out["cost_limit"] is not None else ""),
+             f"  account: {out['high_cost']['calls']} high-cost calls, {out['high_cost']['minutes']} min, "
+             f"{_money(out['high_cost']['telecom'])} of {_money(out['all']['telecom'])} telecom "
+             f"({_share(out['share'])})" + ("  FLAGGED" if out["flagged"] else "")]
+    for c in out["campaigns"]:
+        lines.append(f"  campaign {c['campaign'] or '(none)'}: {c['high_cost']['calls']} calls, "
+                     f"{c['high_cost']['minutes']} min, {_money(c['high_cost']['telecom'])} of "
+                     f"{_money(c['all']['telecom'])} ({_share(c['share'])})" + ("  FLAGGED" if c["flagged"] else ""))
+        for d in c["destinations"]:
+            lines.append(f"    +{d['prefix']} {d['destination'] or ''} at {_money(d['rate'])}/min: {d['calls']} calls, "
+                         f"{d['minutes']} min, {_money(d['telecom'])} ({_share(d['share_of_campaign'])})")
+    if out["unrated_calls"]:
+        lines.append(f"  {out['unrated_calls']} billable call(s) of the period are not rated yet (not counted): "
+                     f"run dialer bill run --period {out['period']}")
+    _emit(out, False, "\n".join(lines))
+
+
+@main.group(cls=_Group)
+def records():
+    """Call records of an account."""
+
+
+@records.command("export")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--month", required=True, help="YYYY-MM, in the account's billing time zone (half-open).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="The archive to write (a .zip; default "
+                                                                    "records-ACCOUNT-MONTH.zip here). Never overwritten.")
+@json_option
+@pass_app
+def records_export(app, account, month, out, as_json):
+    """One archive of the month's calls: cdrs.csv (Asterisk's CDR columns and ours), evidence.jsonl (each call's
+    compliance evidence), the recordings, a README and MANIFEST.sha256."""
+    from dialer.export import export_month
+    res = export_month(app.store, account, month, out, app.now())
+    _emit(res, as_json, f"{res['archive']}: {res['calls']} calls of {res['account']} {res['month']} "
+                        f"({res['time_zone']}), {res['recordings']} recording(s)"
+                        + (f", {res['recordings_missing']} missing (listed in recordings-missing.csv)"
+                           if res["recordings_missing"] else "")
+                        + f"; {res['files']} files; sha256 {res['sha256']}")
+
+
+@main.group(cls=_Group)
+def call():
+    """One call."""
+
+
+@call.command("evidence")
+@click.argument("call_id")
+@click.option("--account", help="The call's account (needed once the installation has several).")
+@json_option
+@pass_app
+def call_evidence_cmd(app, call_id, account, as_json):
+    """What the dialer recorded when it placed the call: rule-set version, DNC registry as-of date and list versions,
+    the callee's zones and local time, the abandon window's state."""
+    from dialer.evidence import call_evidence, describe
+    out = call_evidence(app.store, call_id, account)
+    _emit(out, as_json, "\n".join(describe(out)))
+
+
 # --------------------------------------------------------------------------------- db
 @main.group(cls=_Group)
 def db():
