@@ -105,7 +105,8 @@ def known_power(paths):
         with open(path) as fh:
             for line in fh:
                 pt = json.loads(line) if line.strip() else {}
-                k = (pt.get("policies") or {}).get("power", {}).get("k")
+                pol = pt.get("policies")
+                k = pol.get("power", {}).get("k") if isinstance(pol, dict) else None  # (not the summary line)
                 if k is not None:
                     known[(pt["case"], pt["agents"], pt["p"])] = k
     return known
