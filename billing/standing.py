@@ -186,7 +186,7 @@ def first_payment_at(store, account_id):
 def overdue(store, account_id, now):
     """The amount overdue at ``now`` (micro-units) and the invoice it comes from: the
     latest issued invoice whose due date has passed, its amount due less the payments
-    and credits received since its period ended (never below 0). Earlier invoices are
+    and credits received since its period ended, up to ``now`` included (never below 0). Earlier invoices are
     in it: an invoice's amount due comes from its closing balance."""
     at = to_iso(now)
     inv = store.query_one("SELECT number, period_end, due_micros FROM invoices WHERE account_id = ? "
@@ -195,7 +195,7 @@ def overdue(store, account_id, now):
     if inv is None or inv["due_micros"] <= 0:
         return 0, None
     paid = store.query_one("SELECT SUM(amount_micros) AS s FROM ledger_entries WHERE account_id = ? "
-                           "AND kind IN ('payment', 'credit') AND at >= ? AND at < ?",
+                           "AND kind IN ('payment', 'credit') AND at >= ? AND at <= ?",
                            (int(account_id), inv["period_end"], at))["s"] or 0
     return max(0, inv["due_micros"] - paid), inv["number"]
 
