@@ -11,9 +11,10 @@ the dialer's ``cdrs`` table through the store, never the ``dialer`` package.
 * ``ledger``: charges, payments, credits, interest, reversals; the balance; bill
   runs and rerates.
 * ``service``: what-if rating of a CDR file (nothing stored).
+* ``reports``: the high-cost destination report of a billing cycle.
 
 Not built yet: the live balance guard, invoices, interest computation, the account
-life cycle, the high-cost report, the records export.
+life cycle. The records export is ``dialer.export`` (it reads the dialer's formats).
 
 See docs/billing.md.
 """
