@@ -1182,17 +1182,8 @@ def bill_plan_cmd(app, account, price, increment, connect_fee, min_cost, max_cos
 # --------------------------------------------------------------------------------- invoices, standing, life cycle
 
 def _invoice_text(inv):
-    lines = [f"invoice {inv['invoice']} ({inv['status'].upper()}), {inv['account']} {inv['period']} "
-             f"({inv['time_zone']}), due {inv['due_at'][:10]}"]
-    for li in inv["lines"]:
-        qty = f" [{li['quantity']}]" if li["quantity"] else ""
-        lines.append(f"  {li['description'] + qty:<64} {_money(li['amount']):>16}")
-    lines.append(f"  {'opening balance':<64} {_money(inv['opening_balance']):>16}")
-    lines.append(f"  {'charges':<64} {_money(inv['charges']):>16}")
-    lines.append(f"  {'payments and credits':<64} {_money(inv['received']):>16}")
-    lines.append(f"  {'closing balance':<64} {_money(inv['closing_balance']):>16}")
-    lines.append(f"  {'amount due':<64} {_money(inv['amount_due']):>16}")
-    return "\n".join(lines)
+    from billing.invoices import to_text
+    return to_text(inv)
 
 
 def _standing_text(out):

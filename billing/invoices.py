@@ -453,6 +453,21 @@ def to_csv(inv):
     return buf.getvalue()
 
 
+def to_text(inv):
+    """The invoice for a terminal: a header, one line per invoice line, the totals."""
+    from .money import fmt
+    out = [f"invoice {inv['invoice']} ({inv['status'].upper()}), {inv['account']} {inv['period']} "
+           f"({inv['time_zone']}), due {inv['due_at'][:10]}"]
+    for li in inv["lines"]:
+        qty = f" [{li['quantity']}]" if li["quantity"] else ""
+        out.append(f"  {li['description'] + qty:<64} {fmt(li['amount']):>16}")
+    for key, label in (("opening_balance", "opening balance"), ("charges", "charges"),
+                       ("received", "payments and credits"), ("closing_balance", "closing balance"),
+                       ("amount_due", "amount due")):
+        out.append(f"  {label:<64} {fmt(inv[key]):>16}")
+    return "\n".join(out)
+
+
 def to_json(inv):
     return json.dumps(inv, ensure_ascii=False, indent=2, default=str)
 
@@ -483,6 +498,12 @@ padding:4px 8px;text-align:left}}.n{{text-align:right;font-variant-numeric:tabul
 
 
 FORMATS = {"json": to_json, "csv": to_csv, "html": to_html}
+
+
+def period_of(instant, tz_name):
+    """The period (YYYY-MM) an instant falls in, in the time zone ``tz_name``."""
+    local = utc(instant).astimezone(zone({"time_zone": tz_name}))
+    return f"{local.year:04d}-{local.month:02d}"
 
 
 def export(store, account, period, fmt="json"):
