@@ -11,9 +11,11 @@ the dialer's ``cdrs`` table through the store, never the ``dialer`` package.
 * ``ledger``: charges, payments, credits, interest, reversals; the balance; bill
   runs and rerates.
 * ``service``: what-if rating of a CDR file (nothing stored).
+* ``live``: a call rated into the ledger when its CDR is written, and what the
+  dialer's balance guard (``dialer.credit``) reads.
 * ``reports``: the high-cost destination report of a billing cycle.
 
-Not built yet: the live balance guard, invoices, interest computation, the account
+Not built yet: invoices, interest computation, the account
 life cycle. The records export is ``dialer.export`` (it reads the dialer's formats).
 
 See docs/billing.md.

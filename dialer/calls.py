@@ -63,7 +63,8 @@ CONNECT_WINDOW_MS = 2000  # US-2SEC / UK-INFO: agent or message within 2 s of th
 OPT_OUT_DIGIT = "9"
 WORKER_DIED = "worker died"
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-HANGUP_REQUESTERS = ("dialer", "agent", "operator")
+# "balance": the balance guard ended the call at a slice boundary (dialer.credit)
+HANGUP_REQUESTERS = ("dialer", "agent", "operator", "balance")
 
 # input -> {from state: to state}
 TRANSITIONS = {

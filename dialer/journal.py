@@ -62,7 +62,18 @@ def _apply_cdr(store, payload):
     if fields.get("callback_at"):
         from core.timeutil import from_iso
         fields["callback_at"] = from_iso(fields["callback_at"])
-    write_cdr(store, Cdr(**fields), _now(payload))
+    now = _now(payload)
+    if write_cdr(store, Cdr(**fields), now)["written"]:
+        # live usage: the call rated into its account's ledger in the same transaction
+        # (billing.live: accounts with billing enabled; charged once per call id, so a
+        # later bill run changes nothing; a call that cannot be rated stays unrated,
+        # its CDR kept)
+        from billing.live import rate_written_call
+        rated = rate_written_call(store, fields["call_id"], now)
+        if rated is not None and rated["refused"] is not None:
+            (log.error if rated.get("error") else log.warn)(
+                "call {key}: not rated at its CDR's write ({why}); a bill run rates it once it can",
+                key=fields["call_id"], why=rated["refused"])
 
 
 @applier("agent_events")

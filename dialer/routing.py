@@ -29,12 +29,13 @@ class CallRouter:
     a logged-in agent's phone (None if not logged in here)."""
 
     def __init__(self, clock, pool, floor, records, stats, policy, gate, brake, campaign_id, agent_key,
-                 greeting=None, message_s=6.0, record_dir=None, on_change=None, name="campaign"):
+                 greeting=None, message_s=6.0, record_dir=None, on_change=None, name="campaign", credit=None):
         self.clock, self.pool, self.floor, self.records = clock, pool, floor, records
         self.stats, self.policy, self.gate, self.brake = stats, policy, gate, brake
         self.cid, self.agent_key, self.name = campaign_id, agent_key, name
         self.greeting, self.message_s, self.record_dir = greeting, message_s, record_dir
         self.on_change = on_change or (lambda: None)
+        self.credit = credit  # the balance guard (``dialer.credit``): slices count from the answer
         self.legs = {}  # call key -> CallLeg (live)
         self.waiting = []  # answered keys waiting for an agent, oldest first
         self.timers = {}  # key -> IDelayedCall (connect window, message end)
@@ -77,6 +78,8 @@ class CallRouter:
             self.dialing -= 1
             self.stats.answers += 1
             self.records.answered(key)
+            if self.credit is not None:
+                self.credit.answered(key)
             self.policy.on_dial_end(self.clock.seconds(), True,
                                     (leg.answered_ms - (leg.admitted_ms or leg.created_ms)) / 1000.0)
             self.waiting.append(key)
@@ -192,6 +195,8 @@ class CallRouter:
         if leg.state in ("dialing", "ringing"):
             self.dialing -= 1
         leg.handle(ev, now=self.ms())
+        if self.credit is not None:  # its reservation replaced by its rated cost
+            self.credit.ended(key, leg.billable_ms)
         t = self.clock.seconds()
         if not was_answered:
             self.policy.on_dial_end(t, False, (leg.duration_ms or 0) / 1000.0)

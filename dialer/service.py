@@ -36,7 +36,9 @@ class Service:
     """The running dialer: campaigns, their trunks, the worker pool, the journal."""
 
     def __init__(self, reactor, store, journal, campaigns=None, ip="127.0.0.1", port=5070, workers=4,
-                 record_dir=None, tick=0.5, registrar_options=None, node="local"):
+                 record_dir=None, tick=0.5, registrar_options=None, node="local", credit_slice_s=None,
+                 credit_margin_s=None):
+        from .credit import SLICE_S, CreditGuard
         from .gate import AccountGate, AgentSessions, LoginGuard
         from .sip.pool import WorkerPool
         self.reactor, self.store, self.journal = reactor, store, journal
@@ -44,6 +46,10 @@ class Service:
         # account-wide guarantees, shared by every campaign loop: lines per account,
         # CPS per trunk, one phone session per user, the back-off of wrong PINs
         self.gate, self.sessions, self.login_guard = AccountGate(), AgentSessions(), LoginGuard()
+        # the balance guard: each call's slices reserved against its account's balance,
+        # across every campaign of the account (dialer.credit; its reads on the store thread)
+        self.credit = CreditGuard(reactor, journal.call, slice_s=credit_slice_s or SLICE_S,
+                                  margin_s=credit_margin_s)
         self.verify = pin_checker(reactor)  # the PIN checks of every campaign, a few at a time
         self.names = campaigns
         rows = self._campaigns(campaigns)
@@ -80,7 +86,7 @@ class Service:
             consumer=f"dialer-{row['id']}@{self.node}", gate=self.gate, sessions=self.sessions,
             login_guard=self.login_guard, verify=self.verify, node=self.node, run=self.journal.call,
             read=self.journal.read,
-            account=account, hopper=hopper, pacing=pacing)
+            account=account, hopper=hopper, pacing=pacing, credit=self.credit)
         return d, new_trunk
 
     def _now(self):
@@ -286,11 +292,14 @@ class Service:
             await task.deferLater(self.reactor, 0.1, lambda: None)
         for reg in self.registrars.values():
             reg.stop()
+        self.credit.stop()
         await self.pool.stop()
 
     def status(self):
+        names = {d.account_id: d.account["name"] for d in self.dialers.values()}
         return {"campaigns": {d.campaign["name"]: d.stats.as_dict() for d in self.dialers.values()},
                 "trunks": {reg.trunk.name: _plain(reg.status()) for reg in self.registrars.values()},
+                "balances": {names.get(acc, acc): st for acc, st in self.credit.status().items() if st["guarded"]},
                 "journal_backlog": self.journal.backlog}
 
 
@@ -429,6 +438,12 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
                  f"{c['abandons']}; abandoned {c['window_abandons']} of {c['window_live_answers']} live answers "
                  f"({100 * c['abandon_rate']:.1f} %) in the last {c['abandon_window_hours']:g} h; "
                  f"billable {c['billable_minutes']} min")
+        from billing.money import fmt
+        for name, b in st["balances"].items():
+            echo(f"  account {name}: balance {fmt(b['balance'])} (floor {fmt(b['floor'])}), {fmt(b['reserved'])} "
+                 f"reserved for {b['calls_in_progress']} call(s) in progress, {fmt(b['available'])} available; "
+                 f"{b['held_back']} dial(s) held back, {b['ended_at_boundary']} call(s) ended at a slice boundary"
+                 + (f"; {b['blocked']}" if b["blocked"] else ""))
         if st["journal_backlog"]:
             echo(f"  {st['journal_backlog']} write(s) waiting for the database")
 
