@@ -953,7 +953,7 @@ def demo(app, fresh, seconds, agents, sip):
     """Run the embedded demo on a demo database beside the default one: the rules, a
     campaign and its list, then a predictive campaign dialing over real SIP on loopback
     (SIPp as the carrier and as the agents' phones)."""
-    from dialer.demo import run, run_live
+    from dialer.demo import billing_summary, run, run_live
     from core.store import Store
     import pathlib
     path = pathlib.Path(app.db_path).with_name("demo.db")
@@ -965,6 +965,7 @@ def demo(app, fresh, seconds, agents, sip):
     run(store, app.now(), click.echo)
     if sip:
         run_live(store, click.echo, seconds=seconds, agents=agents)
+    billing_summary(store, app.now(), click.echo)
 
 
 

@@ -48,6 +48,31 @@ def run(store, now, echo, samples=SAMPLES):
     return s
 
 
+def billing_summary(store, now, echo, samples=SAMPLES):
+    """The demo's end: the demo account's calls rated into the ledger with a sample
+    rate deck, its balance, and the draft invoice of the current period."""
+    from billing.decks import import_deck, load_index
+    from billing.invoices import period_of, run as bill_run, to_text
+    from billing.ledger import balance
+    from billing.money import fmt
+    from billing.plans import plan_row
+    now = utc(now)
+    acc = store.query_one("SELECT id FROM accounts WHERE name = 'demo'")
+    if acc is None:
+        return None
+    if load_index(store, acc["id"]) is None:
+        import_deck(store, samples / "rate-deck-sample.csv", "demo-sample", now, "demo")
+    period = period_of(now, plan_row(store, acc["id"])["time_zone"])
+    out = bill_run(store, "demo", period, now, "demo")
+    bal = balance(store, "demo")
+    echo(f"== billing: {period} rated with the sample rate deck: {out['charged']} calls charged, {out['free']} free, "
+         f"{out['refused']} refused")
+    echo(f"  balance of account demo: {fmt(bal['balance'])} (floor {fmt(bal['floor'])}; no payment recorded)")
+    for line in to_text(out["invoice"]).splitlines():
+        echo("  " + line)
+    return {"bill_run": out, "balance": bal}
+
+
 def _tone_wav(path, seconds=1.0, rate=8000):
     import math
     import struct
