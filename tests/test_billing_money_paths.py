@@ -95,6 +95,13 @@ def scenario(store, tmp_path):
     f.write_text("call_id,destination,started_at,answered_at,ended_at\n"
                  "w1,+442071234567,2026-03-10T10:00:00Z,2026-03-10T10:00:05Z,2026-03-10T10:00:36Z\n")
     outs.append(rate_file(store, f, "acme"))
+    # invoices: February issued (its fee posted), March a draft; a prepayment; the standing
+    from billing import invoices, standing
+    outs.append(invoices.build(store, "acme", "2026-02", NOW, "t"))
+    outs.append(invoices.run(store, "acme", "2026-03", NOW, "t"))
+    outs.append(invoices.prepay(store, "acme", "2026-04", NOW, "t"))
+    outs.append(invoices.list_invoices(store, "acme"))
+    outs.append(standing.show(store, "acme", NOW))
     return outs
 
 
@@ -124,7 +131,8 @@ def test_sql_sums_run_over_integer_micro_unit_columns(store, tmp_path):
         assert not re.search(r"\b(TOTAL|AVG)\s*\(|\bREAL\b|\bFLOAT\b|\bDOUBLE\b", sql, re.I), sql
         for arg in re.findall(r"\bSUM\s*\(([^)]*)\)", sql, re.I):
             column = arg.strip().split(".")[-1]
-            assert column.endswith("_micros"), f"a SUM over {arg!r}, not a micro-unit column: {sql}"
+            # money is summed over micro-units; whole seconds (an invoice's minutes) are integers too
+            assert column.endswith(("_micros", "_seconds")), f"a SUM over {arg!r}, not a micro-unit column: {sql}"
             assert integer_columns[column] == {"INTEGER"}, f"{column} is declared {integer_columns[column]}"
             sums.append(column)
     assert "amount_micros" in sums  # the balance is a SUM, and it was seen
