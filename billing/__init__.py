@@ -1,4 +1,4 @@
-"""Minute billing (issue 13, first part): rating, rate decks, the ledger, balances.
+"""Minute billing (issue 13): rating, rate decks, the ledger, balances, invoices, standing.
 
 Its layer sits between ``campaigns`` and ``dialer`` (``.importlinter``): it reads
 the dialer's ``cdrs`` table through the store, never the ``dialer`` package.
@@ -15,8 +15,12 @@ the dialer's ``cdrs`` table through the store, never the ``dialer`` package.
   dialer's balance guard (``dialer.credit``) reads.
 * ``reports``: the high-cost destination report of a billing cycle.
 
-Not built yet: invoices, interest computation, the account
-life cycle. The records export is ``dialer.export`` (it reads the dialer's formats).
+* ``invoices``: the period's invoice (fees and users prorated by day, service,
+  telecom per destination, interest), draft then issued once; prepayments; exports.
+* ``standing``: the account's standing (pending, active, notice, suspended, closed),
+  who may dial, closing, number port-out and release.
+
+The records export is ``dialer.export`` (it reads the dialer's formats).
 
 See docs/billing.md.
 """
