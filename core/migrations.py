@@ -862,3 +862,29 @@ def m012_invoices_standing(conn):
         WHEN (SELECT status FROM invoices WHERE id = NEW.invoice_id) = 'issued'
         BEGIN SELECT RAISE(ABORT, 'an issued invoice is immutable: correct with a credit or a reversal'); END;
     """)
+
+
+@migration
+def m014_web_logins(conn):
+    """Web logins (issue 14): a user's password (argon2id hash), whether it must be changed at
+    the next login (a one-time password from an invitation or a reset), when the user was
+    disabled; server-side sessions (only the SHA-256 of the random session id is kept; an
+    ended session keeps why it ended, so its browser can be told)."""
+    run_script(conn, """
+        ALTER TABLE users ADD COLUMN password_hash TEXT;
+        ALTER TABLE users ADD COLUMN must_change_password INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE users ADD COLUMN disabled_at TEXT;
+        CREATE TABLE user_sessions (
+            id INTEGER PRIMARY KEY,
+            token_hash TEXT NOT NULL UNIQUE,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            csrf_token TEXT NOT NULL,
+            source TEXT,
+            created_at TEXT NOT NULL,
+            last_seen_at TEXT NOT NULL,
+            ended_at TEXT,
+            end_reason TEXT
+        );
+        CREATE INDEX user_sessions_open ON user_sessions (user_id, ended_at);
+    """)
