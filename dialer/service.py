@@ -499,6 +499,10 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
     for name, c in line_out.items():
         echo(f"== {name}: dials {c['dials']}, live answers {c['answers']}, connected {c['connects']}, abandoned "
              f"{c['abandons']}, dispositions {c['dispositions']}, billable {c['billable_minutes']} min")
+    for name, b in result.get("balances", {}).items():
+        echo(f"== account {name}: balance guard: {b['dials']} call(s) reserved for, {b['held_back']} dial request(s) "
+             f"held back at the floor, {b['extended']} slice(s) added to calls in progress, "
+             f"{b['ended_at_boundary']} call(s) ended at a slice boundary, {b['unpriced']} lead(s) without a rate")
     if left:
         echo(f"== {left} write(s) kept in the journal for the next start (the database was unavailable)")
     return result

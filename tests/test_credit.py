@@ -367,3 +367,20 @@ def test_an_account_whose_standing_forbids_dialing_starts_no_call(billed):
     topup(store, "200")
     g.refresh()
     assert g.room(1) == 161 and g.blocked(1) is None
+
+
+def test_thirty_calls_racing_cannot_all_pass_on_one_unit_of_credit(billed):
+    """The trap of engines without reservations: 30 lines free, 60 calls wanted, the
+    balance above the floor holds one first slice: one call starts."""
+    store, clock = billed
+    topup(store, "100.6188")
+    pool = FakePool(clock)
+    g = CreditGuard(clock, sync_run(store))
+    a, b = loops(store, clock, pool, g)
+    for d in (a, b):
+        for uid in range(1000 * d.cid, 1000 * d.cid + 6):  # 10 ready agents each: power 3 wants 30 each
+            d.floor.login(uid, d.cid, d.now())
+        d.start()
+    for _ in range(20):
+        clock.advance(0.1)
+    assert len(pool.dials) == 1 and g.available(1) == 0

@@ -98,6 +98,7 @@ def test_calls_racing_for_the_last_dollars_above_the_floor(tmp_path, sipp):
             seen["status"] = g.status(acc)
             seen["blocked"] = [d.blocked_reason for d in loops]
             seen["peak"] = svc.gate.peak.get(acc)
+            seen["service"] = svc.status()["balances"]
         finally:
             await svc.stop(drain_s=1.0)
             assert journal.stop(timeout=15) == 0
@@ -108,6 +109,7 @@ def test_calls_racing_for_the_last_dollars_above_the_floor(tmp_path, sipp):
     print("carrier calls", len(calls), "peak", max_concurrent(calls), "guard", st, "blocked", seen["blocked"])
     # the carrier never saw more calls than the balance held first slices for, and no more after
     assert len(calls) == seen["dials"] == 3 and max_concurrent(calls) <= 3
+    assert seen["service"]["acme"]["dials"] == 3  # what dialer run's status lines show
     # the other dials the policies asked for were refused with the reason
     assert st["held_back"] > 0
     assert any(b and "is at the floor $100.000000: no new calls" in b for b in seen["blocked"])
