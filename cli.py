@@ -467,6 +467,51 @@ def account_users(app, account, as_json):
                           f"{r['created_at']}")
 
 
+@account.command("password")
+@click.argument("user")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from the first line of standard input "
+                                                         "(for scripts) instead of prompting.")
+@json_option
+@pass_app
+def account_password(app, user, account, from_stdin, as_json):
+    """Set a user's web password (prompted twice, not echoed; at least 12 characters).
+    Only an argon2id hash is kept; the user's open web sessions end."""
+    from campaigns.users import set_password
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True, err=True)
+    out = set_password(app.store, account, user, password, app.now(), app.user)
+    _emit(out, as_json, f"password of {out['account']}/{out['user']} set")
+
+
+@account.command("role")
+@click.argument("user")
+@click.argument("role", type=click.Choice(["owner", "manager", "compliance", "supervisor", "agent"]))
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def account_role(app, user, role, account, as_json):
+    """Change a user's role (the account's last owner stays an owner); their web sessions end."""
+    from campaigns.users import set_role
+    out = set_role(app.store, account, user, role, app.now(), app.user)
+    _emit(out, as_json, f"{out['account']}/{out['user']}: {out['was']} -> {out['role']}")
+
+
+@account.command("disable")
+@click.argument("user")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@json_option
+@pass_app
+def account_disable(app, user, account, reason, as_json):
+    """Disable a user: no web login, agent PIN cleared, web sessions ended."""
+    from campaigns.users import disable_user
+    out = disable_user(app.store, account, user, app.now(), app.user, reason)
+    _emit(out, as_json, f"{out['account']}/{out['user']} disabled")
+
+
 @main.group(cls=_Group)
 def number():
     """The account's own numbers (DIDs), usable as caller IDs."""
@@ -538,6 +583,25 @@ def campaign_greeting(app, name, file, account, as_json):
     from campaigns.store import set_greeting
     out = set_greeting(app.store, name, file, app.now(), app.user, account=account)
     _emit(out, as_json, f"greeting of {name}: {out['seconds']} s at {out['rate']} Hz")
+
+
+@campaign.command("edit")
+@click.argument("name")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--caller-id", help="A new caller ID ('' clears it).")
+@click.option("--hours", help="New campaign hours ('' clears them).")
+@click.option("--mode", "dial_mode", type=click.Choice(["preview", "progressive", "predictive", "power"]))
+@click.option("--ratio", "power_ratio", help="Lines per free agent in power mode.")
+@click.option("--abandon-target", help="At most 0.03 (3 %).")
+@click.option("--retry", help="Recycling per outcome, e.g. 'busy=20m/5,no-answer=2h/4'.")
+@json_option
+@pass_app
+def campaign_edit(app, name, account, caller_id, hours, dial_mode, power_ratio, abandon_target, retry, as_json):
+    """Change a draft or paused campaign's settings (only those given)."""
+    from campaigns.store import update_campaign
+    out = update_campaign(app.store, name, app.now(), app.user, account=account, caller_id=caller_id, hours=hours,
+                          dial_mode=dial_mode, power_ratio=power_ratio, abandon_target=abandon_target, retry=retry)
+    _emit(out, as_json, f"campaign {out['name']} edited ({out['state']}, {out['dial_mode']})")
 
 
 @campaign.command("show")
@@ -983,16 +1047,37 @@ def demo(app, fresh, seconds, agents, sip):
               help="At stop, seconds calls in progress may take to finish before they are hung up.")
 @click.option("--record-dir", type=click.Path(file_okay=False), default=None,
               help="Record connected calls (WAV) here; the CDR references each file.")
+@click.option("--web", "web_port", type=click.IntRange(0, 65535), default=None,
+              help="Also serve the web application on this port, on the dialer's reactor.")
+@click.option("--web-host", default="127.0.0.1", show_default=True, help="Address the web application listens on.")
 @json_option
 @pass_app
-def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, as_json):
+def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, web_port, web_host, as_json):
     """Run the dialer: every running campaign over its SIP trunk, agents logging in
-    from their SIP phones, until SIGINT/SIGTERM (or --seconds)."""
+    from their SIP phones, until SIGINT/SIGTERM (or --seconds). With --web PORT, the
+    browser's pages are served beside it by the same reactor."""
     from dialer.service import run_service
+    if web_port is not None:
+        from twisted.internet import reactor
+        from web.server import listen
+        addr = listen(reactor, app.db_path, web_port, web_host).getHost()
+        if not as_json:
+            click.echo(f"== web: http://{addr.host}:{addr.port}/")
     out = run_service(app.db_path, (lambda _t: None) if as_json else click.echo, campaigns=list(campaigns) or None,
                       ip=ip, port=sip_port, workers=workers, seconds=seconds, record_dir=record_dir, drain_s=drain)
     if as_json:
         _emit(out, True)
+
+
+@main.command("web")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@pass_app
+def web_cmd(app, port, host):
+    """Serve the web application alone (no dialing), until SIGINT/SIGTERM. Users log in
+    with a password set by an owner, or by: dialer account password USER."""
+    from web.server import serve
+    serve(app.db_path, click.echo, port=port, host=host)
 
 
 @main.group(cls=_Group)

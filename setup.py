@@ -19,9 +19,10 @@ setup(
     license="AGPL-3.0-or-later",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["core", "core.*", "dialer", "dialer.*", "rules", "rules.*", "campaigns", "campaigns.*",
-                                    "billing", "billing.*"]),
+                                    "billing", "billing.*", "web", "web.*"]),
     py_modules=["cli"],
-    package_data={"rules": ["defaults/*.json", "defaults/*.csv"], "dialer.sip": ["scenarios/*.xml"]},
+    package_data={"rules": ["defaults/*.json", "defaults/*.csv"], "dialer.sip": ["scenarios/*.xml"],
+                  "web": ["templates/*.html", "static/*.js", "static/*.css", "static/vendor/*"]},
     install_requires=[
         "twisted>=24.3",
         "txaio>=23.1",
@@ -37,8 +38,13 @@ setup(
         "numpy>=1.24",
         "pyyaml>=6.0",
         "openpyxl>=3.1",
+        # the web application (web/): routing on twisted.web, templates, password hashes
+        "klein>=24.8",
+        "jinja2>=3.1",
+        "argon2-cffi>=23.1",
     ],
-    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "import-linter>=2.0"],
+    extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "import-linter>=2.0",
+                             "selenium>=4.20"],
                     "bench": ["scipy>=1.11", "matplotlib>=3.7"]},
     entry_points={"console_scripts": ["dialer=cli:main"]},
 )

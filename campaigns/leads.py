@@ -736,6 +736,18 @@ def import_status(store, import_id, account=None):
     return job
 
 
+def campaign_imports(store, campaign, account=None):
+    """The imports of a campaign (id, or name within ``account``), newest first: id,
+    file, status, counts, reason, when."""
+    camp = get_campaign(store, campaign, account)
+    rows = store.query("SELECT id AS import_id, file_name AS file, status, reason, resumable, rows_done, imported, "
+                       "rejected, duplicates, started_at, finished_at FROM imports WHERE campaign_id = ? "
+                       "AND account_id = ? ORDER BY id DESC", (camp["id"], camp["account_id"]))
+    for r in rows:
+        r["resumable"] = bool(r["resumable"]) or r["status"] == "running"
+    return rows
+
+
 def assign_run_groups(store, campaign_id):
     """Runs of near-consecutive numbers across the whole campaign get a group key, so
     the hopper keeps one live call per multi-line business."""

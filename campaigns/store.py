@@ -280,6 +280,57 @@ def create_campaign(store, name, account, now, actor, region="US", caller_id=Non
     return get_campaign(store, camp_id)
 
 
+EDITABLE_STATES = ("draft", "paused")
+
+
+def update_campaign(store, name, now, actor, account=None, caller_id=None, hours=None, dial_mode=None,
+                    power_ratio=None, abandon_target=None, retry=None):
+    """Edit a draft or paused campaign (a running one is paused first; a finished one
+    stays as it ended). Only the settings given change, checked as at creation;
+    ``hours`` or ``caller_id`` given as "" clear them. Audited with what changed."""
+    camp = get_campaign(store, name, account)
+    if camp["state"] not in EDITABLE_STATES:
+        raise InputError(f"campaign {camp['name']!r} is {camp['state']}: only a draft or paused campaign can be "
+                         f"edited" + (" (pause it first)" if camp["state"] == "running" else ""))
+    changes = {}
+    if caller_id is not None:
+        cid = None
+        if str(caller_id).strip():
+            f = normalise(caller_id, camp["region"])
+            if f.e164 is None:
+                raise InputError(f"caller ID {caller_id!r} is not a valid phone number: {f.error}")
+            cid = f.e164
+        changes["caller_id"] = cid
+    if hours is not None:
+        spec = parse_hours(hours) if isinstance(hours, str) else hours
+        changes["hours"] = json.dumps(spec) if spec else None
+    mode = dial_mode if dial_mode is not None else camp["dial_mode"]
+    if dial_mode is not None:
+        if dial_mode not in model.DIAL_MODES:
+            raise InputError(f"dial mode must be one of {', '.join(model.DIAL_MODES)}")
+        changes["dial_mode"] = dial_mode
+    if mode == "power" and (power_ratio is not None or camp["power_ratio"] is None):
+        changes["power_ratio"] = str(_power_ratio(power_ratio))
+    elif mode != "power" and camp["power_ratio"] is not None:
+        changes["power_ratio"] = None
+    if abandon_target is not None:
+        changes["abandon_target"] = str(_abandon_target(abandon_target))
+    if retry is not None:
+        changes["retry_rules"] = json.dumps(model.parse_retry(retry) if isinstance(retry, str) else retry)
+    with store.transaction():
+        current = get_campaign(store, camp["id"])
+        if current["state"] not in EDITABLE_STATES:
+            raise InputError(f"campaign {camp['name']!r} is {current['state']}: only a draft or paused campaign can "
+                             f"be edited")
+        if changes:
+            sets = ", ".join(f"{k} = ?" for k in changes)
+            store.execute(f"UPDATE campaigns SET {sets}, updated_at = ? WHERE id = ?",
+                          (*changes.values(), to_iso(now), camp["id"]))
+            audit.append(store, now, actor, "campaign.edit", f"campaign:{camp['name']}", "", changes,
+                         account_id=camp["account_id"])
+    return get_campaign(store, camp["id"])
+
+
 def set_greeting(store, name, path, now, actor, account=None):
     camp = get_campaign(store, name, account)
     info = check_greeting(path)
@@ -311,7 +362,7 @@ def _decode_campaign(row):
 def list_campaigns(store, account=None):
     """The campaigns of one account (``account``: name, id, or None for the only one)."""
     acc = resolve_account(store, account)
-    sql = ("SELECT c.name, a.name AS account, c.state, c.dial_mode, c.region, c.caller_id, "
+    sql = ("SELECT c.id, c.name, a.name AS account, c.state, c.dial_mode, c.region, c.caller_id, "
            "(SELECT COUNT(*) FROM leads l WHERE l.campaign_id = c.id AND l.status != 'staged') AS leads "
            "FROM campaigns c JOIN accounts a ON a.id = c.account_id WHERE c.account_id = ? ORDER BY c.name")
     return store.query(sql, (acc["id"],))

@@ -1,0 +1,544 @@
+"""The web application: klein routes over the library functions the CLI calls.
+
+Each handler does one library call (off the reactor, through ``web.db.Stores``) and
+renders a Jinja2 template (autoescaped). :func:`guard` wraps every page but the login
+page: it finds the session, ends it when a timeout passed, checks the role, and for
+every state-changing request the ``Origin`` and the session's CSRF token.
+
+Every object is loaded through the caller's account: campaigns by id within it
+(``core.tenancy.campaign_row``), imports by id within it, users by name within it; a
+NotFound answers 404 (the same page whether the id exists in another account or not).
+"""
+
+import datetime as _dt
+import functools
+import json
+import secrets
+import pathlib
+
+import jinja2
+from klein import Klein
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.static import File
+
+from core.errors import DialerError, InputError, NotFound
+
+from . import roles, sessions
+from .uploads import Uploads
+
+HERE = pathlib.Path(__file__).resolve().parent
+COOKIE = b"dialer_session"
+LOGIN_COOKIE = b"dialer_login"  # the login form's own CSRF token (double submit): no session yet
+SAFE_METHODS = (b"GET", b"HEAD")
+MAX_UPLOAD = 512 * 1024 * 1024
+
+log = Logger(namespace="web")
+
+
+class Refused(Exception):
+    """A request refused before its handler ran: (HTTP status, message)."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+def _arg(request, name, default=None):
+    vals = request.args.get(name.encode())
+    if not vals:
+        return default
+    v = vals[0]
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+
+
+def _fetch(request):
+    """A request made by the page's scripts (answered in JSON, never redirected)."""
+    return request.getHeader("x-requested-with") == "fetch"
+
+
+def _own_origin(request):
+    host = request.getHeader("host") or ""
+    return ("https://" if request.isSecure() else "http://") + host
+
+
+def check_origin(request):
+    """A state-changing request must come from our own pages: its Origin (or, without
+    one, its Referer) names this server. Neither header: the CSRF token decides."""
+    origin = request.getHeader("origin")
+    if origin is not None:
+        if origin != _own_origin(request):
+            raise Refused(403, "This request came from another site and was refused.")
+        return
+    referer = request.getHeader("referer")
+    if referer is not None and not (referer == _own_origin(request) or referer.startswith(_own_origin(request) + "/")):
+        raise Refused(403, "This request came from another site and was refused.")
+
+
+def guard(permission=None, must_change_ok=False):
+    """Wrap a handler ``fn(self, request, sess, **kw)`` (async): session, timeouts,
+    CSRF and Origin on state-changing methods, role."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(self, request, **kw):
+            return defer.ensureDeferred(self._guarded(fn, permission, must_change_ok, request, kw))
+        return wrapper
+    return deco
+
+
+class WebApp:
+    app = Klein()
+
+    def __init__(self, reactor, stores, idle_s=sessions.IDLE_S, absolute_s=sessions.ABSOLUTE_S):
+        self.reactor, self.stores = reactor, stores
+        self.idle_s, self.absolute_s = idle_s, absolute_s
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
+                                      undefined=jinja2.StrictUndefined)
+        self.env.filters["pct"] = lambda x: "—" if x is None else f"{100 * float(x):.2f} %"
+        self.throttle = sessions.LoginThrottle()
+        self.uploads = Uploads(stores)
+
+    # ------------------------------------------------------------------ plumbing
+    def now(self):
+        return _dt.datetime.fromtimestamp(self.reactor.seconds(), _dt.timezone.utc)
+
+    def render(self, request, template, sess=None, status=200, **ctx):
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return self.env.get_template(template).render(sess=sess, may=roles.may, **ctx).encode("utf-8")
+
+    def json(self, request, obj, status=200):
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps(obj, default=str).encode()
+
+    @staticmethod
+    def redirect(request, url):
+        request.setResponseCode(303)
+        request.setHeader(b"location", url.encode())
+        return b""
+
+    def _set_session_cookie(self, request, token):
+        request.addCookie(COOKIE, token.encode(), path=b"/", httpOnly=True, secure=request.isSecure() or None,
+                          sameSite="lax")
+
+    def _clear_session_cookie(self, request):
+        request.addCookie(COOKIE, b"", path=b"/", httpOnly=True, secure=request.isSecure() or None, sameSite="lax",
+                          max_age=b"0")
+
+    def _to_login(self, request, why):
+        if request.getCookie(COOKIE):
+            self._clear_session_cookie(request)
+        if _fetch(request):
+            return self.json(request, {"error": "not logged in", "ended": why}, 401)
+        return self.redirect(request, "/login" + (f"?ended={why}" if why in sessions.ENDED else ""))
+
+    def refused(self, request, sess, status, message):
+        if _fetch(request):
+            return self.json(request, {"error": message}, status)
+        return self.render(request, "error.html", sess, status, status_code=status, message=message)
+
+    async def _guarded(self, fn, permission, must_change_ok, request, kw):
+        now = self.now()
+        token = (request.getCookie(COOKIE) or b"").decode("ascii", "replace")
+        sess = await self.stores.read(sessions.find_session, token) if token else None
+        st = sessions.state(sess, now, self.idle_s, self.absolute_s)
+        if st == "expired":
+            await self.stores.write(sessions.end, sess, "expired", now)
+        if st != "open":
+            return self._to_login(request, st if sess else None)
+        try:
+            if request.method not in SAFE_METHODS:
+                check_origin(request)
+                given = request.getHeader("x-csrf-token") or _arg(request, "csrf_token")
+                if not sessions.csrf_ok(sess["csrf_token"], given):
+                    raise Refused(403, "The form's security token is missing or wrong: reload the page and try again.")
+            if sess["must_change_password"] and not must_change_ok:
+                return self.redirect(request, "/password")
+            if permission is not None and not roles.may(sess["role"], permission):
+                raise Refused(403, f"Your role ({sess['role']}) may not use this page.")
+            if sessions.needs_touch(sess, now):
+                await self.stores.write(sessions.touch, sess["id"], now)
+            return await fn(self, request, sess, **kw)
+        except Refused as e:
+            return self.refused(request, sess, e.status, str(e))
+        except NotFound:
+            return self.refused(request, sess, 404, "Not found.")
+        except DialerError as e:
+            return self.refused(request, sess, 400, str(e))
+
+    # ------------------------------------------------------------------ static files
+    @app.route("/static/", branch=True)
+    def static(self, request):
+        return File(str(HERE / "static"))
+
+    # ------------------------------------------------------------------ logins
+    @app.route("/login", methods=["GET"])
+    def login_page(self, request):
+        return self._login_form(request, message=sessions.ENDED.get(_arg(request, "ended", "")))
+
+    def _login_form(self, request, status=200, error=None, message=None, account="", user=""):
+        token = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
+        if len(token) < 32:
+            token = secrets.token_urlsafe(32)
+            request.addCookie(LOGIN_COOKIE, token.encode(), path=b"/login", httpOnly=True,
+                              secure=request.isSecure() or None, sameSite="strict")
+        return self.render(request, "login.html", None, status, login_csrf=token, error=error, message=message,
+                           account=account, user=user)
+
+    @app.route("/login", methods=["POST"])
+    def login(self, request):
+        return defer.ensureDeferred(self._login(request))
+
+    async def _login(self, request):
+        from campaigns.users import check_login
+        account, user, password = _arg(request, "account", ""), _arg(request, "user", ""), _arg(request, "password", "")
+        try:
+            check_origin(request)
+            cookie = (request.getCookie(LOGIN_COOKIE) or b"").decode("ascii", "replace")
+            if len(cookie) < 32 or not sessions.csrf_ok(cookie, _arg(request, "login_csrf")):
+                raise Refused(403, "The form's security token is missing or wrong: reload the page and try again.")
+        except Refused as e:
+            return self._login_form(request, e.status, error=str(e), account=account, user=user)
+        source = request.getClientAddress().host if hasattr(request.getClientAddress(), "host") else "unknown"
+        key = self.throttle.user_key(account, user)
+        wait = self.throttle.wait(source, key, self.reactor.seconds())
+        if wait > 0:
+            return self._login_form(request, 429, error=f"Too many wrong passwords: try again in {int(wait) + 1} s.",
+                                     account=account, user=user)
+        row = await self.stores.read(check_login, account, user, password)
+        if row is None:
+            self.throttle.failed(source, key, self.reactor.seconds())
+            log.info("web login refused for {key} from {source}", key=key, source=source)
+            return self._login_form(request, 401, error="Wrong account, user or password.", account=account, user=user)
+        self.throttle.succeeded(source, key)
+        token, sess = await self.stores.write(sessions.open_session, row, source, self.now())
+        self._set_session_cookie(request, token)
+        return self.redirect(request, "/password" if sess["must_change_password"] else roles.home(sess["role"]))
+
+    @app.route("/logout", methods=["POST"])
+    @guard(must_change_ok=True)
+    async def logout(self, request, sess):
+        await self.stores.write(sessions.end, sess, "logout", self.now())
+        self._clear_session_cookie(request)
+        return self.redirect(request, "/login?ended=logout")
+
+    @app.route("/session/state", methods=["GET"])
+    def session_state(self, request):
+        """For the page's poll: is this browser's session still open, and if not, why."""
+        async def go():
+            token = (request.getCookie(COOKIE) or b"").decode("ascii", "replace")
+            sess = await self.stores.read(sessions.find_session, token) if token else None
+            st = sessions.state(sess, self.now(), self.idle_s, self.absolute_s)
+            return self.json(request, {"state": st if sess else "none"})
+        return defer.ensureDeferred(go())
+
+    @app.route("/password", methods=["GET"])
+    @guard(must_change_ok=True)
+    async def password_page(self, request, sess):
+        return self.render(request, "password.html", sess, error=None)
+
+    @app.route("/password", methods=["POST"])
+    @guard(must_change_ok=True)
+    async def password_change(self, request, sess):
+        from campaigns.users import check_login, check_password, set_password
+        current, new, again = (_arg(request, k, "") for k in ("current", "new", "again"))
+        try:
+            if new != again:
+                raise InputError("the two new passwords differ")
+            check_password(new)
+            if await self.stores.read(check_login, sess["account_name"], sess["user_name"], current) is None:
+                raise InputError("the current password is wrong")
+            await self.stores.write(set_password, sess["account_id"], sess["user_name"], new, self.now(),
+                                    sessions.actor(sess), keep_session=sess["id"])
+        except InputError as e:
+            return self.render(request, "password.html", sess, 400, error=str(e))
+        return self.redirect(request, roles.home(sess["role"]))
+
+    @app.route("/", methods=["GET"])
+    @guard()
+    async def home(self, request, sess):
+        return self.redirect(request, roles.home(sess["role"]))
+
+    @app.route("/me", methods=["GET"])
+    @guard()
+    async def me(self, request, sess):
+        return self.render(request, "me.html", sess)
+
+    # ------------------------------------------------------------------ campaigns
+    @app.route("/campaigns", methods=["GET"])
+    @guard("campaigns.view")
+    async def campaigns(self, request, sess):
+        from campaigns.store import list_campaigns
+        rows = await self.stores.read(list_campaigns, sess["account_id"])
+        return self.render(request, "campaigns.html", sess, campaigns=rows)
+
+    def _form(self, request):
+        return {k: _arg(request, k, "") for k in ("name", "region", "caller_id", "hours", "dial_mode", "power_ratio",
+                                                    "abandon_target", "retry")}
+
+    @app.route("/campaigns/new", methods=["GET"])
+    @guard("campaigns.edit")
+    async def campaign_new(self, request, sess):
+        from campaigns.store import list_numbers
+        numbers = await self.stores.read(list_numbers, sess["account_id"])
+        return self.render(request, "campaign_form.html", sess, camp=None, numbers=numbers, error=None,
+                           form={"region": "US", "dial_mode": "predictive", "abandon_target": "0.03"})
+
+    @app.route("/campaigns/new", methods=["POST"])
+    @guard("campaigns.edit")
+    async def campaign_create(self, request, sess):
+        from campaigns.store import create_campaign
+        f = self._form(request)
+        try:
+            camp = await self.stores.write(
+                create_campaign, f["name"], sess["account_id"], self.now(), sessions.actor(sess),
+                region=f["region"] or "US", caller_id=f["caller_id"] or None, hours=f["hours"] or None,
+                dial_mode=f["dial_mode"] or "predictive", power_ratio=f["power_ratio"] or None,
+                abandon_target=f["abandon_target"] or "0.03", retry=f["retry"] or None)
+        except InputError as e:
+            return self.render(request, "campaign_form.html", sess, 400, camp=None, numbers=[], error=str(e), form=f)
+        return self.redirect(request, f"/campaigns/{camp['id']}")
+
+    @app.route("/campaigns/<int:cid>", methods=["GET"])
+    @guard("campaigns.view")
+    async def campaign(self, request, sess, cid):
+        return await self._campaign_page(request, sess, cid)
+
+    async def _campaign_page(self, request, sess, cid, status=200, error=None):
+        from campaigns.store import show_campaign
+        camp = await self.stores.read(show_campaign, cid, sess["account_id"])
+        return self.render(request, "campaign.html", sess, status, camp=camp, error=error)
+
+    @app.route("/campaigns/<int:cid>/edit", methods=["GET"])
+    @guard("campaigns.edit")
+    async def campaign_edit_page(self, request, sess, cid):
+        from campaigns.store import get_campaign
+        camp = await self.stores.read(get_campaign, cid, sess["account_id"])
+        return self.render(request, "campaign_form.html", sess, camp=camp, numbers=[], error=None,
+                           form=_campaign_form_values(camp))
+
+    @app.route("/campaigns/<int:cid>/edit", methods=["POST"])
+    @guard("campaigns.edit")
+    async def campaign_edit(self, request, sess, cid):
+        from campaigns.store import get_campaign, update_campaign
+        f = self._form(request)
+        try:
+            await self.stores.write(update_campaign, cid, self.now(), sessions.actor(sess), account=sess["account_id"],
+                                    caller_id=f["caller_id"], hours=f["hours"], dial_mode=f["dial_mode"] or None,
+                                    power_ratio=f["power_ratio"] or None, abandon_target=f["abandon_target"] or None,
+                                    retry=f["retry"] or None)
+        except InputError as e:
+            camp = await self.stores.read(get_campaign, cid, sess["account_id"])
+            return self.render(request, "campaign_form.html", sess, 400, camp=camp, numbers=[], error=str(e), form=f)
+        return self.redirect(request, f"/campaigns/{cid}")
+
+    @app.route("/campaigns/<int:cid>/<any(start,pause,finish):action>", methods=["POST"])
+    @guard("campaigns.edit")
+    async def campaign_state(self, request, sess, cid, action):
+        from billing.standing import change_state
+        try:
+            await self.stores.write(change_state, cid, action, self.now(), sessions.actor(sess),
+                                    _arg(request, "reason", ""), account=sess["account_id"])
+        except InputError as e:
+            return await self._campaign_page(request, sess, cid, 409, error=str(e))
+        return self.redirect(request, f"/campaigns/{cid}")
+
+    @app.route("/campaigns/<int:cid>/greeting", methods=["POST"])
+    @guard("campaigns.edit")
+    async def campaign_greeting(self, request, sess, cid):
+        from campaigns.store import set_greeting
+        data = request.args.get(b"greeting", [b""])[0]
+        try:
+            if not data:
+                raise InputError("choose a WAV file (8 or 16 kHz, mono, 16-bit PCM)")
+            await self.stores.write(_with_temp_file, data, set_greeting, cid, self.now(), sessions.actor(sess),
+                                    account=sess["account_id"])
+        except InputError as e:
+            return await self._campaign_page(request, sess, cid, 400, error=str(e))
+        return self.redirect(request, f"/campaigns/{cid}")
+
+    # ------------------------------------------------------------------ lists
+    @app.route("/campaigns/<int:cid>/upload", methods=["GET"])
+    @guard("campaigns.edit")
+    async def upload_page(self, request, sess, cid):
+        from campaigns.leads import campaign_imports
+        imports = await self.stores.read(campaign_imports, cid, sess["account_id"])
+        camp = await self.stores.read(_campaign_name, cid, sess["account_id"])
+        return self.render(request, "upload.html", sess, camp=camp, imports=imports)
+
+    @app.route("/campaigns/<int:cid>/uploads", methods=["POST"])
+    @guard("campaigns.edit")
+    async def upload(self, request, sess, cid):
+        """The file is the request's body (the page's script sends it as it is, with its
+        name in the query): no multipart parsing, and Twisted keeps a large body in a
+        temporary file, not in memory."""
+        await self.stores.read(_campaign_name, cid, sess["account_id"])  # 404 before anything is saved
+        size = int(request.getHeader("content-length") or 0)
+        if size <= 0:
+            raise Refused(400, "The file is empty.")
+        if size > MAX_UPLOAD:
+            raise Refused(413, f"The file is larger than {MAX_UPLOAD // 2**20} MiB.")
+        dedupe = _arg(request, "dedupe", "campaign")
+        if dedupe not in ("list", "campaign", "account", "none"):
+            raise Refused(400, "dedupe must be list, campaign, account or none")
+        job = await self.uploads.start(request.content, _arg(request, "name", "list.csv"), sess["account_id"], cid,
+                                       self.now(), sessions.actor(sess), mapping=_arg(request, "map", "").strip(),
+                                       dedupe=dedupe, region=(_arg(request, "region", "US") or "US"))
+        return self.json(request, {**job.as_dict(), "status_url": f"/campaigns/{cid}/uploads/{job.token}"}, 202)
+
+    @app.route("/campaigns/<int:cid>/uploads/<token>", methods=["GET"])
+    @guard("campaigns.edit")
+    async def upload_status(self, request, sess, cid, token):
+        job = self.uploads.get(token, sess["account_id"], cid)
+        if job is None:
+            raise NotFound(token)
+        out = job.as_dict()
+        if job.import_id is not None:
+            out["import_url"] = f"/campaigns/{cid}/imports/{job.import_id}"
+        return self.json(request, out)
+
+    @app.route("/campaigns/<int:cid>/imports/<int:iid>", methods=["GET"])
+    @guard("campaigns.view")
+    async def import_page(self, request, sess, cid, iid):
+        from campaigns.leads import import_status
+        job = await self.stores.read(import_status, iid, sess["account_id"])
+        camp = await self.stores.read(_campaign_name, cid, sess["account_id"])
+        if job["campaign"] != camp["name"]:
+            raise NotFound(iid)
+        summary = await self.stores.read(_import_summary, iid, sess["account_id"])
+        return self.render(request, "import.html", sess, camp=camp, job=job, summary=summary)
+
+    @app.route("/campaigns/<int:cid>/imports/<int:iid>/errors.csv", methods=["GET"])
+    @guard("campaigns.screening")
+    async def import_errors(self, request, sess, cid, iid):
+        from campaigns.leads import errors_csv, import_errors
+        camp = await self.stores.read(_campaign_name, cid, sess["account_id"])
+        rows = await self.stores.read(import_errors, iid, sess["account_id"])
+        if not await self.stores.read(_import_in_campaign, iid, camp["id"]):
+            raise NotFound(iid)
+        request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+        request.setHeader(b"content-disposition", f'attachment; filename="import-{iid}-errors.csv"'.encode())
+        return errors_csv(rows).encode("utf-8")
+
+    @app.route("/campaigns/<int:cid>/preview", methods=["GET"])
+    @guard("campaigns.screening")
+    async def preview(self, request, sess, cid):
+        from campaigns.leads import preview
+        camp = await self.stores.read(_campaign_name, cid, sess["account_id"])
+        out = await self.stores.read(preview, cid, self.now(), account=sess["account_id"])
+        return self.render(request, "preview.html", sess, camp=camp, p=out)
+
+    @app.route("/campaigns/<int:cid>/dry-run", methods=["GET"])
+    @guard("campaigns.screening")
+    async def dry_run(self, request, sess, cid):
+        from campaigns.dryrun import dry_run
+        from core.timeutil import parse_instant
+        camp = await self.stores.read(_campaign_name, cid, sess["account_id"])
+        start = self.now().replace(minute=0, second=0, microsecond=0)
+        frm_text, to_text = _arg(request, "from", ""), _arg(request, "to", "")
+        try:
+            frm = parse_instant(frm_text, "from", bounded=True) if frm_text else start
+            to = parse_instant(to_text, "to", bounded=True) if to_text else frm + _dt.timedelta(hours=24)
+            out = await self.stores.read(dry_run, cid, frm, to, self.now(), 60, account=sess["account_id"])
+        except InputError as e:
+            return self.render(request, "dryrun.html", sess, 400, camp=camp, out=None, error=str(e),
+                               frm=frm_text, to=to_text)
+        return self.render(request, "dryrun.html", sess, camp=camp, out=out, error=None,
+                           frm=out["from"], to=out["to"])
+
+    @app.route("/campaigns/<int:cid>/results", methods=["GET"])
+    @guard("campaigns.view")
+    async def results(self, request, sess, cid):
+        out = await self.stores.read(_results, cid, sess["account_id"])
+        return self.render(request, "results.html", sess, **out)
+
+    # ------------------------------------------------------------------ people (owners)
+    @app.route("/users", methods=["GET"])
+    @guard("users.manage")
+    async def users(self, request, sess):
+        return await self._users_page(request, sess)
+
+    async def _users_page(self, request, sess, status=200, error=None, shown=None):
+        from campaigns.users import people
+        rows = await self.stores.read(people, sess["account_id"])
+        return self.render(request, "users.html", sess, status, users=rows, error=error, shown=shown,
+                           roles=roles.ROLES)
+
+    @app.route("/users/invite", methods=["POST"])
+    @guard("users.manage")
+    async def user_invite(self, request, sess):
+        from campaigns.users import invite_user
+        return await self._user_action(request, sess, invite_user, _arg(request, "name", ""),
+                                       _arg(request, "role", ""), self.now(), sessions.actor(sess))
+
+    @app.route("/users/<name>/<any(role,password,pin,disable,enable):action>", methods=["POST"])
+    @guard("users.manage")
+    async def user_change(self, request, sess, name, action):
+        from campaigns.users import disable_user, enable_user, reset_password, set_role
+        from dialer.agents import set_pin
+        now, who = self.now(), sessions.actor(sess)
+        if action == "role":
+            return await self._user_action(request, sess, set_role, name, _arg(request, "role", ""), now, who)
+        if action == "password":
+            return await self._user_action(request, sess, reset_password, name, now, who)
+        if action == "pin":
+            return await self._user_action(request, sess, set_pin, name, _arg(request, "pin", ""), now, who)
+        if action == "disable":
+            return await self._user_action(request, sess, disable_user, name, now, who, _arg(request, "reason", ""))
+        return await self._user_action(request, sess, enable_user, name, now, who)
+
+    async def _user_action(self, request, sess, fn, *args):
+        try:
+            out = await self.stores.write(fn, sess["account_id"], *args)
+        except InputError as e:
+            return await self._users_page(request, sess, status=400, error=str(e))
+        return await self._users_page(request, sess, shown=out)
+
+
+def _campaign_form_values(camp):
+    from campaigns.model import parse_retry  # noqa: F401 (the text form is the one the CLI takes)
+    hours = camp["hours"] or {}
+    return {"name": camp["name"], "region": camp["region"], "caller_id": camp["caller_id"] or "",
+            "hours": ";".join(f"{d}={','.join(w)}" for d, w in hours.items()), "dial_mode": camp["dial_mode"],
+            "power_ratio": camp["power_ratio"] or "", "abandon_target": camp["abandon_target"],
+            "retry": ",".join(f"{k}={v['delay_minutes']}m/{v['max_attempts']}" for k, v in camp["retry_rules"].items())}
+
+
+def _campaign_name(store, cid, account_id):
+    """id, name, state of a campaign of the account (NotFound otherwise)."""
+    from campaigns.store import get_campaign
+    c = get_campaign(store, cid, account_id)
+    return {"id": c["id"], "name": c["name"], "state": c["state"]}
+
+
+def _import_in_campaign(store, iid, campaign_id):
+    return store.query_one("SELECT 1 AS x FROM imports WHERE id = ? AND campaign_id = ?", (iid, campaign_id)) is not None
+
+
+def _import_summary(store, iid, account_id):
+    """The summary a finished import stored (its rejections by reason), or None."""
+    row = store.query_one("SELECT summary FROM imports WHERE id = ? AND account_id = ?", (iid, account_id))
+    return json.loads(row["summary"]) if row and row["summary"] else None
+
+
+def _results(store, cid, account_id):
+    """A campaign's results: its leads by status (``campaign show``) and its calls since
+    it was created (``dialer.cdr.campaign_stats``, the reports' one definition)."""
+    from campaigns.store import show_campaign
+    from core.timeutil import from_iso
+    from dialer.cdr import campaign_stats
+    camp = show_campaign(store, cid, account_id)
+    return {"camp": camp, "stats": campaign_stats(store, cid, from_iso(camp["created_at"]), account=account_id)}
+
+
+def _with_temp_file(store, data, fn, *args, **kw):
+    """``fn(store, first_arg, path, ...)`` with ``data`` saved to a temporary file beside
+    the database (a greeting upload: ``set_greeting`` takes a path)."""
+    import tempfile
+    base = store.files_dir / "uploads"
+    base.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=base, suffix=".wav") as f:
+        f.write(data)
+        f.flush()
+        return fn(store, args[0], f.name, *args[1:], **kw)
