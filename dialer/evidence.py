@@ -27,6 +27,8 @@ row while it is in progress. A call placed before evidence was recorded shows
 the rule-set version and zones were recorded before (they are shown when present).
 """
 
+import datetime as _dt
+import functools
 import json
 
 import pytz
@@ -100,9 +102,22 @@ CALL_COLUMNS = ("call_id, account_id, campaign_id, lead_id, agent_id, trunk, cal
                 "ruleset, verdict")
 
 
+@functools.lru_cache(maxsize=256)
+def _zone(name):
+    return pytz.timezone(name)
+
+
+def instant(iso):
+    """A stored instant (ISO UTC text) as an aware datetime; the storage form
+    (``2026-03-10T10:00:00.000Z``) without the general parser."""
+    if len(iso) == 24 and iso[-1] == "Z":
+        return _dt.datetime.fromisoformat(iso[:-1]).replace(tzinfo=_dt.timezone.utc)
+    return from_iso(iso)
+
+
 def _local(iso, zone):
     try:
-        return from_iso(iso).astimezone(pytz.timezone(zone)).strftime("%Y-%m-%dT%H:%M:%S%z")
+        return instant(iso).astimezone(_zone(zone)).strftime("%Y-%m-%dT%H:%M:%S%z")
     except (pytz.UnknownTimeZoneError, ValueError):
         return None
 

@@ -44,10 +44,10 @@ import pytz
 
 from core.errors import InputError
 from core.tenancy import resolve_account
-from core.timeutil import from_iso, to_iso
+from core.timeutil import to_iso
 
 from .cdr import ASTERISK_COLUMNS, ASTERISK_DISPOSITION
-from .evidence import EVIDENCE_VERSION, evidence_of
+from .evidence import EVIDENCE_VERSION, evidence_of, instant
 
 OUR_COLUMNS = ("call_id", "account", "campaign", "campaign_id", "lead_id", "agent_id", "agent", "call_disposition",
                "abandoned", "opted_out", "agent_disposition", "lead_outcome", "hangup_cause", "hangup_by", "sip_code",
@@ -66,7 +66,9 @@ _CALLS = (
     "l.prefix AS rated_prefix FROM cdrs c "
     "LEFT JOIN campaigns p ON p.id = c.campaign_id AND p.account_id = c.account_id "
     "LEFT JOIN users u ON u.id = c.agent_id AND u.account_id = c.account_id "
-    "LEFT JOIN ledger_entries l ON l.call_id = c.call_id AND l.account_id = c.account_id AND l.kind = 'charge' "
+    # "+l.account_id": found by its call id (the UNIQUE (call_id, seq) index), not by a walk of the
+    # account's entries, which SQLite's planner picks otherwise (quadratic: 83 s for 20 000 calls)
+    "LEFT JOIN ledger_entries l ON l.call_id = c.call_id AND +l.account_id = c.account_id AND l.kind = 'charge' "
     "AND NOT EXISTS (SELECT 1 FROM ledger_entries n WHERE n.call_id = l.call_id AND n.seq > l.seq) "
     "WHERE c.account_id = ? AND c.started_at >= ? AND c.started_at < ? ORDER BY c.started_at, c.call_id")
 _RECORDINGS = ("SELECT call_id, recording_path FROM cdrs WHERE account_id = ? AND started_at >= ? AND started_at < ? "
@@ -176,7 +178,7 @@ def _cdr_row(r, account, tz, rec_name, rec_status, evidence_version):
     def local(iso):
         if not iso:
             return ""
-        t = from_iso(iso).astimezone(tz)
+        t = instant(iso).astimezone(tz)
         return f"{t:%Y-%m-%dT%H:%M:%S}.{t.microsecond // 1000:03d}{t:%z}"
 
     def opt(v):

@@ -142,6 +142,18 @@ def test_evidence_is_recorded_when_the_call_is_placed(world):
     assert ev2["state"].startswith("open") and ev2["dnc"]["registry"]["as_of"] == "2026-11-20"
 
 
+def test_a_call_interrupted_by_a_crash_keeps_its_evidence_in_the_cdr_recovery_writes(world):
+    from dialer.opencalls import recover
+    store = world["store"]
+    open_ids = [r["call_id"] for r in store.query("SELECT call_id FROM open_calls")]
+    assert open_ids
+    recover(store, T0 + _dt.timedelta(minutes=5), node="local")
+    ev = call_evidence(store, open_ids[0], "acme")
+    assert ev["state"] == "ended" and ev["outcome"]["hangup_cause"] == "DIALER_STOPPED"
+    assert ev["evidence_version"] == 1 and ev["dnc"]["registry"]["as_of"] == "2026-11-20"
+    assert ev["abandon_window"]["live_answers"] == 4
+
+
 def test_a_call_placed_before_evidence_says_what_was_not_recorded(world):
     ev = call_evidence(world["store"], "old-0", "acme")
     assert ev["evidence_version"] is None and ev["rules"]["ruleset"] == "US@1"
