@@ -348,6 +348,8 @@ def export_month(store, account, month, out=None, now=None):
         if path.exists():
             raise InputError(f"{path} appeared while the export was written: give another --out")
         os.replace(tmp, path)
+    except OSError as e:  # the archive's folder: not writable, full (a recording that cannot be read is listed)
+        raise InputError(f"cannot write {path}: {e.strerror or e}; nothing was written") from None
     finally:
         if tmp.exists():
             tmp.unlink()

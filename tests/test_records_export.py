@@ -8,6 +8,7 @@ import datetime as _dt
 import hashlib
 import io
 import json
+import os
 import zipfile
 
 import pytest
@@ -264,6 +265,15 @@ def test_export_refusals(world):
         export_month(store, "acme", "2026-11", tmp / "no" / "x.zip", T0)
     with pytest.raises(NotFound):
         export_month(store, "nobody", "2026-11", tmp / "x.zip", T0)
+    ro = tmp / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if not os.access(ro, os.W_OK):  # (root writes anywhere)
+            with pytest.raises(InputError, match="cannot write"):
+                export_month(store, "acme", "2026-11", ro / "x.zip", T0)
+    finally:
+        ro.chmod(0o700)
     assert sorted(p.name for p in tmp.glob("*.zip")) == ["empty.zip"] and not list(tmp.glob(".*.part"))
 
 
