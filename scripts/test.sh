@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-# Debian packages the tests need (Chromium comes with the web issue).
+# Debian packages the tests need: SIPp (the carrier and agents' phones), Chromium and
+# chromedriver (the browser tests).
 . scripts/ensure-sipp.sh
+. scripts/ensure-chromium.sh
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi

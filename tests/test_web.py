@@ -212,7 +212,7 @@ def test_markup_in_names_is_shown_as_text_everywhere(site):
     assert job["state"] == "done", job
     r = c.post("/users/invite", {"csrf_token": token, "name": "<script>x", "role": "agent"})
     assert r.status == 200
-    pages = ["/campaigns", f"/campaigns/{cid}", f"/campaigns/{cid}/edit", f"/campaigns/{cid}/results",
+    pages = ["/campaigns", "/campaigns/new", f"/campaigns/{cid}", f"/campaigns/{cid}/edit", f"/campaigns/{cid}/results",
              f"/campaigns/{cid}/preview", f"/campaigns/{cid}/dry-run", f"/campaigns/{cid}/upload",
              f"/campaigns/{cid}/imports/{job['import_id']}", "/users"]
     for p in pages:
@@ -379,3 +379,41 @@ def test_cli_password_role_disable_and_campaign_edit(tmp_path):
     assert r.exit_code == 0 and json.loads(r.output)["caller_id"] == "+12125550000"
     r = run("campaign", "edit", "spring", "--account", "acme", "--mode", "power")
     assert r.exit_code == 1 and "--ratio" in r.output
+
+
+def test_run_serves_the_web_beside_the_dialer(tmp_path):
+    """``dialer run --web 0``: the pages answer while the same reactor runs a campaign."""
+    pytest.importorskip("pjsua2", reason="the dialer's SIP workers need pjsua2")
+    import subprocess
+    import sys
+    from web_harness import ROOT, Client
+    db = tmp_path / "d.db"
+    ids = seed(db)
+
+    def run(*args):
+        r = CliRunner().invoke(cli.main, ["--db", str(db), *args])
+        assert r.exit_code == 0, r.output
+
+    run("trunk", "add", "t1", "--account", "acme", "--proxy", "127.0.0.1:5999", "--cps", "1")
+    run("trunk", "use", "t1", "--campaign", "spring", "--account", "acme")
+    run("campaign", "edit", "spring", "--account", "acme", "--caller-id", "+12125550000")
+    run("campaign", "start", "spring", "--account", "acme")
+    proc = subprocess.Popen([sys.executable, "-c", "import cli; cli.main()", "--db", str(db), "run", "--web", "0",
+                             "--sip-port", "5290", "--workers", "1", "--seconds", "5", "--drain", "0"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        port = int(re.search(r"127\.0\.0\.1:(\d+)/", proc.stdout.readline()).group(1))
+        assert "dialer running: spring" in proc.stdout.readline()
+
+        class _At:
+            pass
+        at = _At()
+        at.port = port
+        c = Client(at)
+        assert c.login("acme", "max").status == 303
+        assert 'id="state">running<' in c.get(f"/campaigns/{ids['spring']}").text
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -92,8 +92,7 @@ class WebApp:
     def __init__(self, reactor, stores, idle_s=sessions.IDLE_S, absolute_s=sessions.ABSOLUTE_S):
         self.reactor, self.stores = reactor, stores
         self.idle_s, self.absolute_s = idle_s, absolute_s
-        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True,
-                                      undefined=jinja2.StrictUndefined)
+        self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
         self.env.filters["pct"] = lambda x: "—" if x is None else f"{100 * float(x):.2f} %"
         self.throttle = sessions.LoginThrottle()
         self.uploads = Uploads(stores)

@@ -16,7 +16,10 @@ from campaigns.leads import import_list
 from core.errors import DialerError
 
 MAX_NAME = 120
-KEEP_JOBS = 200  # finished jobs remembered (their result stays readable from the store)
+KEEP_JOBS = 200
+# rows per committed chunk: progress is reported per chunk, and each chunk is one write
+# transaction, kept short beside a running dialer (the CLI's default is 50 000)
+CHUNK = 5000  # finished jobs remembered (their result stays readable from the store)
 
 
 def safe_name(name):
@@ -91,7 +94,7 @@ def _run(store, job, folder, now, actor, mapping, dedupe, region):
     job.state = "importing"
     try:
         out = import_list(store, f"{folder}/{job.file}", job.campaign_id, now, actor, mapping=mapping or None,
-                          region=region, dedupe=dedupe, progress=progress, account=job.account_id)
+                          region=region, dedupe=dedupe, progress=progress, account=job.account_id, chunk=CHUNK)
     except DialerError as e:
         job.error, job.state = str(e), "failed"
         m = re.search(r"\bimport (\d+)\b", str(e))

@@ -1,4 +1,4 @@
-// The dry run's chart: dialable leads per hour, and the leads held back by each reason.
+// The dry run's chart: dialable leads per hour (bars), and the leads held back by each reason (lines).
 "use strict";
 (function () {
   var data = JSON.parse(document.getElementById("dryrun-data").textContent);
@@ -8,11 +8,14 @@
   var reasons = {};
   data.hours.forEach(function (h) { Object.keys(h.blocked).forEach(function (k) { reasons[k] = true; }); });
   var palette = ["#c0392b", "#8e44ad", "#d35400", "#7f8c8d", "#16a085", "#2c3e50"];
-  var sets = [{ label: "dialable", data: data.hours.map(function (h) { return h.dialable; }),
-                backgroundColor: "#1f5fbf", stack: "dialable" }];
+  // bars: the dialable leads; lines: the leads each reason holds back (a lead held back
+  // by two reasons is on both lines, so the lines are not stacked)
+  var sets = [{ type: "bar", label: "dialable", data: data.hours.map(function (h) { return h.dialable; }),
+                backgroundColor: "#1f5fbf", order: 2 }];
   Object.keys(reasons).forEach(function (k, i) {
-    sets.push({ label: "blocked: " + k, data: data.hours.map(function (h) { return h.blocked[k] || 0; }),
-                backgroundColor: palette[i % palette.length], stack: "blocked" });
+    var c = palette[i % palette.length];
+    sets.push({ type: "line", label: "held back: " + k, data: data.hours.map(function (h) { return h.blocked[k] || 0; }),
+                borderColor: c, backgroundColor: c, stepped: "middle", pointRadius: 0, borderWidth: 2, order: 1 });
   });
   new window.Chart(canvas, {
     type: "bar",

@@ -1,0 +1,210 @@
+"""The web application in a real browser: Debian's Chromium, headless, driven by
+Selenium through chromedriver, against a ``dialer web`` process on a real database.
+
+Log in; create a campaign and see why it cannot start; upload a list with bad rows
+(progress shown), download its per-row report; the screening preview and the dry-run
+chart; fix the caller ID and start the campaign; the owner's people screen; a second
+login of the same user ends the first browser's session, which is told why.
+Screenshots of each screen go to docs/screenshots/."""
+
+import csv
+import os
+import pathlib
+import shutil
+import tempfile
+
+import pytest
+
+from web_harness import PASSWORD, ROOT, Server, seed
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), "/usr/bin/chromedriver"
+try:
+    import selenium  # noqa: F401
+    HAVE_SELENIUM = True
+except ImportError:
+    HAVE_SELENIUM = False
+
+pytestmark = [
+    pytest.mark.skipif(not HAVE_SELENIUM, reason="selenium is not installed (pip install -e '.[test]')"),
+    pytest.mark.skipif(CHROMIUM is None or not os.path.exists(CHROMEDRIVER),
+                       reason="Debian's chromium and chromium-driver are not installed "
+                              "(apt-get install chromium chromium-driver; scripts/test.sh does it)"),
+    pytest.mark.timeout(300),
+]
+
+SHOTS = pathlib.Path(ROOT) / "docs" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    db = tmp_path_factory.mktemp("browser") / "dialer.db"
+    ids = seed(db)
+    server = Server(db)
+    yield server, db, ids
+    server.stop()
+
+
+@pytest.fixture
+def browsers():
+    """Headless Chromium instances, each with a fresh profile and a downloads folder."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    made = []
+
+    def make():
+        profile, downloads = tempfile.mkdtemp(prefix="chromium-"), tempfile.mkdtemp(prefix="downloads-")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--no-proxy-server", "--window-size=1280,900",
+                    f"--user-data-dir={profile}"):
+            opts.add_argument(arg)
+        opts.add_experimental_option("prefs", {"download.default_directory": downloads,
+                                               "download.prompt_for_download": False})
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+        driver.downloads = downloads
+        made.append((driver, profile, downloads))
+        return driver
+
+    yield make
+    for driver, profile, downloads in made:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+        shutil.rmtree(downloads, ignore_errors=True)
+
+
+def wait(driver, condition, timeout=30, poll=0.05):
+    from selenium.webdriver.support.ui import WebDriverWait
+    return WebDriverWait(driver, timeout, poll_frequency=poll).until(condition)
+
+
+def shot(driver, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def by_id(driver, element_id):
+    from selenium.webdriver.common.by import By
+    return driver.find_element(By.ID, element_id)
+
+
+def login(driver, server, account, user, password=PASSWORD, screenshot=None):
+    from selenium.webdriver.support import expected_conditions as EC
+    driver.get(server.url + "/login")
+    by_id(driver, "account").send_keys(account)
+    by_id(driver, "user").send_keys(user)
+    by_id(driver, "password").send_keys(password)
+    if screenshot:
+        shot(driver, screenshot)
+    by_id(driver, "login").click()
+    wait(driver, EC.presence_of_element_located(("id", "who")))
+
+
+def test_manager_path_in_a_browser(site, browsers, tmp_path):
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select
+    server, db, ids = site
+    b = browsers()
+    login(b, server, "acme", "max", screenshot="01-login")
+    assert b.current_url.endswith("/campaigns")
+    shot(b, "02-campaigns")
+
+    # a new campaign without its caller ID: the start is refused, and the page says why
+    by_id(b, "new-campaign").click()
+    wait(b, EC.presence_of_element_located(("id", "name")))
+    by_id(b, "name").send_keys("winter")
+    Select(by_id(b, "dial_mode")).select_by_visible_text("progressive")
+    shot(b, "03-campaign-new")
+    by_id(b, "save").click()
+    wait(b, EC.presence_of_element_located(("id", "start")))
+    by_id(b, "start").click()
+    error = wait(b, EC.visibility_of_element_located(("id", "error")))
+    assert "cannot start" in error.text and "caller ID" in error.text
+    assert by_id(b, "state").text == "draft"
+    shot(b, "04-campaign-start-refused")
+
+    # a list with bad rows: progress while it imports, then its report
+    rows = [("Mobile", "Who", "Note")] + [(f"212-555-{1000 + i:04d}", f"lead {i}", "") for i in range(400)]
+    rows += [("555-CALL", "bad", ""), ("=HYPERLINK(1)", "bad", ""), ("212-555-1000", "dup", ""),
+             ("305-555-0101", "<script>alert(1)</script>", "<b>custom</b>")]
+    path = tmp_path / "winter-list.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    by_id(b, "upload-link").click()
+    wait(b, EC.presence_of_element_located(("id", "drop")))
+    by_id(b, "map").send_keys("phone=Mobile,name=Who")
+    shot(b, "05-upload")
+    by_id(b, "file").send_keys(str(path))
+    wait(b, EC.visibility_of_element_located(("id", "progress")))
+    shot(b, "06-upload-progress")
+    wait(b, EC.url_contains("/imports/"))
+    wait(b, EC.presence_of_element_located(("id", "import-status")))
+    assert by_id(b, "imported").text == "401" and by_id(b, "rejected").text == "2"
+    assert by_id(b, "duplicates").text == "1"
+    shot(b, "07-import-done")
+    by_id(b, "errors-csv").click()
+    downloads = pathlib.Path(b.downloads)
+    report = wait(b, lambda _: next((p for p in downloads.glob("*.csv")), None))
+    lines = report.read_text().splitlines()
+    assert lines[0] == "row,column,value,reason" and len(lines) == 4
+    assert any(",'=HYPERLINK(1)," in line for line in lines)  # neutralised against formula injection
+
+    # the screening preview, by outcome and reason
+    by_id(b, "preview-link").click()
+    wait(b, EC.presence_of_element_located(("id", "outcomes")))
+    assert int(by_id(b, "campaign-wide").text) == 401  # no caller ID yet: every lead waits for it
+    assert "<script>" not in b.page_source.replace('<script src="/static/', "")
+    shot(b, "08-preview")
+
+    # the caller ID given, the campaign starts
+    camp_url = b.current_url.split("/preview")[0]
+    b.get(camp_url + "/edit")
+    wait(b, EC.presence_of_element_located(("id", "caller_id")))
+    by_id(b, "caller_id").send_keys("+1 212 555 0000")
+    shot(b, "10-campaign-edit")
+    by_id(b, "save").click()
+    wait(b, EC.text_to_be_present_in_element(("id", "caller-id"), "+12125550000"))
+    by_id(b, "start").click()
+    wait(b, EC.text_to_be_present_in_element(("id", "state"), "running"))
+    shot(b, "11-campaign-running")
+
+    # the dry run as a chart of dialable leads per hour (212 and 305: New York's and Florida's hours)
+    b.get(camp_url + "/dry-run?from=2026-11-24T05:00Z&to=2026-11-25T05:00Z")
+    wait(b, lambda d: by_id(d, "dryrun-chart").get_attribute("data-drawn") == "yes")
+    cells = [r.text for r in b.find_elements("css selector", "#dryrun-table tbody tr td:nth-child(2)")]
+    assert len(cells) == 24 and cells[0] == "0" and "401" in cells  # 00:00 in New York: nobody; midday: all
+    shot(b, "09-dry-run")
+    b.get(camp_url + "/results")
+    wait(b, EC.presence_of_element_located(("id", "call-stats")))
+    shot(b, "12-results")
+    # the screens show the lead's markup as text, and the browser ran none of it
+    assert b.execute_script("return document.querySelectorAll('script:not([src]):not([type])').length") == 0
+
+
+def test_owner_people_screen(site, browsers):
+    from selenium.webdriver.support import expected_conditions as EC
+    server, db, ids = site
+    b = browsers()
+    login(b, server, "acme", "olive")
+    b.get(server.url + "/users")
+    by_id(b, "invite-name").send_keys("nora")
+    by_id(b, "invite").click()
+    otp = wait(b, EC.visibility_of_element_located(("id", "otp"))).text
+    assert len(otp) == 16
+    shot(b, "13-people")
+
+
+def test_a_second_login_ends_the_first_session(site, browsers):
+    from selenium.webdriver.support import expected_conditions as EC
+    server, db, ids = site
+    first, second = browsers(), browsers()
+    login(first, server, "acme", "sue")
+    login(second, server, "acme", "sue")
+    first.refresh()
+    notice = wait(first, EC.visibility_of_element_located(("id", "ended")))
+    assert "logged in elsewhere" in notice.text
+    assert first.current_url.endswith("/login?ended=elsewhere")
+    shot(first, "14-logged-in-elsewhere")
+    second.refresh()
+    assert second.current_url.endswith("/campaigns")
