@@ -169,7 +169,7 @@ class WebApp:
     # ------------------------------------------------------------------ static files
     @app.route("/static/", branch=True)
     def static(self, request):
-        return File(str(HERE / "static"))
+        return _Static(str(HERE / "static"))
 
     # ------------------------------------------------------------------ logins
     @app.route("/login", methods=["GET"])
@@ -495,8 +495,15 @@ class WebApp:
         return await self._users_page(request, sess, shown=out)
 
 
+class _Static(File):
+    """The static files, without directory listings."""
+
+    def directoryListing(self):
+        from twisted.web.resource import NoResource
+        return NoResource()
+
+
 def _campaign_form_values(camp):
-    from campaigns.model import parse_retry  # noqa: F401 (the text form is the one the CLI takes)
     hours = camp["hours"] or {}
     return {"name": camp["name"], "region": camp["region"], "caller_id": camp["caller_id"] or "",
             "hours": ";".join(f"{d}={','.join(w)}" for d, w in hours.items()), "dial_mode": camp["dial_mode"],

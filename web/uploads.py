@@ -12,8 +12,12 @@ import shutil
 import tempfile
 import threading
 
+from twisted.logger import Logger
+
 from campaigns.leads import import_list
 from core.errors import DialerError
+
+log = Logger(namespace="web.uploads")
 
 MAX_NAME = 120
 KEEP_JOBS = 200
@@ -71,7 +75,8 @@ class Uploads:
             done = [t for t, j in self.jobs.items() if j.state in ("done", "failed")]
             for t in done[:max(0, len(done) - KEEP_JOBS)]:
                 del self.jobs[t]
-        self.stores.long(_run, job, folder, now, actor, mapping, dedupe, region)
+        self.stores.long(_run, job, folder, now, actor, mapping, dedupe, region).addErrback(
+            lambda f: log.failure("list import {token} stopped", f, token=job.token))
         return job
 
 
