@@ -117,7 +117,7 @@ def test_a_campaign_restarted_near_the_cap_survives_a_surge_of_answers(case):
         assert window_rate(history, r) <= 0.03
 
 
-@pytest.mark.parametrize("name", ["drift-small-surge"])
+@pytest.mark.parametrize("name", ["drift-small-surge", "drift-handle-combined"])
 def test_drift_scenario_stays_within_the_cap(name):
     sc = load_scenario(json.loads((SCENARIOS / f"{name}.json").read_text()))
     for seed in (1, 2, 3):
