@@ -102,6 +102,19 @@ class Store:
                 self.conn.execute("ROLLBACK")
                 raise StoreError(f"could not commit to {self.path}: {e}") from None
 
+    @contextlib.contextmanager
+    def read_view(self):
+        """One consistent view of the database for several reads: a read transaction
+        (BEGIN ... COMMIT), unless the caller is already in one."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
     def execute(self, sql, params=()):
         try:
             return self.conn.execute(sql, params)

@@ -28,7 +28,6 @@ is written beside its destination under a temporary name and renamed when comple
 an existing file is never overwritten.
 """
 
-import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -85,19 +84,6 @@ def _rows(store, sql, params):
             return
         for r in batch:
             yield dict(zip(cols, r))
-
-
-@contextlib.contextmanager
-def _read_view(store):
-    """One read transaction over the passes (unless the caller has one open)."""
-    if store.conn.in_transaction:
-        yield
-        return
-    store.execute("BEGIN")
-    try:
-        yield
-    finally:
-        store.conn.execute("COMMIT")
 
 
 def recording_file(store, path):
@@ -265,7 +251,7 @@ def export_month(store, account, month, out=None, now=None):
     counts = {"calls": 0, "recordings": 0, "recordings_missing": 0}
     when = now.astimezone(_dt.timezone.utc) if now is not None else None
     try:
-        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf, _read_view(store):
+        with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf, store.read_view():
             def finish(m):
                 m.close()
                 manifest.append((m.sha.hexdigest(), m.name[len(folder) + 1:]))

@@ -325,14 +325,7 @@ class Journal:
         unavailable (a write before it cannot be applied, or ``fn`` finds it locked) the
         Deferred fails with ``StoreError``: nothing waits for the database for ever.
         Once ``stop`` began, a call fails at once (``StoreError``)."""
-        d = defer.Deferred()
-        with self._lock:
-            if not self._closed:
-                self._calls.append(_Call(self._seq, fn, args, kw, d))
-                self._wake.notify()
-                return d
-        d.errback(StoreError("the dialer's store thread is stopped"))
-        return d
+        return self._queue(True, fn, args, kw)
 
     def read(self, fn, *args, **kw):
         """Like ``call``, for a function that only reads what other processes write
@@ -340,10 +333,15 @@ class Journal:
         so it runs even while they are held back (another process holding the
         database's write lock: SQLite's WAL lets readers through). The Deferred fails
         with ``StoreError`` only when the database cannot be read."""
+        return self._queue(False, fn, args, kw)
+
+    def _queue(self, ordered, fn, args, kw):
+        """Queue ``fn`` for the store thread (after the writes put so far when
+        ``ordered``); its Deferred, failed at once once ``stop`` began."""
         d = defer.Deferred()
         with self._lock:
             if not self._closed:
-                self._calls.append(_Call(None, fn, args, kw, d))
+                self._calls.append(_Call(self._seq if ordered else None, fn, args, kw, d))
                 self._wake.notify()
                 return d
         d.errback(StoreError("the dialer's store thread is stopped"))

@@ -3,7 +3,6 @@ one of these. They load what the pure engine needs from the store, and record
 every change in the audit log."""
 
 import array
-import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -736,20 +735,6 @@ class _ListState:
     prefixes: frozenset  # digit strings
 
 
-@contextlib.contextmanager
-def _read_view(store):
-    """One consistent view of the database for several reads (a list's version and its
-    entries): a read transaction, unless the caller is already in one."""
-    if store.conn.in_transaction:
-        yield
-        return
-    store.execute("BEGIN")
-    try:
-        yield
-    finally:
-        store.conn.execute("COMMIT")
-
-
 def _snapshot_name(scope, version):
     return f"dnclist-{scope.replace(':', '-')}-v{version}.snap"
 
@@ -841,7 +826,7 @@ def _list_state(store, scope):
     """A company or campaign list as it stands: from memory while its version is the
     same, else caught up or loaded from its snapshot file, else read whole (and saved)."""
     key = (str(store.path), scope)
-    with _read_view(store):
+    with store.read_view():
         row = store.query_one("SELECT version, token FROM dnc_lists WHERE scope = ?", (scope,))
         if row is None:  # no versioned write yet (an opt-out list a new account took over): read it whole
             numbers, prefixes = _read_whole(store, scope)
