@@ -24,7 +24,8 @@ setup(
     package_data={"rules": ["defaults/*.json", "defaults/*.csv"], "dialer.sip": ["scenarios/*.xml"],
                   "web": ["templates/*.html", "static/*.js", "static/*.css", "static/vendor/*"]},
     install_requires=[
-        "twisted>=24.3",
+        # [tls]: pyOpenSSL and service_identity, for https webhooks (certificates checked against the host name)
+        "twisted[tls]>=24.3",
         "txaio>=23.1",
         # 2.10.post6 is the last wheel built with 32 calls per process (2.15 wheels allow 4).
         "pjsua2-python==2.10.post6; platform_system == 'Linux' and platform_machine == 'x86_64'",
