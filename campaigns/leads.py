@@ -16,7 +16,7 @@ import pytz
 
 from core.errors import DialerError, InputError, NotFound, StoreError
 from core.timeutil import to_iso, utc
-from core import audit
+from core import audit, outbox
 from rules.engine import (NEVER_CATEGORIES, Lead, Screener, business_group, find_runs, is_campaign_wide,
                           next_allowed, run_group)
 from rules.numbers import NumberFacts, US_STATES, STATE_CODES, normalise
@@ -989,6 +989,16 @@ def record_outcome(store, lead_id, outcome, at, actor="dialer", call_id=None, ca
         if ch.add_to_dnc:
             add_dnc(store, [lead["phone"]], at, actor, source="company", account=lead["account_id"],
                     reason=f"opt-out on call {call_id}" if call_id else f"opt-out recorded by {actor}")
+        # webhooks (core.outbox): in this transaction, only for the account's subscribers
+        def base():
+            return {"lead_id": lead_id, "campaign_id": lead["campaign_id"], "campaign": camp["name"],
+                    "phone": lead["phone"], "call_id": call_id, "at": to_iso(at), "by": actor, "manual": cdr is None}
+        outbox.emit(store, lead["account_id"], "call.disposition", at, lambda: {
+            **base(), "outcome": outcome, "status": ch.status, "attempts": attempts, "agent": agent,
+            "next_attempt_at": to_iso(ch.next_attempt_at) if ch.next_attempt_at else None,
+            "callback_at": to_iso(callback_at) if callback_at else None})
+        if ch.add_to_dnc:
+            outbox.emit(store, lead["account_id"], "lead.opted_out", at, lambda: {**base(), "dnc_list": "company"})
     return {"lead": lead_id, "status": ch.status, "disposition": ch.disposition, "attempts": attempts,
             "next_attempt_at": ch.next_attempt_at.strftime("%Y-%m-%dT%H:%M:%SZ") if ch.next_attempt_at else None,
             "call_attempt": cdr is not None}

@@ -888,3 +888,71 @@ def m014_web_logins(conn):
         );
         CREATE INDEX user_sessions_open ON user_sessions (user_id, ended_at);
     """)
+
+
+@migration
+def m018_webhooks(conn):
+    """Webhooks (issue 14): an account's subscriptions (URL, the event types as
+    ``,a,b,``, the signing secret kept to sign with, the one before a rotation until
+    ``previous_until``), the outbox of events (written in the transaction of the change
+    they report: ``core.outbox``), one delivery per event and subscription (its state,
+    attempts, when it is due), and every attempt (the delivery log)."""
+    run_script(conn, """
+        CREATE TABLE webhook_subscriptions (
+            id INTEGER PRIMARY KEY,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            url TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            events TEXT NOT NULL,
+            secret TEXT NOT NULL,
+            previous_secret TEXT,
+            previous_until TEXT,
+            active INTEGER NOT NULL DEFAULT 1,
+            failing_since TEXT,
+            disabled_reason TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            removed_at TEXT
+        );
+        CREATE INDEX webhook_subscriptions_account ON webhook_subscriptions (account_id);
+        CREATE TABLE webhook_events (
+            id INTEGER PRIMARY KEY,
+            event_id TEXT NOT NULL UNIQUE,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            type TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE webhook_deliveries (
+            id INTEGER PRIMARY KEY,
+            event_row INTEGER NOT NULL REFERENCES webhook_events(id),
+            subscription_id INTEGER NOT NULL REFERENCES webhook_subscriptions(id),
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed', 'cancelled')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT,
+            claim TEXT,
+            last_status INTEGER,
+            last_error TEXT,
+            redelivery_of INTEGER REFERENCES webhook_deliveries(id),
+            created_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX webhook_deliveries_due ON webhook_deliveries (state, next_attempt_at);
+        CREATE INDEX webhook_deliveries_subscription ON webhook_deliveries (subscription_id, id);
+        CREATE INDEX webhook_deliveries_account ON webhook_deliveries (account_id, id);
+        CREATE TABLE webhook_attempts (
+            id INTEGER PRIMARY KEY,
+            delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries(id),
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            attempt INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            status_code INTEGER,
+            latency_ms INTEGER,
+            error TEXT,
+            outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retry', 'failed')),
+            next_retry_at TEXT
+        );
+        CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
+    """)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_UP, Decimal
 
 from core.errors import InputError, NotFound, StateError
+from core.outbox import emit
 from core.timeutil import from_ms, ms_to_iso, to_iso, utc
 
 _COLUMNS = ("call_id", "account_id", "campaign_id", "lead_id", "agent_id", "trunk", "caller_id", "destination",
@@ -135,6 +136,8 @@ def write_cdr(store, cdr, now, actor="dialer"):
             return {"call_id": cdr.call_id, "written": False, "same": same, "lead": None}
         from .opencalls import close
         close(store, cdr.call_id)  # the call is on record: no longer open
+        # webhooks: the event in this transaction (one indexed read for an account without them)
+        emit(store, cdr.account_id, "call.ended", now, lambda: call_ended_payload(store, cdr))
         started, ended = from_ms(cdr.started_ms), from_ms(cdr.ended_ms)
         lead = None
         if cdr.lead_id is not None:
@@ -145,6 +148,20 @@ def write_cdr(store, cdr, now, actor="dialer"):
             record_attempt(store, cdr.call_id, cdr.destination, cdr.campaign_id, started, cdr.lead_outcome,
                            cdr.account_id)
     return {"call_id": cdr.call_id, "written": True, "same": True, "lead": lead}
+
+
+def call_ended_payload(store, cdr):
+    """The ``call.ended`` webhook's data: the call's record (ids, times, outcome)."""
+    camp = store.query_one("SELECT name FROM campaigns WHERE id = ?", (cdr.campaign_id,)) \
+        if cdr.campaign_id is not None else None
+    return {"call_id": cdr.call_id, "campaign_id": cdr.campaign_id, "campaign": camp["name"] if camp else None,
+            "lead_id": cdr.lead_id, "agent_id": cdr.agent_id, "destination": cdr.destination,
+            "caller_id": cdr.caller_id, "started_at": ms_to_iso(cdr.started_ms), "answered_at": ms_to_iso(cdr.answered_ms),
+            "bridged_at": ms_to_iso(cdr.bridged_ms), "ended_at": ms_to_iso(cdr.ended_ms), "duration_ms": cdr.duration_ms,
+            "billsec": cdr.billsec, "disposition": cdr.disposition, "abandoned": bool(cdr.abandoned),
+            "opted_out": bool(cdr.opted_out), "agent_disposition": cdr.agent_disposition,
+            "lead_outcome": cdr.lead_outcome, "sip_code": cdr.sip_code, "sip_reason": cdr.sip_reason,
+            "hangup_by": cdr.hangup_by, "recorded": cdr.recording_path is not None}
 
 
 def _conflict(store, cdr, values, kept, now):
@@ -200,10 +217,12 @@ def _decode(row):
     return row
 
 
-def list_cdrs(store, campaign=None, account=None, since=None, until=None, limit=1000):
+def list_cdrs(store, campaign=None, account=None, since=None, until=None, limit=1000, after=None):
     """One account's records by call start, oldest first, over the half-open
     [since, until): a campaign's (id, or name within ``account``), else the account's
-    (name, id, or None for the installation's only account)."""
+    (name, id, or None for the installation's only account). ``after``: the
+    (started_at as stored, call_id) of the previous page's last record: the next page
+    starts after it (the order is by that pair, which is unique)."""
     if not isinstance(limit, int) or limit < 1:
         raise InputError("limit must be a whole number of at least 1")
     campaign_id, account_id = _resolve(store, campaign, account)
@@ -217,6 +236,10 @@ def list_cdrs(store, campaign=None, account=None, since=None, until=None, limit=
     if until is not None:
         where.append("c.started_at < ?")
         params.append(to_iso(utc(until)))
+    if after is not None:
+        at, call_id = after
+        where.append("(c.started_at > ? OR (c.started_at = ? AND c.call_id > ?))")
+        params += [str(at), str(at), str(call_id)]
     sql = ("SELECT c.*, a.name AS account, p.name AS campaign FROM cdrs c "
            "JOIN accounts a ON a.id = c.account_id LEFT JOIN campaigns p ON p.id = c.campaign_id"
            " WHERE " + " AND ".join(where)
