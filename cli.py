@@ -304,16 +304,25 @@ def rules_show(app, jurisdiction, version, as_json):
 @click.argument("file", type=click.File("rb"), default="-")
 @click.option("--reason", required=True, help="Why (recorded with the new version).")
 @click.option("--create", is_flag=True, help="Add a new jurisdiction.")
+@click.option("--dry-run", is_flag=True, help="Check the file and show what would change; save nothing.")
 @json_option
 @pass_app
-def rules_edit(app, jurisdiction, file, reason, create, as_json):
+def rules_edit(app, jurisdiction, file, reason, create, dry_run, as_json):
     """Replace a rule set with FILE (JSON or YAML, UTF-8 or UTF-16/32 with a BOM, at most
     256 KiB; '-' for stdin). Invalid data is refused with the line and field; the old
     version stays in force."""
     from rules.service import edit_ruleset, ensure_defaults
     ensure_defaults(app.store, app.now())
-    out = edit_ruleset(app.store, jurisdiction, file, app.now(), app.user, reason, create=create)
+    out = edit_ruleset(app.store, jurisdiction, file, app.now(), app.user, reason, create=create, dry_run=dry_run)
+    if dry_run:
+        _emit(out, as_json, _dry_run_text(out))
+        return
     _emit(out, as_json, f"{out['jurisdiction']} is now version {out['version']} ({len(out['changes'])} fields changed)")
+
+
+def _dry_run_text(out):
+    return (f"dry run: {out['jurisdiction']} would become version {out['version']} (nothing saved):" +
+            "".join(f"\n  {c['field']}: {json.dumps(c['old'])} -> {json.dumps(c['new'])}" for c in out["changes"]))
 
 
 @rules.command("set")
@@ -321,13 +330,17 @@ def rules_edit(app, jurisdiction, file, reason, create, as_json):
 @click.argument("field")
 @click.argument("value")
 @click.option("--reason", required=True)
+@click.option("--dry-run", is_flag=True, help="Check the value and show what would change; save nothing.")
 @json_option
 @pass_app
-def rules_set(app, jurisdiction, field, value, reason, as_json):
+def rules_set(app, jurisdiction, field, value, reason, dry_run, as_json):
     """Set one field, e.g.: dialer rules set US states.FL.hours.windows '{daily: ["08:00-20:00"]}' --reason ..."""
     from rules.service import ensure_defaults, set_rule
     ensure_defaults(app.store, app.now())
-    out = set_rule(app.store, jurisdiction, field, value, app.now(), app.user, reason)
+    out = set_rule(app.store, jurisdiction, field, value, app.now(), app.user, reason, dry_run=dry_run)
+    if dry_run:
+        _emit(out, as_json, _dry_run_text(out))
+        return
     _emit(out, as_json, f"{out['jurisdiction']} is now version {out['version']}: " +
           "; ".join(f"{c['field']}: {json.dumps(c['old'])} -> {json.dumps(c['new'])}" for c in out["changes"]))
 
@@ -397,14 +410,33 @@ def account():
 @click.argument("name")
 @click.option("--connection", type=click.Choice(["adsl", "gshdsl", "fiber"]), default="fiber", show_default=True)
 @click.option("--lines", type=int, default=None, help="Concurrent calls (ADSL at most 3, G.SHDSL 10). Default: the connection's most, 30 on fiber.")
+@click.option("--operator", is_flag=True, help="The installation's operator: its compliance officers and owners may "
+                                               "change rule sets, life-line numbers and national registries in the browser.")
 @json_option
 @pass_app
-def account_create(app, name, connection, lines, as_json):
+def account_create(app, name, connection, lines, operator, as_json):
     from campaigns.model import CONNECTIONS
     from campaigns.store import create_account
     out = create_account(app.store, name, app.now(), app.user, connection=connection,
-                         lines=lines if lines is not None else (CONNECTIONS[connection] or 30))
-    _emit(out, as_json, f"account {out['name']} created ({out['connection']}, {out['line_capacity']} lines)")
+                         lines=lines if lines is not None else (CONNECTIONS[connection] or 30), operator=operator)
+    _emit(out, as_json, f"account {out['name']} created ({out['connection']}, {out['line_capacity']} lines)"
+                        + (", the installation's operator" if operator else ""))
+
+
+@account.command("operator")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="No longer the operator.")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@json_option
+@pass_app
+def account_operator(app, name, off, reason, as_json):
+    """Mark an account as the installation's operator (terminal only): its compliance
+    officers and owners may change in the browser what every account is held to (rule
+    sets, life-line numbers, national registries). --off takes it back."""
+    from campaigns.store import set_operator
+    out = set_operator(app.store, name, app.now(), app.user, operator=not off, reason=reason)
+    _emit(out, as_json, f"account {out['account']} is {'now' if out['operator'] else 'no longer'} the "
+                        f"installation's operator")
 
 
 @account.command("show")

@@ -23,9 +23,10 @@ from core.tenancy import account_numbers, campaign_row, get_account, resolve_acc
 from . import model
 
 
-def create_account(store, name, now, actor, connection="fiber", lines=30):
+def create_account(store, name, now, actor, connection="fiber", lines=30, operator=False):
     """A new account. The first account of an installation takes over the company DNC
-    entries recorded before any account existed (see migration m005)."""
+    entries recorded before any account existed (see migration m005). ``operator``:
+    the installation's operator (see :func:`set_operator`)."""
     name = (name or "").strip()
     if not name:
         raise InputError("account name is empty")
@@ -36,8 +37,8 @@ def create_account(store, name, now, actor, connection="fiber", lines=30):
         if store.query_one("SELECT id FROM accounts WHERE name = ?", (name,)):
             raise InputError(f"account {name!r} already exists")
         first = store.query_one("SELECT id FROM accounts LIMIT 1") is None
-        cur = store.execute("INSERT INTO accounts (name, created_at, connection, line_capacity) VALUES (?, ?, ?, ?)",
-                            (name, to_iso(now), connection, lines))
+        cur = store.execute("INSERT INTO accounts (name, created_at, connection, line_capacity, operator) "
+                            "VALUES (?, ?, ?, ?, ?)", (name, to_iso(now), connection, lines, int(bool(operator))))
         acc_id = cur.lastrowid
         adopted = 0
         if first:
@@ -50,10 +51,27 @@ def create_account(store, name, now, actor, connection="fiber", lines=30):
                 from rules.service import bump_list_version
                 bump_list_version(store, f"account:{acc_id}")  # its snapshot is built from these entries
         detail = {"name": name, "connection": connection, "line_capacity": lines}
+        if operator:
+            detail["operator"] = True
         if adopted:
             detail["dnc_taken_over"] = adopted
         audit.append(store, now, actor, "account.create", f"account:{name}", "", detail, account_id=acc_id)
     return show_account(store, name)
+
+
+def set_operator(store, name, now, actor, operator=True, reason=""):
+    """Mark an account as the installation's operator (or no longer): the compliance
+    officers and owners of an operator account may change what every account is held
+    to (rule sets, life-line numbers, national registries) from the browser. Only the
+    terminal does this (``dialer account operator NAME``); audited."""
+    with store.transaction():
+        acc = resolve_account(store, name)
+        if bool(acc["operator"]) == bool(operator):
+            raise InputError(f"account {acc['name']!r} is {'already' if operator else 'not'} the installation's operator")
+        store.execute("UPDATE accounts SET operator = ? WHERE id = ?", (int(bool(operator)), acc["id"]))
+        audit.append(store, now, actor, "account.operator", f"account:{acc['name']}", reason or "",
+                     {"operator": bool(operator)}, account_id=acc["id"])
+    return {"account": acc["name"], "operator": bool(operator)}
 
 
 def _account_list(store):

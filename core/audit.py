@@ -67,6 +67,27 @@ def entries(store, subject=None, action_prefix=None, account_id=None):
     return rows
 
 
+def trail(store, account_id, installation_actions=(), limit=100, before=None):
+    """One account's view of the log, newest first: the entries about ``account_id``
+    plus the installation-wide entries (``account_id`` NULL) whose action is one of
+    ``installation_actions`` (rule-set versions, national registries...), never another
+    account's. At most ``limit`` rows with ids below ``before`` (the next page)."""
+    where = "(account_id = ?"
+    params = [int(account_id)]
+    if installation_actions:
+        where += f" OR (account_id IS NULL AND action IN ({','.join('?' * len(installation_actions))}))"
+        params += list(installation_actions)
+    where += ")"
+    if before is not None:
+        where += " AND id < ?"
+        params.append(int(before))
+    rows = store.query("SELECT id, at, actor, action, subject, reason, detail, hash, account_id FROM audit_log "
+                       f"WHERE {where} ORDER BY id DESC LIMIT ?", params + [int(limit)])
+    for r in rows:
+        r["detail"] = json.loads(r["detail"])
+    return rows
+
+
 def verify(store, expect_head=None, expect_rows=None):
     """Recompute the chain. Returns {"ok", "rows", "head", "errors": [..]}.
 

@@ -956,3 +956,15 @@ def m018_webhooks(conn):
         );
         CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
     """)
+
+
+@migration
+def m015_account_operator(conn):
+    """The installation's operator (issue 14, compliance screens): rule sets, life-line
+    numbers and national registries are the installation's, shared by every account, so
+    only the compliance officers and owners of an account marked ``operator`` (from the
+    terminal: ``dialer account operator NAME``) may change them in the browser. 0 or 1."""
+    run_script(conn, """
+        ALTER TABLE accounts ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
+    """)
+

@@ -152,11 +152,14 @@ def _require_reason(reason):
     return reason.strip()
 
 
-def _save_new_version(store, jur, data, lines, now, actor, reason, create=False):
-    with store.transaction():
+def _save_new_version(store, jur, data, lines, now, actor, reason, create=False, dry_run=False, expect_version=None):
+    with (store.read_view() if dry_run else store.transaction()):
         row = _latest(store, jur)
         if row is None and not create:
             raise NotFound(f"no rule set {jur}; to add one, use: dialer rules edit {jur} FILE --create")
+        if expect_version is not None and (row["version"] if row else 0) != expect_version:
+            raise InputError(f"{jur} changed since this change was previewed against version {expect_version} (it is "
+                             f"version {row['version'] if row else 0} now): preview the change again")
         version = (row["version"] if row else 0) + 1
         compiled = validate(data, lines, version)
         if data.get("jurisdiction") != jur:
@@ -173,24 +176,32 @@ def _save_new_version(store, jur, data, lines, now, actor, reason, create=False)
         old = json.loads(row["data"]) if row else {}
         if row is not None and canonical(old) == canonical(data):
             raise InputError(f"no change: the file is the same as {jur} version {row['version']}")
+        if dry_run:
+            return {"jurisdiction": jur, "version": version, "base_version": row["version"] if row else 0,
+                    "changes": diff(old, data), "dry_run": True, "reason": reason}
         _insert_version(store, jur, version, data, now, actor, reason, old=old)
     return {"jurisdiction": jur, "version": version, "changes": diff(old, data)}
 
 
-def edit_ruleset(store, jurisdiction, text, now, actor, reason, create=False):
+def edit_ruleset(store, jurisdiction, text, now, actor, reason, create=False, dry_run=False, expect_version=None):
     """Replace a rule set with the text given (JSON or YAML: a str, bytes, or an open
     binary file, of which at most 256 KiB are read; bytes are UTF-8, or UTF-16/32 with
     a BOM). Invalid data is refused with the line and field that is wrong, hostile
     text (anchors, deep nesting, other encodings, too long) in one line; the old
-    version stays in force."""
+    version stays in force. ``dry_run``: everything checked, nothing saved; the result
+    has the changes and ``base_version``, the version they were computed against.
+    ``expect_version``: refuse if the rule set is no longer that version (a change
+    previewed, then saved)."""
     reason = _require_reason(reason)
     data, lines = parse_text(read_limited(text))
-    return _save_new_version(store, _jurisdiction(jurisdiction), data, lines, now, actor, reason, create=create)
+    return _save_new_version(store, _jurisdiction(jurisdiction), data, lines, now, actor, reason, create=create,
+                             dry_run=dry_run, expect_version=expect_version)
 
 
-def set_rule(store, jurisdiction, field, value_text, now, actor, reason):
+def set_rule(store, jurisdiction, field, value_text, now, actor, reason, dry_run=False, expect_version=None):
     """Set one field (dotted path) of the current rule set: ``states.FL.hours.windows.sun``
-    to ``["09:00-20:00"]``. The value is JSON/YAML ("null" removes the field)."""
+    to ``["09:00-20:00"]``. The value is JSON/YAML ("null" removes the field).
+    ``dry_run`` and ``expect_version``: as :func:`edit_ruleset`."""
     reason = _require_reason(reason)
     jur = _jurisdiction(jurisdiction)
     cur = show_ruleset(store, jur)
@@ -204,7 +215,8 @@ def set_rule(store, jurisdiction, field, value_text, now, actor, reason):
         raise RuleSetError(f"unknown field {_show(field)}: paths start with rules., states., regions, name or "
                            f"holiday_calendar")
     data = set_field(cur["data"], field, value)
-    return _save_new_version(store, jur, data, None, now, actor, reason)
+    return _save_new_version(store, jur, data, None, now, actor, reason, dry_run=dry_run,
+                             expect_version=expect_version)
 
 
 def history(store, jurisdiction):
@@ -1019,3 +1031,75 @@ def check_dnc(store, numbers, now, region="US", campaign=None, account=None):
             not is_campaign_wide(r) for r in dnc), "reasons": [r.as_dict() for r in dnc],
             "error": next((r.detail for r in v.reasons if r.category == "invalid"), None)})
     return out
+
+
+# ---------------------------------------------------------------------------------
+# what the compliance screens read (the browser; the CLI has dnc check and rules show)
+# ---------------------------------------------------------------------------------
+
+def registry_status(store, now):
+    """Every jurisdiction with a rule set or a registry: its newest national registry
+    (as-of date, age in days, numbers, when and by whom imported, whether it can be
+    read) against the rule set's limit (``registry.max_age_days``): fresh, stale,
+    missing (a required registry never imported), unreadable, or not required."""
+    ensure_defaults(store, now)
+    today = utc(now).date()
+    try:
+        rulesets = load_rulesets(store)
+    except RuleSetError:
+        rulesets = {}
+    loaded = current_registries(store)
+    rows = {r["jurisdiction"]: r for r in store.query(
+        "SELECT r.* FROM dnc_registries r WHERE r.id = (SELECT r2.id FROM dnc_registries r2 WHERE "
+        "r2.jurisdiction = r.jurisdiction ORDER BY r2.as_of DESC, r2.id DESC LIMIT 1)")}
+    out = []
+    for jur in sorted(set(rulesets) | set(rows)):
+        rs, row = rulesets.get(jur), rows.get(jur)
+        item = {"jurisdiction": jur, "required": bool(rs and rs.registry_required),
+                "max_age_days": rs.registry_max_age_days if rs else None, "as_of": None, "age_days": None,
+                "numbers": None, "imported_at": None, "actor": None, "source_file": None, "error": None}
+        if row is not None:
+            as_of = _dt.date.fromisoformat(row["as_of"])
+            item.update(as_of=row["as_of"], age_days=(today - as_of).days, numbers=row["numbers"],
+                        imported_at=row["imported_at"], actor=row["actor"], source_file=row["source_file"],
+                        error=getattr(loaded.get(jur), "error", None))
+        if row is None:
+            item["state"] = "missing" if item["required"] else "none"
+        elif item["error"]:
+            item["state"] = "unreadable"
+        elif item["max_age_days"] is not None and item["age_days"] > item["max_age_days"]:
+            item["state"] = "stale"
+        else:
+            item["state"] = "fresh"
+        out.append(item)
+    return out
+
+
+def dnc_list(store, account, campaign=None, limit=200, like=None):
+    """The entries of an account's company list, or (``campaign``: id or name within
+    ``account``) of a campaign's list: {scope, campaign, total, entries: [{entry,
+    added_at, added_by, reason}]}, newest first, at most ``limit``; ``like``: only
+    entries containing those digits."""
+    source = "campaign" if campaign is not None else "company"
+    scope, _ = _scope(store, source, campaign, account)
+    total = store.query_one("SELECT COUNT(*) AS n FROM dnc_entries WHERE scope = ?", (scope,))["n"]
+    where, params = "scope = ?", [scope]
+    digits = "".join(c for c in str(like or "") if c.isdigit())
+    if digits:
+        where += " AND pattern LIKE ?"
+        params.append(f"%{digits}%")
+    rows = store.query(f"SELECT pattern, is_prefix, added_at, added_by, reason FROM dnc_entries WHERE {where} "
+                       f"ORDER BY id DESC LIMIT ?", params + [int(limit)])
+    return {"scope": scope, "campaign": campaign, "total": total,
+            "entries": [{"entry": "+" + r["pattern"] + ("*" if r["is_prefix"] else ""), "added_at": r["added_at"],
+                         "added_by": r["added_by"], "reason": r["reason"]} for r in rows]}
+
+
+def waivers(store, account):
+    """The registry waivers of an account's campaigns (active and revoked), newest first."""
+    from core.tenancy import resolve_account
+    acc = resolve_account(store, account)
+    return store.query(
+        "SELECT w.id, c.id AS campaign_id, c.name AS campaign, w.jurisdiction, w.waived_at, w.waived_by, w.reason, "
+        "w.revoked_at, w.revoked_by FROM dnc_waivers w JOIN campaigns c ON c.id = w.campaign_id "
+        "WHERE c.account_id = ? ORDER BY w.id DESC", (acc["id"],))

@@ -20,10 +20,11 @@ from twisted.web.static import File
 from core.errors import InputError, NotFound
 
 from . import roles, sessions
+from .compliance import ComplianceScreens
 from .base import COOKIE, HERE, LOGIN_COOKIE, MAX_UPLOAD, Base, Refused, _arg, app, check_origin, guard, log
 
 
-class WebApp(Base):
+class WebApp(ComplianceScreens, Base):
     """Every screen: the campaign and people pages below, plus the mixins of the other
     screen modules (listed before :class:`Base` in the bases)."""
 

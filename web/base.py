@@ -150,8 +150,9 @@ class Base:
                     raise Refused(403, "The form's security token is missing or wrong: reload the page and try again.")
             if sess["must_change_password"] and not must_change_ok:
                 return self.redirect(request, "/password")
-            if permission is not None and not roles.may(sess["role"], permission):
-                raise Refused(403, f"Your role ({sess['role']}) may not use this page.")
+            why = roles.refusal(sess, permission)
+            if why is not None:
+                raise Refused(403, why)
             if sessions.needs_touch(sess, now):
                 await self.stores.write(sessions.touch, sess["id"], now)
             return await fn(self, request, sess, **kw)

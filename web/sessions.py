@@ -70,12 +70,14 @@ def open_session(store, user, source, now):
 
 def find_session(store, token):
     """The session of ``token`` with its user and account (or None): id, user_id,
-    user_name, role, account_id, account_name, csrf_token, created_at, last_seen_at,
-    ended_at, end_reason, must_change_password, disabled_at. Reads only."""
+    user_name, role, account_id, account_name, account_operator (the installation's
+    operator account: 1, else 0), csrf_token, created_at, last_seen_at, ended_at,
+    end_reason, must_change_password, disabled_at. Reads only."""
     if not token or len(token) > 200:
         return None
     return store.query_one(
-        "SELECT s.id, s.user_id, u.name AS user_name, u.role, s.account_id, a.name AS account_name, s.csrf_token, "
+        "SELECT s.id, s.user_id, u.name AS user_name, u.role, s.account_id, a.name AS account_name, "
+        "a.operator AS account_operator, s.csrf_token, "
         "s.source, s.created_at, s.last_seen_at, s.ended_at, s.end_reason, u.must_change_password, u.disabled_at "
         "FROM user_sessions s JOIN users u ON u.id = s.user_id JOIN accounts a ON a.id = s.account_id "
         "WHERE s.token_hash = ?", (token_hash(token),))
