@@ -553,11 +553,12 @@ def number():
 @click.argument("phone")
 @click.option("--account", help="The account (needed once the installation has several).")
 @click.option("--region", default="US", show_default=True)
+@click.option("--label", help="What the number is for (at most 80 characters).")
 @json_option
 @pass_app
-def number_add(app, phone, account, region, as_json):
-    from campaigns.store import add_number
-    out = add_number(app.store, account, phone, app.now(), app.user, region=region)
+def number_add(app, phone, account, region, label, as_json):
+    from dialer.numbers import add_number
+    out = add_number(app.store, account, phone, app.now(), app.user, region=region, label=label)
     _emit(out, as_json, f"{out['number']} added to account {out['account']}")
 
 
@@ -566,14 +567,32 @@ def number_add(app, phone, account, region, as_json):
 @json_option
 @pass_app
 def number_list(app, account, as_json):
-    from campaigns.store import list_numbers
-    rows = list_numbers(app.store, account)
+    """The account's numbers, with the campaigns (not finished) and trunks using each as
+    their caller ID, and a closed account's port-out holds."""
+    from dialer.numbers import numbers_view
+    rows = numbers_view(app.store, account)["numbers"]
     if as_json:
         for r in rows:
             _emit(r, True)
     else:
         for r in rows:
-            click.echo(f"{r['number']}  {r['label'] or ''}")
+            uses = [f"campaign {c}" for c in r["campaigns"]] + [f"trunk {t}" for t in r["trunks"]]
+            click.echo(f"{r['number']}  {r['label'] or ''}" + (f"  caller ID of {', '.join(uses)}" if uses else "")
+                       + (f"  kept until {r['hold']['keep_until'][:10]} for a port-out" if r["hold"] else ""))
+
+
+@number.command("remove")
+@click.argument("phone")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--region", default="US", show_default=True)
+@json_option
+@pass_app
+def number_remove(app, phone, account, region, as_json):
+    """Remove a number from the account: refused while a campaign (not finished) or a
+    trunk uses it as its caller ID, or while it is kept for a port-out."""
+    from dialer.numbers import remove_number
+    out = remove_number(app.store, account, phone, app.now(), app.user, region=region)
+    _emit(out, as_json, f"{out['number']} removed from account {out['account']}")
 
 
 @main.group(cls=_Group)
@@ -1477,6 +1496,17 @@ def balance_show(app, account, as_json):
                         f"{'BELOW the floor by ' + _money(-out['above_floor']) if out['below_floor'] else _money(out['above_floor']) + ' above the floor'}"
                         + "".join(f"\n  {k:<9} {v['entries']:>8} entries  {_money(v['amount'])}"
                                   for k, v in out["by_kind"].items() if v["entries"]))
+
+
+@balance.command("overview")
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def balance_overview(app, account, as_json):
+    """Balance, floor, standing and the last invoices with their lines (the owner's billing page)."""
+    from billing.overview import overview, overview_text
+    out = overview(app.store, account, app.now())
+    _emit(out, as_json, overview_text(out))
 
 
 @balance.command("topup", context_settings={"ignore_unknown_options": True})  # -5: refused as negative, not as an option

@@ -9,7 +9,8 @@ and never returned, printed or audited.
 Twisted side: ``TrunkRegistrar`` registers a trunk through a ``WorkerPool``, applies
 its own deadline, retries with a back-off, logs one line per fault and an alert when
 the measured registration time is above the terms of service's 100 ms.
-``check_trunk`` registers once with a worker of its own (``dialer trunk check``).
+``check_trunk`` registers once with a worker of its own (``dialer trunk check``);
+``register_once`` is its part on a reactor that is already running (the web server's).
 """
 
 import dataclasses
@@ -503,52 +504,94 @@ def _free_udp_port(ip="127.0.0.1"):
         s.close()
 
 
-def check_trunk(store, account, name, now, actor, timeout=5.0, port=None, alert_ms=ALERT_MS):
-    """Register the trunk once from a worker of its own (a free loopback port, a reactor
-    of its own), record the outcome and return it. A failure is recorded, then raised
-    as a ``DialerError`` with the cause."""
-    account = _account(store, account)["name"]
-    trunk = get_trunk(store, account, name)
-    base = {"account": account, "trunk": name, "proxy": trunk.proxy}
-    if not trunk.register:
-        return dict(base, registered=None, ok=True, ms=None, alert=False, code=None,
-                    reason="this trunk does not register (no --register): nothing to check")
-    from twisted.internet.epollreactor import EPollReactor
+def register_once(reactor, trunk, timeout=5.0, port=None, alert_ms=ALERT_MS):
+    """Register ``trunk`` once from a SIP worker of its own (a free loopback port) on
+    ``reactor``, which must be running (or about to run). A Deferred that fires, once
+    the worker has exited, with ``("result", r)`` (the ``TrunkRegistrar`` result dict,
+    ok or not) or ``("error", why)`` (the worker could not start). Nothing blocks: the
+    worker is a child process of the reactor (``spawnProcess``), so the web server calls
+    this on its own reactor while it serves."""
+    from twisted.internet import defer
     from dialer.sip.pool import WorkerPool
 
-    reactor = EPollReactor()
+    done = defer.Deferred()
     outcome = {}
-    pool_events = []
 
     def finish(key, value):
         if outcome:
             return
         outcome[key] = value
+        if guard.active():
+            guard.cancel()
         d = pool.stop(timeout=5)
-        d.addBoth(lambda _: reactor.stop())
+        d.addBoth(lambda _: done.callback((key, value)))
 
     def on_event(ev):
-        pool_events.append(ev)
         if ev.get("ev") == "worker_died" and not outcome:
             finish("error", f"the SIP worker could not start: {ev.get('why')}")
 
     pool = WorkerPool(reactor, on_event, [port or _free_udp_port()], max_workers=1)
     reg = TrunkRegistrar(reactor, pool, trunk, on_result=lambda r: finish("result", r), deadline_s=timeout,
                          backoff_s=None, alert_ms=alert_ms)
+    guard = reactor.callLater(timeout + 30, finish, "error", "the SIP worker did not start in time")
 
     def go():
-        reg.start()
-        pool.start(1)
+        try:
+            reg.start()
+            pool.start(1)
+        except DialerError as e:                    # the port was taken meanwhile (PortInUse)
+            finish("error", str(e))
     reactor.callWhenRunning(go)
-    guard = reactor.callLater(timeout + 30, finish, "error", "the SIP worker did not start in time")
-    reactor.run()
-    if guard.active():
-        guard.cancel()
-    if "error" in outcome:
-        raise DialerError(f"trunk {name}: {outcome['error']}", code="sip-worker")
-    r = outcome["result"]
+    return done
+
+
+def check_trunk_prepare(store, account, name):
+    """What a check needs, read from the store: ``(account name, Trunk)``."""
+    account = _account(store, account)["name"]
+    return account, get_trunk(store, account, name)
+
+
+def check_trunk_finish(store, account, trunk, outcome, alert_ms=ALERT_MS):
+    """Record the outcome of :func:`register_once` and return it as ``dialer trunk
+    check`` shows it; a failure is recorded, then raised as a ``DialerError`` with the
+    cause (a worker that could not start records nothing)."""
+    key, value = outcome
+    if key == "error":
+        raise DialerError(f"trunk {trunk.name}: {value}", code="sip-worker")
+    r = value
     record_result(store, r)
     if not r["ok"]:
-        raise DialerError(f"trunk {name}: {r['cause']}", code="trunk-registration")
-    return dict(base, registered=True, ok=True, ms=r["ms"], alert=r["alert"], alert_ms=alert_ms,
-                code=r["code"], reason=r["reason"], worker=r["worker"], at=to_iso(r["at"]))
+        raise DialerError(f"trunk {trunk.name}: {r['cause']}", code="trunk-registration")
+    return {"account": account, "trunk": trunk.name, "proxy": trunk.proxy, "registered": True, "ok": True,
+            "ms": r["ms"], "alert": r["alert"], "alert_ms": alert_ms, "code": r["code"], "reason": r["reason"],
+            "worker": r["worker"], "at": to_iso(r["at"])}
+
+
+def not_registering(account, trunk):
+    """The answer of a check of a trunk that does not register (nothing to measure)."""
+    return {"account": account, "trunk": trunk.name, "proxy": trunk.proxy, "registered": None, "ok": True,
+            "ms": None, "alert": False, "code": None,
+            "reason": "this trunk does not register (no --register): nothing to check"}
+
+
+def check_trunk(store, account, name, now, actor, timeout=5.0, port=None, alert_ms=ALERT_MS):
+    """``dialer trunk check``: register the trunk once from a worker of its own (a free
+    loopback port, a reactor of its own, run here: the main thread of a process without
+    a reactor of its own), record the outcome and return it. A failure is recorded, then
+    raised as a ``DialerError`` with the cause. A server already running a reactor calls
+    :func:`check_trunk_prepare`, :func:`register_once` on its reactor and
+    :func:`check_trunk_finish` instead (the web's "check registration")."""
+    account, trunk = check_trunk_prepare(store, account, name)
+    if not trunk.register:
+        return not_registering(account, trunk)
+    from twisted.internet.epollreactor import EPollReactor
+
+    reactor = EPollReactor()
+    box = {}
+
+    def got(outcome):
+        box["outcome"] = outcome
+        reactor.stop()
+    register_once(reactor, trunk, timeout=timeout, port=port, alert_ms=alert_ms).addCallback(got)
+    reactor.run()
+    return check_trunk_finish(store, account, trunk, box["outcome"], alert_ms=alert_ms)

@@ -21,10 +21,11 @@ from core.errors import InputError, NotFound
 
 from . import roles, sessions
 from .compliance import ComplianceScreens
+from .account import AccountScreens
 from .base import COOKIE, HERE, LOGIN_COOKIE, MAX_UPLOAD, Base, Refused, _arg, app, check_origin, guard, log
 
 
-class WebApp(ComplianceScreens, Base):
+class WebApp(ComplianceScreens, AccountScreens, Base):
     """Every screen: the campaign and people pages below, plus the mixins of the other
     screen modules (listed before :class:`Base` in the bases)."""
 

@@ -1,7 +1,7 @@
 """What each role may do in the browser. One table; the handlers ask :func:`may`.
 
 owner       everything of its account: campaigns, lists, and the people (invite, roles,
-            passwords, agent PINs, disable)
+            passwords, agent PINs, disable), its numbers, trunks and billing overview
 manager     campaigns and their lists: create, edit, start/pause/finish, upload, results
 compliance  sees the campaigns, their previews, dry runs and results; the compliance
             screens (with the owner): rule sets read-only, registries' freshness, the
@@ -17,6 +17,7 @@ PERMISSIONS = {
     "campaigns.screening": ("owner", "manager", "compliance"),  # preview, dry run, error reports
     "campaigns.edit": ("owner", "manager"),
     "users.manage": ("owner",),
+    "account.manage": ("owner",),  # numbers, trunks (check registration), billing overview
     # the compliance screens: rule sets (read), registries, the account's own DNC lists
     # and waivers, its audit trail, checks
     "compliance": ("owner", "compliance"),
