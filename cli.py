@@ -544,6 +544,53 @@ def account_disable(app, user, account, reason, as_json):
     _emit(out, as_json, f"{out['account']}/{out['user']} disabled")
 
 
+@account.group("token", cls=_Group)
+def account_token():
+    """API tokens of an account: programs (a CRM) use the JSON API with one (each acts
+    with one role of the account; only a hash is kept; revocable)."""
+
+
+@account_token.command("create")
+@click.argument("name")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--role", type=click.Choice(["owner", "manager", "compliance", "supervisor", "agent"]), required=True,
+              help="What the token may do: the role's permissions, as in the browser.")
+@json_option
+@pass_app
+def account_token_create(app, name, account, role, as_json):
+    """Make a token NAME (what uses it, e.g. crm-sync); printed once, keep it now."""
+    from campaigns.tokens import create_token
+    out = create_token(app.store, account, name, role, app.now(), app.user)
+    _emit(out, as_json, f"token {out['name']} ({out['role']}) of {out['account']}, id {out['id']}:\n{out['token']}\n"
+                        f"(shown once: only a hash of it is kept)")
+
+
+@account_token.command("list")
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def account_token_list(app, account, as_json):
+    """The account's tokens: id, name, role, created, last used, revoked (never a secret)."""
+    from campaigns.tokens import list_tokens
+    for t in list_tokens(app.store, account):
+        _emit(t, as_json, f"{t['id']:>4}  {t['name']:<20} {t['role']:<11} {t['prefix']}_...  created {t['created_at']}"
+                          f"  last used {t['last_used_at'] or 'never'}"
+                          + (f"  REVOKED {t['revoked_at']}" if t["revoked_at"] else ""))
+
+
+@account_token.command("revoke")
+@click.argument("token")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@json_option
+@pass_app
+def account_token_revoke(app, token, account, reason, as_json):
+    """Revoke a token (its id, or the name of an active one): refused from then on."""
+    from campaigns.tokens import revoke_token
+    out = revoke_token(app.store, account, token, app.now(), app.user, reason)
+    _emit(out, as_json, f"token {out['name']} (id {out['id']}) of {out['account']} revoked")
+
+
 @main.group(cls=_Group)
 def number():
     """The account's own numbers (DIDs), usable as caller IDs."""
@@ -899,6 +946,45 @@ def lead_callback(app, lead_id, when, agent, zone, account, as_json):
     from campaigns.leads import schedule_callback
     out = schedule_callback(app.store, lead_id, when, app.now(), app.user, agent=agent, zone=zone, account=account)
     _emit(out, as_json, f"lead {lead_id}: callback at {out['callback_local']} ({out['callback_at']})")
+
+
+@lead.command("list")
+@click.option("--campaign", help="Only this campaign's leads.")
+@click.option("--status", type=click.Choice(["new", "retry", "callback", "reserved", "dialing", "done", "dnc",
+                                             "blocked"]), help="Only leads in this status.")
+@click.option("--after", type=int, help="Start after this lead id (the last id of the previous page).")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def lead_list(app, campaign, status, after, limit, account, as_json):
+    """The account's leads by id, a page at a time (as the JSON API's /leads)."""
+    from campaigns.leads import list_leads
+    out = list_leads(app.store, account, campaign=campaign, status=status, after=after, limit=limit)
+    for r in out["items"]:
+        _emit(r, as_json, f"{r['id']:>8}  {r['campaign']:<16} {r['phone']:<16} {r['status']:<9} "
+                          f"{r['disposition'] or '-':<15} {r['attempts']} attempts")
+    if out["next_after"] is not None and not as_json:
+        click.echo(f"more: --after {out['next_after']}")
+
+
+@lead.command("callbacks")
+@click.option("--campaign", help="Only this campaign's callbacks.")
+@click.option("--from", "frm", help="From this instant (ISO 8601; naive = UTC).")
+@click.option("--to", "to", help="Until this instant, excluded.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def lead_callbacks(app, campaign, frm, to, limit, account, as_json):
+    """Scheduled callbacks, soonest first (as the JSON API's /callbacks)."""
+    from campaigns.leads import list_callbacks
+    out = list_callbacks(app.store, account, campaign=campaign,
+                         since=parse_instant(frm, "--from", bounded=True) if frm is not None else None,
+                         until=parse_instant(to, "--to", bounded=True) if to is not None else None, limit=limit)
+    for r in out["items"]:
+        _emit(r, as_json, f"{r['callback_at']}  lead {r['lead']:<8} {r['campaign']:<16} {r['phone']:<16} "
+                          f"{r['agent'] or 'campaign-wide'}")
 
 
 # --------------------------------------------------------------------------------- trunks

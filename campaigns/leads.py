@@ -778,15 +778,24 @@ def assign_run_groups(store, campaign_id):
     return n_runs
 
 
-def import_errors(store, import_id, account=None):
+def import_errors(store, import_id, account=None, after=None, limit=None):
     """The per-row report of an import of ``account`` (name, id, or None for the
-    installation's only account)."""
+    installation's only account), by row: each {id, row, column, value, reason, kind}.
+    A page of it: ``limit`` rows after ``after``, the (row, id) of the previous page's
+    last row."""
     acc = resolve_account(store, account)
     job = store.query_one("SELECT id FROM imports WHERE id = ? AND account_id = ?", (import_id, acc["id"]))
     if job is None:
         raise NotFound(f"no import {import_id}")
-    return store.query("SELECT row_no AS row, col AS column, value, reason, kind FROM import_errors "
-                       "WHERE import_id = ? ORDER BY row_no, id", (import_id,))
+    sql, params = "WHERE import_id = ?", [import_id]
+    if after is not None:
+        sql += " AND (COALESCE(row_no, 0) > ? OR (COALESCE(row_no, 0) = ? AND id > ?))"
+        params += [int(after[0]), int(after[0]), int(after[1])]
+    sql += " ORDER BY COALESCE(row_no, 0), id"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return store.query(f"SELECT id, row_no AS row, col AS column, value, reason, kind FROM import_errors {sql}", params)
 
 
 def errors_csv(rows):
@@ -1083,3 +1092,107 @@ def lead_history(store, number, region="US", account=None):
         out.append({"lead": row["id"], "campaign": row["campaign"], "phone": row["phone"], "status": row["status"],
                     "attempts": row["attempts"], "events": events})
     return out
+
+
+# ---------------------------------------------------------------------------------
+# lists of leads and callbacks (the JSON API; `dialer lead list`, `dialer lead callbacks`)
+# ---------------------------------------------------------------------------------
+
+LISTED_STATUSES = tuple(s for s in model.LEAD_STATUSES if s != "staged")  # staged rows are not in a campaign yet
+MAX_PAGE = 1000
+
+
+def _page_limit(limit):
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InputError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    return limit
+
+
+def public_lead(row, campaign=None):
+    """A lead as the API and `dialer lead list --json` show it (its custom fields decoded)."""
+    custom = row.get("custom")
+    try:
+        custom = json.loads(custom) if custom else {}
+    except ValueError:
+        custom = {"_raw": custom}
+    return {"id": row["id"], "campaign_id": row["campaign_id"], "campaign": campaign if campaign is not None
+            else row.get("campaign"), "import_id": row["import_id"], "row": row["row_no"], "phone": row["phone"],
+            "phone_raw": row["phone_raw"], "name": row["name"], "business": row["business"], "state": row["state"],
+            "postal_code": row["postal_code"], "zone": row["zone"], "region": row["region"],
+            "zones": row["zones"].split(",") if row["zones"] else [], "number_type": row["number_type"],
+            "custom": custom if isinstance(custom, dict) else {"_value": custom}, "status": row["status"],
+            "disposition": row["disposition"], "attempts": row["attempts"],
+            "next_attempt_at": row["next_attempt_at"], "callback_at": row["callback_at"],
+            "callback_agent": row["callback_agent"], "last_attempt_at": row["last_attempt_at"],
+            "created_at": row["created_at"], "updated_at": row["updated_at"]}
+
+
+def list_leads(store, account, campaign=None, status=None, after=None, limit=100):
+    """One page of the leads of ``account`` (name, id, or None for the only account),
+    by id: of one campaign (id, or name within the account) when given, of one status
+    when given (staged rows of an unfinished import are never listed). ``after``: the
+    last id of the previous page. Returns {"items", "next_after"} (None on the last page)."""
+    acc = resolve_account(store, account)
+    limit = _page_limit(limit)
+    where, params = ["l.account_id = ?", "l.status != 'staged'"], [acc["id"]]
+    if campaign is not None:
+        where.append("l.campaign_id = ?")
+        params.append(get_campaign(store, campaign, acc["id"])["id"])
+    if status is not None:
+        if status not in LISTED_STATUSES:
+            raise InputError(f"status must be one of {', '.join(LISTED_STATUSES)}")
+        where.append("l.status = ?")
+        params.append(status)
+    if after is not None:
+        where.append("l.id > ?")
+        params.append(int(after))
+    rows = store.query("SELECT l.*, c.name AS campaign FROM leads l JOIN campaigns c ON c.id = l.campaign_id "
+                       f"WHERE {' AND '.join(where)} ORDER BY l.id LIMIT ?", params + [limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [public_lead(r) for r in rows], "next_after": rows[-1]["id"] if more else None}
+
+
+def show_lead(store, lead_id, account):
+    """One lead of ``account`` (NotFound for another account's lead) with its events."""
+    acc = resolve_account(store, account)
+    row = get_lead(store, lead_id, acc["id"])
+    camp = store.query_one("SELECT name FROM campaigns WHERE id = ?", (row["campaign_id"],))
+    out = public_lead(row, camp["name"])
+    events = store.query("SELECT at, event, detail FROM lead_events WHERE lead_id = ? ORDER BY id", (lead_id,))
+    for e in events:
+        e["detail"] = json.loads(e["detail"])
+    out["events"] = events
+    return out
+
+
+def list_callbacks(store, account, campaign=None, since=None, until=None, after=None, limit=100):
+    """One page of the scheduled callbacks of ``account`` (leads waiting in status
+    ``callback``), by callback time then lead id, over [since, until) when given.
+    ``after``: (callback_at, lead id) of the previous page's last item. Returns
+    {"items": [{lead, campaign_id, campaign, phone, name, callback_at, agent}],
+    "next_after"}."""
+    acc = resolve_account(store, account)
+    limit = _page_limit(limit)
+    where, params = ["l.account_id = ?", "l.status = 'callback'", "l.callback_at IS NOT NULL"], [acc["id"]]
+    if campaign is not None:
+        where.append("l.campaign_id = ?")
+        params.append(get_campaign(store, campaign, acc["id"])["id"])
+    if since is not None:
+        where.append("l.callback_at >= ?")
+        params.append(to_iso(utc(since)))
+    if until is not None:
+        where.append("l.callback_at < ?")
+        params.append(to_iso(utc(until)))
+    if after is not None:
+        at, lid = after
+        where.append("(l.callback_at > ? OR (l.callback_at = ? AND l.id > ?))")
+        params += [at, at, int(lid)]
+    rows = store.query("SELECT l.id, l.campaign_id, c.name AS campaign, l.phone, l.name, l.callback_at, "
+                       "l.callback_agent AS agent FROM leads l JOIN campaigns c ON c.id = l.campaign_id "
+                       f"WHERE {' AND '.join(where)} ORDER BY l.callback_at, l.id LIMIT ?", params + [limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{"lead": r["id"], "campaign_id": r["campaign_id"], "campaign": r["campaign"], "phone": r["phone"],
+              "name": r["name"], "callback_at": r["callback_at"], "agent": r["agent"]} for r in rows]
+    return {"items": items, "next_after": (rows[-1]["callback_at"], rows[-1]["id"]) if more else None}

@@ -12,7 +12,7 @@ import shutil
 import wave
 from decimal import Decimal, InvalidOperation
 
-from core.errors import InputError, NotFound
+from core.errors import InputError, NotFound, StateError
 from core.timeutil import shown, to_iso
 from core import audit
 from rules.numbers import normalise
@@ -301,6 +301,11 @@ def create_campaign(store, name, account, now, actor, region="US", caller_id=Non
 EDITABLE_STATES = ("draft", "paused")
 
 
+class NotEditable(InputError, StateError):
+    """A change the campaign's state does not allow: one message to the CLI and the
+    pages (an InputError), a conflict to the JSON API (a StateError)."""
+
+
 def update_campaign(store, name, now, actor, account=None, caller_id=None, hours=None, dial_mode=None,
                     power_ratio=None, abandon_target=None, retry=None):
     """Edit a draft or paused campaign (a running one is paused first; a finished one
@@ -308,8 +313,8 @@ def update_campaign(store, name, now, actor, account=None, caller_id=None, hours
     ``hours`` or ``caller_id`` given as "" clear them. Audited with what changed."""
     camp = get_campaign(store, name, account)
     if camp["state"] not in EDITABLE_STATES:
-        raise InputError(f"campaign {camp['name']!r} is {camp['state']}: only a draft or paused campaign can be "
-                         f"edited" + (" (pause it first)" if camp["state"] == "running" else ""))
+        raise NotEditable(f"campaign {camp['name']!r} is {camp['state']}: only a draft or paused campaign can be "
+                          f"edited" + (" (pause it first)" if camp["state"] == "running" else ""))
     changes = {}
     if caller_id is not None:
         cid = None
@@ -338,8 +343,8 @@ def update_campaign(store, name, now, actor, account=None, caller_id=None, hours
     with store.transaction():
         current = get_campaign(store, camp["id"])
         if current["state"] not in EDITABLE_STATES:
-            raise InputError(f"campaign {camp['name']!r} is {current['state']}: only a draft or paused campaign can "
-                             f"be edited")
+            raise NotEditable(f"campaign {camp['name']!r} is {current['state']}: only a draft or paused campaign "
+                              f"can be edited")
         if changes:
             sets = ", ".join(f"{k} = ?" for k in changes)
             store.execute(f"UPDATE campaigns SET {sets}, updated_at = ? WHERE id = ?",

@@ -968,3 +968,27 @@ def m015_account_operator(conn):
         ALTER TABLE accounts ADD COLUMN operator INTEGER NOT NULL DEFAULT 0;
     """)
 
+
+@migration
+def m017_api_tokens(conn):
+    """API tokens (issue 14, the JSON API): per account, each scoped to one role, made by an
+    owner and shown once. Only the SHA-256 of the token's 256-bit secret is kept; the token's
+    public id part (``dk_<public_id>_<secret>``) finds the row, so the secret is compared
+    in constant time against one hash. ``last_used_at`` is written at most once a minute;
+    a revoked token keeps when and by whom it was revoked."""
+    run_script(conn, """
+        CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY,
+            public_id TEXT NOT NULL UNIQUE,
+            secret_hash TEXT NOT NULL,
+            account_id INTEGER NOT NULL REFERENCES accounts(id),
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            last_used_at TEXT,
+            revoked_at TEXT,
+            revoked_by TEXT
+        );
+        CREATE INDEX api_tokens_account ON api_tokens (account_id, name);
+    """)

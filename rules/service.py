@@ -1075,11 +1075,12 @@ def registry_status(store, now):
     return out
 
 
-def dnc_list(store, account, campaign=None, limit=200, like=None):
+def dnc_list(store, account, campaign=None, limit=200, like=None, before=None):
     """The entries of an account's company list, or (``campaign``: id or name within
     ``account``) of a campaign's list: {scope, campaign, total, entries: [{entry,
-    added_at, added_by, reason}]}, newest first, at most ``limit``; ``like``: only
-    entries containing those digits."""
+    added_at, added_by, reason}], next_before}, newest first, at most ``limit``;
+    ``like``: only entries containing those digits. ``before``: the ``next_before``
+    of the previous page (None on the last page)."""
     source = "campaign" if campaign is not None else "company"
     scope, _ = _scope(store, source, campaign, account)
     total = store.query_one("SELECT COUNT(*) AS n FROM dnc_entries WHERE scope = ?", (scope,))["n"]
@@ -1088,11 +1089,17 @@ def dnc_list(store, account, campaign=None, limit=200, like=None):
     if digits:
         where += " AND pattern LIKE ?"
         params.append(f"%{digits}%")
-    rows = store.query(f"SELECT pattern, is_prefix, added_at, added_by, reason FROM dnc_entries WHERE {where} "
-                       f"ORDER BY id DESC LIMIT ?", params + [int(limit)])
+    if before is not None:
+        where += " AND id < ?"
+        params.append(int(before))
+    rows = store.query(f"SELECT id, pattern, is_prefix, added_at, added_by, reason FROM dnc_entries WHERE {where} "
+                       f"ORDER BY id DESC LIMIT ?", params + [int(limit) + 1])
+    more = len(rows) > int(limit)
+    rows = rows[:int(limit)]
     return {"scope": scope, "campaign": campaign, "total": total,
             "entries": [{"entry": "+" + r["pattern"] + ("*" if r["is_prefix"] else ""), "added_at": r["added_at"],
-                         "added_by": r["added_by"], "reason": r["reason"]} for r in rows]}
+                         "added_by": r["added_by"], "reason": r["reason"]} for r in rows],
+            "next_before": rows[-1]["id"] if more else None}
 
 
 def waivers(store, account):

@@ -24,6 +24,13 @@ PERMISSIONS = {
     # what every account is held to (rule sets, life-line numbers, national
     # registries): only the installation's operator account (OPERATOR_ONLY)
     "rules.edit": ("owner", "compliance"),
+    # the JSON API (web/api.py): an API token has one role and these permissions, like a
+    # person; its DNC changes need "compliance", as in the browser
+    "leads.view": ("owner", "manager", "compliance", "supervisor"),
+    "leads.outcome": ("owner", "manager", "supervisor", "agent"),  # dispositions, callbacks
+    "numbers.check": ("owner", "manager", "compliance", "supervisor", "agent"),  # rule and DNC checks
+    "cdrs.view": ("owner", "manager", "compliance", "supervisor"),
+    "tokens.manage": ("owner",),  # API tokens: make, list, revoke (the browser and the CLI only)
 }
 OPERATOR_ONLY = {"rules.edit"}
 
