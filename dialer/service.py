@@ -429,6 +429,9 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
                   record_dir=record_dir, node=node)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     journal.start()
+    # webhooks: the outbox's deliveries, claimed and recorded on the journal's store thread
+    from .webhooks import Deliverer
+    hooks = Deliverer(reactor, journal.call)
     result = {}
 
     def line():
@@ -448,6 +451,7 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
             echo(f"  {st['journal_backlog']} write(s) waiting for the database")
 
     async def main():
+        hooks.start()
         await svc.start()
         echo(f"== dialer running: {', '.join(d.campaign['name'] for d in svc.dialers.values())}; agents log in at "
              f"sip:agent-<user>-<pin>@{ip}:{port}" + (f" (or ports up to {port + workers - 1}; 12 phones per port)"
@@ -463,6 +467,7 @@ def run_service(db_path, echo, campaigns=None, ip="127.0.0.1", port=5070, worker
         echo(f"== stopping ({why}): no new dials, calls in progress may finish for {drain_s:g} s")
         ticker.stop()
         await svc.stop(drain_s)
+        await hooks.stop()  # the attempts in flight end (each within its 10 s time-out) and are recorded
         result.update(svc.status())
 
     def request_stop(*_):

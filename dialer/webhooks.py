@@ -46,6 +46,8 @@ import urllib.parse
 from twisted.internet import defer, task
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from core import audit
 from core.errors import InputError, NotFound, StateError
@@ -670,9 +672,8 @@ class HttpSender:
 
     async def _post(self, url, hdrs, body):
         from twisted.internet.threads import deferToThreadPool
-        from twisted.web.client import Agent, FileBodyProducer
+        from twisted.web.client import Agent
         from twisted.web.http_headers import Headers
-        import io
         allow = allow_private_default() if self.allow_private is None else self.allow_private
         parts = urllib.parse.urlsplit(url)
         scheme, host = parts.scheme, parts.hostname
@@ -681,7 +682,7 @@ class HttpSender:
         ip = pick_address(addrs, scheme, allow)
         agent = Agent.usingEndpointFactory(self.reactor, _Pinned(self.reactor, ip, host, port, scheme == "https"))
         h = Headers({k.encode(): [v.encode()] for k, v in hdrs.items()})
-        resp = await agent.request(b"POST", url.encode("ascii"), h, FileBodyProducer(io.BytesIO(body)))
+        resp = await agent.request(b"POST", url.encode("ascii"), h, _Body(body))
         head = _Head()
         resp.deliverBody(head)
         return resp.code, await head.done
@@ -701,6 +702,27 @@ class _Pinned:
             from twisted.internet.ssl import optionsForClientTLS
             ep = wrapClientTLS(optionsForClientTLS(self.host), ep)
         return ep
+
+
+@implementer(IBodyProducer)
+class _Body:
+    """A request body written at once (no cooperator: works on any reactor)."""
+
+    def __init__(self, body):
+        self.body, self.length = body, len(body)
+
+    def startProducing(self, consumer):
+        consumer.write(self.body)
+        return defer.succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
 
 
 class _Head(Protocol):

@@ -51,6 +51,11 @@ def serve(db_path, echo, port=8080, host="127.0.0.1"):
     from twisted.logger import globalLogBeginner, textFileLogObserver
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     p = listen(reactor, db_path, port, host)
+    # webhooks: the outbox's deliveries, claimed and recorded on the web's write thread (``dialer run --web``
+    # does not come here: the dialer's service runs them there)
+    from dialer.webhooks import Deliverer
+    hooks = Deliverer(reactor, p.factory.web.stores.write).start()
+    reactor.addSystemEventTrigger("before", "shutdown", hooks.stop)
     addr = p.getHost()
     echo(f"== web: http://{addr.host}:{addr.port}/ (Ctrl-C stops)")
     reactor.run()
