@@ -1217,6 +1217,154 @@ def web_cmd(app, port, host):
     serve(app.db_path, click.echo, port=port, host=host)
 
 
+# --------------------------------------------------------------------------------- webhooks
+
+@main.group(cls=_Group)
+def webhook():
+    """Webhooks: signed POSTs of call events to an account's URLs (call.ended,
+    call.disposition, lead.opted_out), retried with back-off; their delivery log."""
+
+
+def _webhook_line(w):
+    state = "active" if w["active"] else f"disabled ({w['disabled_reason']})"
+    return (f"{w['id']:>4}  {w['url']}  [{','.join(w['events'])}]  {state}"
+            + (f"  {w['label']}" if w["label"] else ""))
+
+
+@webhook.command("add")
+@click.argument("url")
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--events", required=True, help="Event types, comma-separated: call.ended,call.disposition,lead.opted_out.")
+@click.option("--label", default="", help="A name for it (e.g. the CRM it feeds).")
+@json_option
+@pass_app
+def webhook_add(app, url, account, events, label, as_json):
+    """Subscribe URL (https://; http:// only to loopback or private addresses when
+    DIALER_WEBHOOK_ALLOW_PRIVATE=1) to events. The signing secret is printed once."""
+    from dialer.webhooks import add_subscription
+    out = add_subscription(app.store, account, url, events, app.now(), app.user, label=label)
+    _emit(out, as_json, f"webhook {out['id']} added for {out['account']}: {out['url']} [{','.join(out['events'])}]\n"
+                        f"signing secret (shown once, keep it): {out['secret']}")
+
+
+@webhook.command("list")
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def webhook_list(app, account, as_json):
+    """The account's webhooks (never their secrets) and their deliveries by state."""
+    from dialer.webhooks import list_subscriptions
+    rows = list_subscriptions(app.store, account)
+    if as_json:
+        _emit(rows, True)
+        return
+    if not rows:
+        click.echo("no webhooks (add one with: dialer webhook add URL --events ...)")
+    for w in rows:
+        d = w["deliveries"]
+        click.echo(_webhook_line(w) + f"  delivered {d['delivered']}, pending {d['pending']}, failed {d['failed']}")
+
+
+@webhook.command("remove")
+@click.argument("webhook_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def webhook_remove(app, webhook_id, account, as_json):
+    """Remove a webhook: its pending deliveries are cancelled; its log stays."""
+    from dialer.webhooks import remove_subscription
+    out = remove_subscription(app.store, account, webhook_id, app.now(), app.user)
+    _emit(out, as_json, f"webhook {out['id']} removed ({out['cancelled']} pending deliveries cancelled)")
+
+
+@webhook.command("disable")
+@click.argument("webhook_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--reason", default="", help="Why (kept in the audit log).")
+@json_option
+@pass_app
+def webhook_disable(app, webhook_id, account, reason, as_json):
+    """Stop sending to a webhook; its deliveries wait until it is enabled."""
+    from dialer.webhooks import set_active
+    out = set_active(app.store, account, webhook_id, False, app.now(), app.user, reason)
+    _emit(out, as_json, _webhook_line(out))
+
+
+@webhook.command("enable")
+@click.argument("webhook_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def webhook_enable(app, webhook_id, account, as_json):
+    from dialer.webhooks import set_active
+    out = set_active(app.store, account, webhook_id, True, app.now(), app.user)
+    _emit(out, as_json, _webhook_line(out))
+
+
+@webhook.command("rotate")
+@click.argument("webhook_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def webhook_rotate(app, webhook_id, account, as_json):
+    """A new signing secret (printed once); for 24 h deliveries carry a signature made
+    with the previous one too."""
+    from dialer.webhooks import rotate_secret
+    out = rotate_secret(app.store, account, webhook_id, app.now(), app.user)
+    _emit(out, as_json, f"webhook {out['id']}: new signing secret (shown once, keep it): {out['secret']}\n"
+                        f"the previous one also signs until {out['rotated_overlap_until']}")
+
+
+@webhook.command("test")
+@click.argument("webhook_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def webhook_test(app, webhook_id, account, as_json):
+    """Queue a webhook.test event to this webhook (sent by a running dialer run or dialer web)."""
+    from dialer.webhooks import send_test
+    out = send_test(app.store, account, webhook_id, app.now(), app.user)
+    _emit(out, as_json, f"test event {out['event_id']} queued for webhook {out['id']}")
+
+
+@webhook.command("redeliver")
+@click.argument("delivery_id", type=int)
+@click.option("--account", help="The account (needed once the installation has several).")
+@json_option
+@pass_app
+def webhook_redeliver(app, delivery_id, account, as_json):
+    """Send a delivered or failed delivery's event again (same event id)."""
+    from dialer.webhooks import redeliver
+    out = redeliver(app.store, account, delivery_id, app.now(), app.user)
+    _emit(out, as_json, f"event {out['event_id']} queued again as delivery {out['delivery']}")
+
+
+@webhook.command("log")
+@click.argument("webhook_id", type=int, required=False)
+@click.option("--account", help="The account (needed once the installation has several).")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="Deliveries, newest first.")
+@json_option
+@pass_app
+def webhook_log(app, webhook_id, account, limit, as_json):
+    """The delivery log: each delivery (event, webhook, state) and its attempts (status
+    code, latency, error, next retry)."""
+    from dialer.webhooks import delivery_log
+    rows = delivery_log(app.store, account, webhook_id, limit)
+    if as_json:
+        _emit(rows, True)
+        return
+    if not rows:
+        click.echo("no deliveries yet")
+    for d in rows:
+        click.echo(f"delivery {d['id']}  {d['type']}  {d['event_id']}  webhook {d['subscription_id']}  {d['state']}"
+                   + (f", next attempt {d['next_attempt_at']}" if d["next_attempt_at"] else "")
+                   + (f"  (redelivery of {d['redelivery_of']})" if d["redelivery_of"] else ""))
+        for a in d["attempt_log"]:
+            click.echo(f"    #{a['attempt']} {a['at']}  {a['status_code'] if a['status_code'] is not None else '-'}"
+                       f"  {a['latency_ms']} ms  {a['outcome']}" + (f"  {a['error']}" if a["error"] else "")
+                       + (f"  retry at {a['next_retry_at']}" if a["next_retry_at"] else ""))
+
+
 @main.group(cls=_Group)
 def agent():
     """Agents on a running dialer: wrap-up dispositions, pause, ready, logout."""

@@ -20,14 +20,15 @@ from twisted.web.static import File
 from core.errors import InputError, NotFound
 
 from . import roles, sessions
-from .compliance import ComplianceScreens
 from .account import AccountScreens
 from .api import Api
+from .compliance import ComplianceScreens
+from .hooks import HookScreens
 from .tokens import TokenScreens
 from .base import COOKIE, HERE, LOGIN_COOKIE, MAX_UPLOAD, Base, Refused, _arg, app, check_origin, guard, log
 
 
-class WebApp(ComplianceScreens, AccountScreens, Api, TokenScreens, Base):
+class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, Base):
     """Every screen: the campaign and people pages below, plus the mixins of the other
     screen modules (listed before :class:`Base` in the bases)."""
 

@@ -17,6 +17,7 @@ PERMISSIONS = {
     "campaigns.screening": ("owner", "manager", "compliance"),  # preview, dry run, error reports
     "campaigns.edit": ("owner", "manager"),
     "users.manage": ("owner",),
+    "webhooks.manage": ("owner",),  # webhooks: subscriptions, secrets, the delivery log
     "account.manage": ("owner",),  # numbers, trunks (check registration), billing overview
     # the compliance screens: rule sets (read), registries, the account's own DNC lists
     # and waivers, its audit trail, checks
