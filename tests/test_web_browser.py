@@ -210,3 +210,94 @@ def test_a_second_login_ends_the_first_session(site, browsers):
     shot(first, "14-logged-in-elsewhere")
     second.refresh()
     assert second.current_url.endswith("/campaigns")
+
+
+def test_compliance_edit_a_rule_with_a_bad_value_then_a_good_one(site, browsers):
+    """The operator account's compliance officer: a bad value gets one clear message
+    naming the field and changes nothing; a good one shows its diff, is saved with its
+    reason, and its audit entry is in the trail. Screenshots of the compliance screens."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from campaigns.store import add_user, set_operator
+    from campaigns.users import set_password
+    from core.store import Store
+    from web_harness import NOW
+    server, db, ids = site
+
+    def us_version():
+        s = Store(db)
+        try:
+            return s.query_one("SELECT MAX(version) AS v FROM rule_set_versions WHERE jurisdiction = 'US'")["v"]
+        finally:
+            s.close()
+
+    s = Store(db)
+    try:
+        set_operator(s, "acme", NOW, "test")
+        add_user(s, "acme", "carla", "compliance", NOW, "test")
+        set_password(s, "acme", "carla", PASSWORD, NOW, "test")
+    finally:
+        s.close()
+    b = browsers()
+    login(b, server, "acme", "carla")
+    by_id(b, "compliance-link").click()
+    wait(b, EC.presence_of_element_located(("id", "rulesets")))
+    shot(b, "compliance-rules")
+    by_id(b, "ruleset-US").click()
+    wait(b, EC.presence_of_element_located(("id", "windows")))
+    v0 = us_version()
+    assert by_id(b, "version").text == f"version {v0}"
+    shot(b, "compliance-ruleset")
+
+    # a bad value: above the legal 3 % abandon cap
+    by_id(b, "rule-field").send_keys("rules.abandon.max_rate")
+    by_id(b, "rule-value").send_keys("0.05")
+    by_id(b, "rule-reason").send_keys("our own policy: 2 %")
+    by_id(b, "rule-preview").click()
+    error = wait(b, EC.visibility_of_element_located(("id", "error")))
+    assert "rules.abandon.max_rate" in error.text and "at most 0.03" in error.text
+    assert by_id(b, "version").text == f"version {v0}" and us_version() == v0  # nothing changed
+    shot(b, "compliance-rule-bad-value")
+
+    # a good one: the diff first, then saved with its reason
+    value = by_id(b, "rule-value")
+    value.clear()
+    value.send_keys("0.02")
+    by_id(b, "rule-preview").click()
+    wait(b, EC.presence_of_element_located(("id", "diff")))
+    cells = [td.text for td in b.find_elements(By.CSS_SELECTOR, "#diff tbody td")]
+    assert cells == ["rules.abandon.max_rate", "0.03", "0.02"]
+    assert by_id(b, "confirm-reason").text == "our own policy: 2 %" and us_version() == v0
+    shot(b, "compliance-rule-diff")
+    by_id(b, "rule-save").click()
+    notice = wait(b, EC.visibility_of_element_located(("id", "notice")))
+    assert f"version {v0 + 1}" in notice.text and by_id(b, "version").text == f"version {v0 + 1}"
+    assert us_version() == v0 + 1
+    shot(b, "compliance-rule-saved")
+
+    # its audit entry, and the chain verified
+    by_id(b, "nav-audit").click()
+    wait(b, EC.presence_of_element_located(("id", "audit")))
+    first = b.find_element(By.CSS_SELECTOR, "#audit tbody tr")
+    assert "rules.version" in first.text and "our own policy: 2 %" in first.text and "web:acme/carla" in first.text
+    by_id(b, "verify").click()
+    assert wait(b, EC.visibility_of_element_located(("id", "chain-state"))).text == "The chain is intact."
+    shot(b, "compliance-audit")
+
+    # the account's own DNC list, and may this number be called
+    by_id(b, "nav-dnc").click()
+    wait(b, EC.presence_of_element_located(("id", "registries")))
+    by_id(b, "dnc-add-numbers").send_keys("212-555-0142")
+    by_id(b, "dnc-add-reason").send_keys("<b>asked not to be called</b>")
+    by_id(b, "dnc-add").click()
+    wait(b, EC.text_to_be_present_in_element(("id", "notice"), "Added 1"))
+    assert "<b>asked not to be called</b>" in by_id(b, "dnc-entries").text  # markup shown as text
+    shot(b, "compliance-dnc")
+    by_id(b, "nav-check").click()
+    by_id(b, "check-numbers").send_keys("212-555-0142")
+    by_id(b, "check-at").send_keys("2026-11-24T17:00Z")
+    by_id(b, "check").click()
+    answer = wait(b, EC.visibility_of_element_located(("id", "answer-1")))
+    assert answer.text == "may NOT be called" and "DNC" in by_id(b, "verdict-1").text.upper()
+    assert by_id(b, "ruleset-1").text == f"US@{v0 + 1}"
+    shot(b, "compliance-check")
