@@ -350,6 +350,16 @@ def test_the_operator_imports_a_registry_and_sees_its_freshness(site):
     body, ctype = multipart({"csrf_token": token, "as_of": "2999-01-01", "jurisdiction": "GB"}, b"+442079460000\n")
     r = c.post("/compliance/registries/import", body=body, headers={"Content-Type": ctype})
     assert r.status == 400 and "in the future" in r.text
+    # life-line numbers: with a reason, bad lines reported
+    csv = b"number,category,name\n+1 212 555 0123,hospital,General Hospital\nnot a number,hospital,Bad\n"
+    body, ctype = multipart({"csrf_token": token, "reason": ""}, csv)
+    r = c.post("/compliance/lifeline/import", body=body, headers={"Content-Type": ctype})
+    assert r.status == 400 and "say why" in r.text
+    body, ctype = multipart({"csrf_token": token, "reason": "the county's hospitals"}, csv)
+    r = c.post("/compliance/lifeline/import", body=body, headers={"Content-Type": ctype})
+    assert r.status == 200 and "1 added or updated, 1 rejected" in r.text
+    r = c.get("/compliance/check?numbers=212-555-0123&at=2026-11-24T17:00Z")
+    assert "may NOT be called" in r.text and "General Hospital" in r.text
 
 
 def test_cli_operator_and_dry_run(tmp_path):

@@ -102,6 +102,8 @@ class ComplianceScreens:
         from rules.service import import_lifeline
         data = _upload(request)
         try:
+            if not _reason(request):
+                raise InputError("say why (the reason is kept in the audit log)")
             out = await self.stores.long(_with_upload, data, "lifeline.csv", import_lifeline, self.now(),
                                          sessions.actor(sess), region=(_arg(request, "region", "US") or "US"),
                                          reason=_reason(request))
