@@ -139,18 +139,27 @@ def test_the_journal_applies_the_event_with_the_cdr(store, camp, db_path):
 
 
 def test_the_hot_path_without_subscriptions_is_one_cheap_read(store, camp):
-    """The outbox's cost for an account without webhooks: its one indexed read,
-    measured against the CDR write it rides on."""
+    """The outbox's cost for an account without webhooks: one indexed read, about the
+    cost of reading a row by its primary key (measured side by side; a LIKE on the
+    event types cost 8 times that: SQLite prepares it again at each run)."""
     import time
     from core.outbox import emit
     add(store, "globex")
-    n = 2000
-    with store.transaction():
+    n = 3000
+
+    def per_call(fn):
         t = time.perf_counter()
         for _ in range(n):
-            assert emit(store, camp["account_id"], "call.ended", NOW, lambda: 1 / 0) is None  # never built
-        per_emit = (time.perf_counter() - t) / n
-    assert per_emit < 200e-6, f"{per_emit * 1e6:.1f} us per emit"
+            fn()
+        return (time.perf_counter() - t) / n
+
+    with store.transaction():
+        ratios = []
+        for _ in range(3):
+            e = per_call(lambda: emit(store, camp["account_id"], "call.ended", NOW, lambda: 1 / 0))  # never built
+            pk = per_call(lambda: store.execute("SELECT id FROM accounts WHERE id = ?", (1,)).fetchall())
+            ratios.append(e / pk)
+    assert min(ratios) < 3, ratios
 
 
 # ---------------------------------------------------------------------------- subscriptions and URLs
@@ -508,3 +517,29 @@ def test_end_to_end_refuses_a_private_address_at_delivery(store, camp, db_path):
 
     msg = run_reactor(main)
     assert "10.0.0.7 is a loopback or private address: refused" in msg
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+def test_cli_add_list_log_remove(db_path, store, camp, monkeypatch):
+    from click.testing import CliRunner
+    import cli
+    monkeypatch.delenv(wh.ENV_ALLOW_PRIVATE, raising=False)
+    run = lambda *a: CliRunner().invoke(cli.main, ["--db", str(db_path), "webhook", *a])  # noqa: E731
+    r = run("add", "http://crm.example.com/in", "--account", "acme", "--events", "call.ended")
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "Error: the URL" in r.output and "use https://" in r.output
+    r = run("add", "https://crm.example.com/in", "--account", "acme", "--events", "call.ended,call.disposition",
+            "--label", "CRM", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["secret"].startswith("whsec_") and out["events"] == ["call.ended", "call.disposition"]
+    r = run("list", "--account", "acme")
+    assert r.exit_code == 0 and "https://crm.example.com/in" in r.output and out["secret"] not in r.output
+    assert run("list", "--account", "globex").output.startswith("no webhooks")
+    assert run("test", str(out["id"]), "--account", "acme").exit_code == 0
+    r = run("log", "--account", "acme")
+    assert r.exit_code == 0 and "webhook.test" in r.output and "pending" in r.output
+    r = run("remove", str(out["id"]), "--account", "globex")
+    assert r.exit_code == 1 and f"no webhook {out['id']} in account 'globex'" in r.output
+    r = run("remove", str(out["id"]), "--account", "acme")
+    assert r.exit_code == 0 and "1 pending deliveries cancelled" in r.output
