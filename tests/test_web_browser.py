@@ -301,3 +301,29 @@ def test_compliance_edit_a_rule_with_a_bad_value_then_a_good_one(site, browsers)
     assert answer.text == "may NOT be called" and "DNC" in by_id(b, "verdict-1").text.upper()
     assert by_id(b, "ruleset-1").text == f"US@{v0 + 1}"
     shot(b, "compliance-check")
+
+
+def test_owner_webhooks_screen(site, browsers):
+    """The owner adds a webhook (the secret shown once), sends a test event, and sees
+    the server's worker's attempt in the delivery log (a .invalid host never resolves:
+    the attempt's error and its next retry)."""
+    from selenium.webdriver.support import expected_conditions as EC
+    server, db, ids = site
+    b = browsers()
+    login(b, server, "acme", "olive")
+    by_id(b, "webhooks-link").click()
+    by_id(b, "webhook-url").send_keys("https://crm.example.invalid/hooks/dialer")
+    by_id(b, "webhook-label").send_keys("<b>CRM</b>")
+    by_id(b, "add-webhook-button").click()
+    secret = wait(b, EC.visibility_of_element_located(("id", "secret"))).text
+    assert secret.startswith("whsec_")
+    assert "<b>CRM</b>" in by_id(b, "webhooks").text  # markup shown as text
+    b.find_element("css selector", "#webhooks button.test").click()
+    wait(b, EC.text_to_be_present_in_element(("id", "done"), "Test event"))
+
+    def attempted(driver):
+        driver.get(server.url + "/webhooks")  # the log is not live: load it until the worker's attempt is in it
+        return "cannot resolve" in by_id(driver, "log").text
+    wait(b, attempted, timeout=30, poll=0.5)
+    assert secret not in b.page_source
+    shot(b, "webhooks")
