@@ -543,3 +543,51 @@ def test_cli_add_list_log_remove(db_path, store, camp, monkeypatch):
     assert r.exit_code == 1 and f"no webhook {out['id']} in account 'globex'" in r.output
     r = run("remove", str(out["id"]), "--account", "acme")
     assert r.exit_code == 0 and "1 pending deliveries cancelled" in r.output
+
+
+def test_https_checks_the_certificate(tmp_path):
+    """https to a receiver whose certificate no trusted authority signed: the attempt
+    fails (a TLS error), nothing is posted."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    from twisted.internet import ssl
+    from twisted.web import resource, server
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "receiver.test")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(NOW - dt.timedelta(days=1))
+            .not_valid_after(NOW + dt.timedelta(days=3650))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("receiver.test")]), critical=False)
+            .sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    posted = []
+
+    class Receiver(resource.Resource):
+        isLeaf = True
+
+        def render_POST(self, request):
+            posted.append(request.content.read())
+            return b"ok"
+
+    async def main(reactor):
+        opts = ssl.PrivateCertificate.loadPEM(pem).options()
+        port = reactor.listenSSL(0, server.Site(Receiver()), opts, interface="127.0.0.1")
+        sender = wh.HttpSender(reactor, allow_private=True, lookup=lambda host, p: ["127.0.0.1"])
+        d = sender(f"https://receiver.test:{port.getHost().port}/in", {"Content-Type": "application/json"}, b"{}")
+        d.addTimeout(10, reactor)
+        try:
+            await d
+            return "answered"
+        except Exception:  # noqa: BLE001 - the failure, as the delivery log describes it
+            from twisted.python.failure import Failure
+            return wh.describe_failure(Failure())
+        finally:
+            await port.stopListening()
+
+    msg = run_reactor(main)
+    assert posted == [] and msg != "answered"
+    assert "certificate verify failed" in msg, msg
