@@ -45,7 +45,9 @@ setup(
         "argon2-cffi>=23.1",
     ],
     extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "import-linter>=2.0",
-                             "selenium>=4.20"],
+                             "selenium>=4.20",
+                             # the JSON API checked against its OpenAPI document (tests/test_api_schemathesis.py)
+                             "schemathesis>=4.30,<5"],
                     "bench": ["scipy>=1.11", "matplotlib>=3.7"]},
     entry_points={"console_scripts": ["dialer=cli:main"]},
 )

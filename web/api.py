@@ -22,10 +22,12 @@ import base64
 import binascii
 import functools
 import json
+import os
 import re
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from werkzeug.routing import PathConverter
 
 from core.errors import DialerError, InputError, NotFound, StateError, StoreError
 
@@ -45,8 +47,16 @@ PATH_PARAMS = {
     "iid": ({"type": "integer", "minimum": 1, "maximum": openapi.MAX_ID}, "A list import of the token's account."),
     "token": ({"type": "string", "minLength": 1, "maxLength": 64}, "The upload job's token (from the upload)."),
 }
-UPLOAD_TYPES = ("text/csv", "application/octet-stream",
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+
+
+class _Rest(PathConverter):
+    """Whatever follows /api/, newlines (%0A) included: every /api path no operation
+    takes reaches the JSON fallback, never werkzeug's HTML 404 page."""
+    regex = r"[\s\S]+"
+    part_isolating = False  # spans "/" (werkzeug would guess True: the pattern has no "/")
+
+
+app.url_map.converters["api_rest"] = _Rest
 
 
 class ApiError(Exception):
@@ -191,7 +201,8 @@ def endpoint(method, path, permission, summary, ok, params=(), body=None, body_r
         @functools.wraps(fn)
         def wrapper(self, request, **kw):
             return defer.ensureDeferred(self._api_call(op, fn, request, kw))
-        route = re.sub(r"\{(\w+)\}", lambda m: (f"<int(min=1, max={openapi.MAX_ID}):{m.group(1)}>"
+        # no bounds in the converter: werkzeug answers its own 404 page when one fails; _api_call checks them
+        route = re.sub(r"\{(\w+)\}", lambda m: (f"<int:{m.group(1)}>"
                                                  if PATH_PARAMS[m.group(1)][0]["type"] == "integer"
                                                  else f"<{m.group(1)}>"), full)
         app.route(route, methods=[method], endpoint=f"api.{fn.__name__}")(wrapper)
@@ -216,6 +227,22 @@ class RateLimit:
     def __init__(self, rate=50.0, burst=200, keep=10000):
         self.rate, self.burst, self.keep = float(rate), float(burst), keep
         self.buckets = {}
+
+    @classmethod
+    def from_env(cls, environ=None):
+        """``DIALER_API_RATE=RATE/BURST`` (e.g. 50/200, the default) sets the limit of
+        every token; a value that is not two positive numbers is ignored (logged)."""
+        text = (os.environ if environ is None else environ).get("DIALER_API_RATE", "").strip()
+        if text:
+            try:
+                rate, burst = (float(x) for x in text.split("/"))
+                if rate > 0 and burst >= 1:
+                    return cls(rate, burst)
+            except ValueError:
+                pass
+            log.warn("DIALER_API_RATE={text!r} is not RATE/BURST (two positive numbers): the default is used",
+                     text=text)
+        return cls()
 
     def take(self, key, t):
         """0 when the request may go, else the seconds to wait."""
@@ -299,7 +326,7 @@ class Api:
                 e.headers["WWW-Authenticate"] = 'Bearer realm="dialer"'
                 raise
             if self.api_limiter is None:
-                self.api_limiter = RateLimit()
+                self.api_limiter = RateLimit.from_env()
             wait = self.api_limiter.take(tok["id"], self.reactor.seconds())
             if wait > 0:
                 raise ApiError(429, f"too many requests for this token: retry in {wait:.1f} s",
@@ -310,6 +337,10 @@ class Api:
             now = self.now()
             if needs_touch(tok, now):
                 await self.stores.write(touch, tok["id"], now)
+            for name in op["path_params"]:
+                err = openapi.check(PATH_PARAMS[name][0], kw[name], name)
+                if err:
+                    raise NotFound(f"no such {name}: {str(kw[name])[:64]!r}")
             q = _query(request, op["params"])
             body = None
             if op["body"] is not None and op["body"] != "binary":
@@ -342,7 +373,7 @@ class Api:
         request.setHeader(b"content-type", b"application/json")
         return self._api_doc
 
-    @app.route("/api/<path:rest>", methods=list(HTTP_METHODS) + ["OPTIONS", "TRACE", "CONNECT"],
+    @app.route("/api/<api_rest:rest>", methods=list(HTTP_METHODS) + ["OPTIONS", "TRACE", "CONNECT"],
                endpoint="api.fallback")
     def api_fallback(self, request, rest):
         """Every /api path no operation takes: 404, or 405 with Allow (the path exists)."""
@@ -445,7 +476,7 @@ class Api:
               ok=(202, "UploadJob", None), body="binary", errors=(409, 413),
               params=(Q("name", {"type": "string", "maxLength": 200, "default": "list.csv"},
                         "The file's name (its extension tells CSV from XLSX when the content does not)."),
-                      Q("map", {"type": "string", "maxLength": 2000},
+                      Q("map", {"type": "string", "maxLength": 500},
                         "Columns for fields, e.g. phone=Mobile,name=Customer."),
                       Q("dedupe", {"type": "string", "enum": ["list", "campaign", "account", "none"],
                                    "default": "campaign"}, "Which duplicates are dropped."),

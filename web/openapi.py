@@ -337,8 +337,10 @@ def document(operations, path_params):
         codes = {401, 403, 429} | set(op["errors"])
         if params or op["body"] is not None:
             codes.add(400)
-        if op["path_params"]:
-            codes.add(404)
+        body_props = SCHEMAS.get(op["body"], {}).get("properties", {}) if op["body"] != "binary" else {}
+        if op["path_params"] or any(q.name.endswith("_id") for q in op["params"]) \
+                or any(n.endswith("_id") for n in body_props):
+            codes.add(404)  # an id of something of the account: another account's, or none, answers 404
         if op["body"] is not None:
             codes |= {413, 415} if op["body"] != "binary" else {413}
         responses = {str(status): ok}
@@ -350,10 +352,11 @@ def document(operations, path_params):
         if params:
             item["parameters"] = params
         if op["body"] == "binary":
-            item["requestBody"] = {"required": True, "description": "The file itself (CSV or XLSX).", "content": {
-                t: {"schema": {"type": "string", "format": "binary"}} for t in (
-                    "text/csv", "application/octet-stream",
-                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")}}
+            item["requestBody"] = {
+                "required": True, "description": "The file itself: CSV (text/csv) or XLSX (application/octet-stream, "
+                                                 "or any type: the reader goes by the content and the name).",
+                "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                            for t in ("text/csv", "application/octet-stream")}}
         elif op["body"] is not None:
             item["requestBody"] = {"required": op["body_required"],
                                    "content": {"application/json": {"schema": REF(op["body"])}}}
