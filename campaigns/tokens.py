@@ -90,8 +90,9 @@ def revoke_token(store, account, token, now, actor, reason=""):
     acc = resolve_account(store, account)
     key = token.strip() if isinstance(token, str) else token
     with store.transaction():
-        if isinstance(key, int) and not isinstance(key, bool) or (isinstance(key, str) and key.isdigit()
-                                                                  and len(key) < 19):
+        by_id = (isinstance(key, int) and not isinstance(key, bool)) or (
+            isinstance(key, str) and key.isdigit() and len(key) < 19)
+        if by_id:
             row = store.query_one("SELECT * FROM api_tokens WHERE id = ? AND account_id = ?", (int(key), acc["id"]))
         else:
             row = store.query_one("SELECT * FROM api_tokens WHERE name = ? AND account_id = ? AND revoked_at IS NULL",

@@ -7,7 +7,7 @@ its code and field, unknown paths and methods, paging, the owner's tokens page a
 
 import datetime as dt
 import json
-import urllib.parse
+import re
 
 import pytest
 import pytz
@@ -500,7 +500,6 @@ def test_owner_makes_and_revokes_tokens_in_the_browser(site):
     assert r.status == 400 and "token name" in r.text  # the name's characters are checked
     r = owner.post("/tokens", {"csrf_token": owner.csrf("/tokens"), "name": "crm sync", "role": "supervisor"})
     assert r.status == 201
-    import re
     secret = re.search(r'<code id="secret">(dk_[^<]+)</code>', r.text).group(1)
     assert Api(server, secret).get("/me").json()["token"]["name"] == "crm sync"
     assert secret not in owner.get("/tokens").text  # shown once
