@@ -1145,16 +1145,21 @@ def simulate(app, scenario, policy, seeds, grid, grid_agents, grid_p, cases, as_
 
 @main.command()
 @click.option("--fresh/--keep", default=True, help="Start from an empty demo database (default).")
-@click.option("--seconds", default=120, show_default=True, type=click.IntRange(5, 3600),
-              help="How long the live campaign dials over SIP.")
+@click.option("--seconds", default=None, type=click.IntRange(1, None),
+              help="Stop after this many seconds (default: at Ctrl-C).")
 @click.option("--agents", default=4, show_default=True, type=click.IntRange(1, 20), help="Simulated agents.")
 @click.option("--sip/--no-sip", default=True, help="Run the live campaign over SIP on loopback (needs SIPp).")
+@click.option("--web/--no-web", default=True, help="Serve the browser's pages on 127.0.0.1 meanwhile (default).")
+@click.option("--web-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
+              help="Port of the web server (0: any free port).")
 @pass_app
-def demo(app, fresh, seconds, agents, sip):
+def demo(app, fresh, seconds, agents, sip, web, web_port):
     """Run the embedded demo on a demo database beside the default one: the rules, a
-    campaign and its list, then a predictive campaign dialing over real SIP on loopback
-    (SIPp as the carrier and as the agents' phones)."""
-    from dialer.demo import billing_summary, run, run_live
+    campaign and its list; then, until Ctrl-C (or --seconds), the web server on
+    127.0.0.1 with the demo account's users (one per role, passwords printed) and a
+    predictive campaign dialing over real SIP on loopback (SIPp as the carrier and as
+    the agents' phones); at the end the calls rated and the draft invoice."""
+    from dialer.demo import billing_summary, run, run_live, serve, web_users
     from core.store import Store
     import pathlib
     path = pathlib.Path(app.db_path).with_name("demo.db")
@@ -1162,12 +1167,33 @@ def demo(app, fresh, seconds, agents, sip):
         for suffix in ("", "-wal", "-shm"):
             pathlib.Path(str(path) + suffix).unlink(missing_ok=True)
     click.echo(f"demo database: {path}")
+    reactor = None
+    if web:
+        from twisted.internet import reactor
+        from twisted.internet.error import CannotListenError
+        from web.server import listen
+        try:
+            port = listen(reactor, path, web_port, "127.0.0.1")  # bound now: a busy port stops the demo here
+        except CannotListenError as e:
+            why = getattr(e.socketError, "strerror", None) or str(e.socketError)
+            raise DialerError(f"the web server cannot listen on 127.0.0.1:{web_port} ({why}): choose another port "
+                              f"with --web-port PORT (0: any free port), or --no-web") from None
     store = Store(path)
     run(store, app.now(), click.echo)
+    if web:
+        logins = web_users(store, app.now())
+        addr = port.getHost()
+        click.echo(f"== web: http://{addr.host}:{addr.port}/  account demo; its users, one per role (passwords "
+                   f"made for this run, shown once):")
+        for user, role, password in logins:
+            click.echo(f"     user {user:<11} password {password}  ({role})")
+        click.echo("   Ctrl-C stops the demo" + (f" (or it stops after {seconds} s)" if seconds else ""))
+    ran = None
     if sip:
-        run_live(store, click.echo, seconds=seconds, agents=agents)
+        ran = run_live(store, click.echo, seconds=seconds, agents=agents, reactor=reactor)
+    if ran is None and web:
+        serve(reactor, click.echo, seconds=seconds)
     billing_summary(store, app.now(), click.echo)
-
 
 
 # --------------------------------------------------------------------------------- the service

@@ -1,8 +1,12 @@
 """The embedded default: what `dialer demo` shows on a fresh machine.
 
-For now: the shipped rule sets, a sample national DNC registry and an opt-out,
-`check` on sample numbers, and the screening of a sample list. Later issues add
-the campaign, the SIP carrier simulator and agents.
+The shipped rule sets, a sample national DNC registry and an opt-out, `check` on
+sample numbers, the screening of a sample list, a campaign with its list and dry run
+(:func:`run`); the demo account's users of the browser, one per role (:func:`web_users`);
+a predictive campaign over real SIP on loopback, SIPp as the carrier, the agents' phones
+and a trunk's registrar (:func:`run_live`), or, without SIP, the web pages alone
+(:func:`serve`), until Ctrl-C or ``seconds``; then the calls rated and the draft invoice
+(:func:`billing_summary`).
 """
 
 import pathlib
@@ -26,9 +30,10 @@ def run(store, now, echo, samples=SAMPLES):
                              as_of=now.date().isoformat(), jurisdiction="US")
     echo(f"== national DNC registry (sample): {out['numbers']} numbers, {out['junk']} junk line(s) reported")
     from campaigns.store import create_account
-    create_account(store, "demo", now, "demo", connection="gshdsl", lines=10)
+    create_account(store, "demo", now, "demo", connection="gshdsl", lines=10, operator=True)
     service.add_dnc(store, ["212-555-0150"], now, "demo", reason="opted out on a call", account="demo")
-    echo("== account demo (G.SHDSL, 10 lines); its company DNC list: 212-555-0150 opted out")
+    echo("== account demo (G.SHDSL, 10 lines; the installation's operator); its company DNC list: "
+         "212-555-0150 opted out")
     echo(f"== dialer check at {now:%Y-%m-%d %H:%M}Z")
     for v in service.check_numbers(store, SAMPLE_NUMBERS, now):
         d = v.as_dict()
@@ -46,6 +51,51 @@ def run(store, now, echo, samples=SAMPLES):
     echo(f"  multi-line groups: {s['multiline_groups']} ({s['multiline_leads']} leads; one live call per group)")
     _campaign(store, now, echo, samples)
     return s
+
+
+WEB_ROLES = ("owner", "manager", "compliance", "supervisor", "agent")
+
+
+def web_users(store, now, account="demo"):
+    """One user of the demo account per role, named after it, each with a random
+    16-character password made for this run (set, not one-time: the demo's logins work
+    at once; the database is made afresh each run and the server listens on loopback).
+    Returns ``[(user, role, password)]``: printed once, never stored in clear."""
+    from campaigns.store import add_user
+    from campaigns.users import new_one_time_password, set_password
+    out = []
+    for role in WEB_ROLES:
+        password = new_one_time_password()
+        add_user(store, account, role, role, now, "demo")
+        set_password(store, account, role, password, now, "demo")
+        out.append((role, role, password))
+    return out
+
+
+def _stop_on_signals(reactor, stop):
+    """SIGINT/SIGTERM call ``stop()``; a second one stops the reactor at once."""
+    import signal
+
+    def handler(*_):
+        reactor.callFromThread(stop)
+    reactor.callWhenRunning(lambda: (signal.signal(signal.SIGINT, handler), signal.signal(signal.SIGTERM, handler)))
+
+
+def serve(reactor, echo, seconds=None):
+    """Run ``reactor`` (the web server listening on it) until Ctrl-C/SIGTERM or
+    ``seconds``: the demo without its live part."""
+    state = {"stopping": False}
+
+    def stop(why="signal"):
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        echo(f"== stopping ({why})")
+        reactor.stop()
+    _stop_on_signals(reactor, stop)
+    if seconds is not None:
+        reactor.callLater(seconds, stop, "time")
+    reactor.run()
 
 
 def billing_summary(store, now, echo, samples=SAMPLES):
@@ -201,10 +251,13 @@ def _live_setup(store, now, echo, agents, leads):
     return users
 
 
-def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
-    """Run a predictive campaign for ``seconds`` over real SIP on loopback: SIPp as the
-    carrier (one process per outcome, numbers routed by odds) and as the agents'
-    phones, pjsua2 workers under this Twisted reactor. Returns the final figures."""
+def run_live(store, echo, seconds=None, agents=4, leads=400, reactor=None):
+    """Run a predictive campaign over real SIP on loopback until Ctrl-C/SIGTERM, or for
+    ``seconds``: SIPp as the carrier (one process per outcome, numbers routed by odds),
+    as the agents' phones and as the registrar of the account's trunk ``demo-carrier``
+    (for the browser's "check registration"), pjsua2 workers under this Twisted reactor
+    (whatever else listens on it, e.g. the web server, is served meanwhile). Returns
+    the final figures, or None when it was skipped (the reactor did not run)."""
     import datetime as _dt
     import tempfile
 
@@ -233,6 +286,7 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
         procs.append(proc)
         carriers[outcome] = f"127.0.0.1:{port}"
     echo("== carrier simulator (SIPp on loopback): " + ", ".join(f"{o} {w}%" for o, w in CARRIER_ODDS))
+    _demo_trunk(store, now, work, procs, echo)
     ports = [_free_port() for _ in range(4)]
     holder = {}
     journal = Journal(store.path, reactor=reactor)  # the dialer's writes and reads: one store thread
@@ -242,6 +296,17 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
                                   tick=0.5, cps=5, wrap_limit_s=8.0, record_dir=store.files_dir / "recordings",
                                   journal=journal, run=journal.call)
     result = {}
+    stop = defer.Deferred()
+
+    def request_stop(why="signal"):
+        if not stop.called:
+            stop.callback(why)
+        elif reactor.running:
+            echo("== stopped at once (asked twice)")
+            reactor.stop()
+    _stop_on_signals(reactor, request_stop)
+    if seconds is not None:
+        reactor.callLater(seconds, lambda: stop.called or stop.callback("time"))
 
     def line(t0):
         st = dialer.stats.as_dict()
@@ -262,13 +327,16 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
         t_login = reactor.seconds()
         while dialer.floor.counts(dialer.cid).agents < len(users) and reactor.seconds() - t_login < 20:
             await task.deferLater(reactor, 0.1, lambda: None)
-        echo(f"== {dialer.floor.counts(dialer.cid).agents} agents logged in over SIP; dialing for {seconds} s")
+        echo(f"== {dialer.floor.counts(dialer.cid).agents} agents logged in over SIP; dialing "
+             + (f"for {seconds} s" if seconds is not None else "until Ctrl-C"))
         t0 = reactor.seconds()
         ticker = task.LoopingCall(line, t0)
         ticker.clock = reactor
         ticker.start(10.0, now=False)
         dialer.start()
-        await task.deferLater(reactor, seconds, lambda: None)
+        why = await stop
+        echo(f"== stopping ({why}): no new dials, the calls in progress end")
+        reactor.callLater(90, overdue)  # the demo never hangs
         ticker.stop()
         # the shift is over: calls in progress end now, every record in the database
         await wind_down(reactor, [dialer], drain_s=0, settle_s=30, journal=journal)
@@ -289,13 +357,10 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     def overdue():
         echo("== live dialing did not wind down in time: stopped")
         done(None)
-    guard = reactor.callLater(seconds + 90, overdue)  # the demo never hangs
     try:
         reactor.run()  # signal handlers: SIGCHLD tells Twisted a worker process ended
     finally:
         journal.stop()
-        if guard.active():
-            guard.cancel()
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -303,6 +368,21 @@ def run_live(store, echo, seconds=120, agents=4, leads=400, reactor=None):
     if result:
         _print_summary(result, echo)
     return result
+
+
+def _demo_trunk(store, now, work, procs, echo):
+    """A SIPp registrar (digest, answers every REGISTER) and the demo account's trunk
+    ``demo-carrier`` registering there: the browser's "check registration" measures it.
+    The live campaign dials the carrier simulator directly, not through this trunk."""
+    from dialer.trunks import add_trunk
+    from campaigns.users import new_one_time_password
+    password = new_one_time_password()
+    proc, port = _sipp("uas_registrar.xml", work, "-key", "user", "demo", "-key", "password", password)
+    procs.append(proc)
+    add_trunk(store, "demo", "demo-carrier", f"127.0.0.1:{port}", now, "demo", username="demo", password=password,
+              register=True, cps=5, caller_id="+1 212 555 0000")
+    echo(f"== trunk demo-carrier: registers at a SIPp registrar on 127.0.0.1:{port} (check it in the browser: "
+         f"Account, Trunks)")
 
 
 def _summary(store, dialer, t0, t1):

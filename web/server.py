@@ -39,8 +39,15 @@ def make_site(reactor, db_path, **kw):
 
 
 def listen(reactor, db_path, port=8080, host="127.0.0.1", **kw):
-    """Serve the application on ``host:port`` (port 0: any free port); the listening port."""
-    return reactor.listenTCP(port, make_site(reactor, db_path, **kw), interface=host)
+    """Serve the application on ``host:port`` (port 0: any free port); the listening port.
+    A port that cannot be had raises ``CannotListenError`` with the store threads stopped
+    (else they would keep the process from exiting)."""
+    site = make_site(reactor, db_path, **kw)
+    try:
+        return reactor.listenTCP(port, site, interface=host)
+    except Exception:
+        site.web.stores.stop()
+        raise
 
 
 def serve(db_path, echo, port=8080, host="127.0.0.1"):
