@@ -20,6 +20,7 @@ name; empty or absent: the account given with --account).
 import csv
 import io
 import os
+from bisect import bisect_right
 
 from core.errors import InputError
 from core.timeutil import parse_instant, shown, to_iso, to_ms
@@ -87,7 +88,9 @@ def rate_batch(rows, service, index, deck_name=None):
     (the negated sum), prefix), in the order ``billing.ledger`` inserts them; free
     call ids (0 billable seconds); refused (call_id, reason)."""
     rated, free, refused = [], [], []
-    lookup = index.lookup if index is not None else None
+    append = rated.append
+    if index is not None:  # the longest-prefix look-up of PrefixIndex.lookup, inline (a million calls a run)
+        get, lengths = index._index.get, index._lengths
     service_costs = {}  # billsec -> (seconds, cost): one account, one service tariff, few distinct durations
     for call_id, destination, started, answered, ended, duration_ms, billable_ms in rows:
         # the common case, an answered call in storage form, is checked inline (the same checks
@@ -110,18 +113,46 @@ def rate_batch(rows, service, index, deck_name=None):
         if not digits.isdigit() or not digits.isascii():
             refused.append((call_id, f"destination {shown(destination)} is not a number"))
             continue
-        if lookup is None:
+        if index is None:
             refused.append((call_id, "no rate deck in force (import one with: dialer rates import FILE --deck NAME)"))
             continue
-        hit = lookup(digits, started)
-        if hit is None:
+        # PrefixIndex.lookup(digits, started), the same steps without its call (tests check they agree)
+        n = len(digits)
+        for length in lengths:
+            if length > n:
+                continue
+            key = digits[:length]
+            e = get(key)
+            if e is None:
+                continue
+            if e.__class__ is tuple:
+                row = e
+                if row[0] > started:
+                    continue
+            else:
+                i = bisect_right(e[0], started) - 1
+                if i < 0:
+                    continue
+                row = e[1][i]
+            if row[1] is not None and started >= row[1]:
+                continue
+            break
+        else:
             refused.append((call_id, f"no rate for +{digits} at {started} in deck {deck_name or index.deck['name']}"))
             continue
         svc = service_costs.get(billsec)
         if svc is None:
             svc = service_costs[billsec] = cost_micros(billsec, service)
-        t_sec, t_cost = cost_micros(billsec, hit[1][2])
-        rated.append((call_id, started, billsec, svc[0], svc[1], t_sec, t_cost, -(svc[1] + t_cost), hit[0]))
+        t = row[2]
+        if t.min_micros is None and t.max_micros is None:
+            # cost_micros(billsec, t) for billsec > 0 without a minimum or maximum (a deck's rows
+            # have none), inline: the charged seconds, then the exact cost x 60 rounded up once
+            ini = t.initial
+            t_sec = ini if billsec <= ini else ini + -(-(billsec - ini) // t.increment) * t.increment
+            t_cost = -(-(t.connect_micros * 60 + t_sec * t.rate_micros) // 60)
+        else:
+            t_sec, t_cost = cost_micros(billsec, t)
+        append((call_id, started, billsec, svc[0], svc[1], t_sec, t_cost, -(svc[1] + t_cost), key))
     return rated, free, refused
 
 

@@ -128,3 +128,51 @@ def test_amounts_a_user_types(text, message):
     assert parse_amount("$12.5") == Decimal("12.5") and parse_amount("0.000001") == Decimal("0.000001")
     with pytest.raises(InputError, match="more than 0"):
         parse_amount("0", allow_zero=False)
+
+
+# rate_batch inlines PrefixIndex.lookup and cost_micros (it runs a million times a bill run):
+# on any deck (effective-dated rows included) and any call it must give what they give
+_deck_rows = st.lists(st.tuples(
+    st.text("0123456789", min_size=1, max_size=4), st.integers(0, 200_000), st.integers(0, 90), st.integers(1, 90),
+    st.integers(0, 100_000), st.sampled_from([None, "2026-03-10T00:00:00.000Z", "2026-03-20T00:00:00.000Z"]),
+    st.sampled_from([None, "2026-03-15T00:00:00.000Z", "2026-03-25T00:00:00.000Z"])), max_size=30)
+_calls = st.lists(st.tuples(st.text("0123456789", min_size=1, max_size=7), st.integers(1, 31),
+                            st.integers(1, 7_200_000)), min_size=1, max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(deck_rows=_deck_rows, calls=_calls)
+def test_rate_batch_agrees_with_the_lookup_and_cost_micros(deck_rows, calls):
+    from billing.calls import rate_batch
+    from billing.decks import PrefixIndex
+    rows = [(p, f"d{p}", rate, ini, inc, fee, frm, to) for p, rate, ini, inc, fee, frm, to in deck_rows]
+    index = PrefixIndex({"id": 1, "name": "x"}, rows)
+    service = Tariff(PRICE, 30, 6, 1_000, 5_000, 900_000)  # a minimum and a maximum: cost_micros' other branch
+    records = [(f"c{i}", "+" + digits, f"2026-03-{day:02d}T12:00:00.000Z", f"2026-03-{day:02d}T12:00:01.000Z",
+                f"2026-03-{day:02d}T14:00:01.000Z", ms + 1000, ms) for i, (digits, day, ms) in enumerate(calls)]
+    rated, free, refused = rate_batch(records, service, index)
+    assert not free
+    by_id = {r[0]: r for r in rated}
+    assert len(by_id) + len(refused) == len(records)
+    for call_id, dest, started, _a, _e, _d, ms in records:
+        hit = index.lookup(dest[1:], started)
+        if hit is None:
+            assert call_id not in by_id
+            continue
+        billsec = billable_seconds(ms)
+        s_sec, s_cost = cost_micros(billsec, service)
+        t_sec, t_cost = cost_micros(billsec, hit[1][2])
+        assert by_id[call_id] == (call_id, started, billsec, s_sec, s_cost, t_sec, t_cost, -(s_cost + t_cost), hit[0])
+
+
+def test_rate_batch_prices_a_deck_tariff_with_a_minimum_by_cost_micros():
+    from billing.calls import rate_batch
+
+    class Index:  # a deck row whose tariff has a minimum and a maximum (decks have none today)
+        deck = {"name": "x"}
+        _lengths = [2]
+        _index = {"44": ("", None, Tariff(PRICE, 60, 60, 0, 60_000, 70_000), "UK")}
+    rec = ("c1", "+4420", "2026-03-01T12:00:00.000Z", "2026-03-01T12:00:01.000Z", "2026-03-01T12:03:01.000Z",
+           181_000, 180_000)
+    (row,), _, _ = rate_batch([rec], tariff("60/60"), Index())
+    assert row[5:7] == (180, 60_000) == cost_micros(180, Index._index["44"][2])
