@@ -327,3 +327,71 @@ def test_owner_webhooks_screen(site, browsers):
     wait(b, attempted, timeout=30, poll=0.5)
     assert secret not in b.page_source
     shot(b, "webhooks")
+
+
+def test_owner_account_screens(site, browsers, sipp):
+    """The owner's account page and its screens: a number added with a label (markup
+    shown as text) and the campaign's caller ID refused removal with the reason; a trunk
+    added and its registration checked over real SIP (a SIPp registrar: the measured ms;
+    a slow one: the ALERT); the billing overview with the draft invoice's lines."""
+    from selenium.webdriver.support import expected_conditions as EC
+    from billing.invoices import run
+    from core.store import Store
+    from sip_harness import HAVE_PJSUA2, IP, SIPP
+    from web_harness import NOW
+    server, db, ids = site
+    s = Store(db)
+    try:
+        s.execute("UPDATE campaigns SET caller_id = '+12125550000' WHERE id = ?", (ids["spring"],))
+        run(s, "acme", "2026-11", NOW, "test")
+    finally:
+        s.close()
+    b = browsers()
+    login(b, server, "acme", "olive")
+    by_id(b, "account-link").click()
+    wait(b, EC.presence_of_element_located(("id", "account-facts")))
+    shot(b, "account-1-account")
+
+    by_id(b, "numbers-link").click()
+    by_id(b, "number").send_keys("(212) 555-0142")
+    by_id(b, "label").send_keys("<i>sales</i> line")
+    by_id(b, "add-number").click()
+    wait(b, EC.text_to_be_present_in_element(("id", "done"), "+12125550142 added."))
+    assert "<i>sales</i> line" in by_id(b, "numbers").text  # markup shown as text
+    row = next(r for r in b.find_elements("css selector", "#numbers tbody tr") if "+12125550000" in r.text)
+    assert "campaign spring" in row.text
+    row.find_element("css selector", "button.remove").click()
+    error = wait(b, EC.visibility_of_element_located(("id", "error")))
+    assert "+12125550000 cannot be removed: campaign(s) spring" in error.text
+    shot(b, "account-2-numbers")
+
+    b.get(server.url + "/account/trunks")
+    sip = SIPP and HAVE_PJSUA2
+    if sip:
+        registrar = sipp("uas_registrar_slow.xml", "-key", "user", "trunk1", "-key", "password", "s3cret", calls=1)
+        proxy = f"{IP}:{registrar.port}"
+    else:
+        proxy = "sip.carrier.example:5060"
+    by_id(b, "name").send_keys("carrier-a")
+    by_id(b, "proxy").send_keys(proxy)
+    by_id(b, "username").send_keys("trunk1")
+    by_id(b, "password").send_keys("s3cret")
+    by_id(b, "register").click()
+    shot(b, "account-3-trunks")
+    by_id(b, "add-trunk").click()
+    wait(b, EC.presence_of_element_located(("id", "trunk-facts")))
+    assert "s3cret" not in b.page_source
+    if sip:
+        by_id(b, "check").click()
+        result = wait(b, EC.visibility_of_element_located(("id", "check-result")), timeout=60)
+        ms = float(by_id(b, "check-ms").text)
+        assert ms > 100 and by_id(b, "check-alert").text == "ALERT" and "terms of service" in result.text
+        assert "ALERT" in by_id(b, "registrations").text
+    shot(b, "account-4-trunk-check")
+
+    b.get(server.url + "/account/billing")
+    wait(b, EC.presence_of_element_located(("id", "invoice-2026-11")))
+    assert by_id(b, "floor").text.startswith("$100.000000")
+    assert "account fee" in by_id(b, "invoice-2026-11").text and "draft" in by_id(b, "invoice-2026-11").text
+    b.execute_script("arguments[0].scrollIntoView()", by_id(b, "ledger"))
+    shot(b, "account-5-billing")
