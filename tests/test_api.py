@@ -218,6 +218,7 @@ def test_campaigns_create_edit_start_pause_finish(site):
     assert r.status == 201 and r.header("content-type") == "application/json"
     assert b"<script>alert(" in r.body  # verbatim in JSON (only JSON's own escapes); the type is JSON, never HTML
     camp = r.json()
+    assert r.header("location") == f"/api/v1/campaigns/{camp['id']}"
     assert (camp["name"], camp["state"], camp["abandon_target"]) == (EVIL, "draft", "0.02")
     assert camp["hours"] == {"mon-sun": ["09:00-20:00"]} and camp["retry_rules"]["busy"]["delay_minutes"] == 20
     cid = camp["id"]
@@ -446,10 +447,12 @@ def test_bad_input_answers_400_naming_the_field_and_changes_nothing(site):
                headers={"Content-Type": "application/json"}), 413, "too_large")
     err(a.post("/campaigns", {"name": "spring"}), 400, "invalid_input")  # the name is taken
     assert one(db, "SELECT COUNT(*) AS n FROM campaigns")["n"] == count
-    for q in ("limit=0", "limit=1001", "limit=ten", "status=gone", "campaign_id=abc"):
+    for q in ("limit=0", "limit=1001", "limit=ten", "status=gone", "campaign_id=abc", "sttus=new"):
         body = err(a.get(f"/leads?{q}"), 400, "invalid_input")
         assert body["field"] == q.split("=")[0]
     err(a.post("/checks", {"numbers": ["1"] * 1001}), 400, "invalid_input")
+    body = err(a.get("/campaigns?page=2"), 400, "invalid_input")  # no parameter at all
+    assert body["field"] == "page" and "takes none" in body["message"]
 
 
 def test_unknown_paths_and_methods_answer_json(site):
@@ -470,6 +473,36 @@ def test_unknown_paths_and_methods_answer_json(site):
     assert r.header("content-type") == "application/json" and "<" not in r.text
     doc = anon.get("/api/openapi.json")
     assert doc.status == 200 and doc.json()["openapi"] == "3.1.0"
+
+
+def test_too_many_requests_answer_429_with_retry_after(tmp_path, monkeypatch):
+    db = tmp_path / "dialer.db"
+    seed(db)
+    s = Store(db)
+    try:
+        token = create_token(s, "acme", "busy", "supervisor", NOW, "test")["token"]
+    finally:
+        s.close()
+    monkeypatch.setenv("DIALER_API_RATE", "0.1/3")  # 3 at once, then one every 10 s
+    server = Server(db)
+    try:
+        a = Api(server, token)
+        assert [a.get("/me").status for _ in range(3)] == [200, 200, 200]
+        r = a.get("/campaigns")
+        body = err(r, 429, "rate_limited")
+        assert 1 <= int(r.header("retry-after")) <= 10 and "retry in" in body["message"]
+        other = create_token_in(db, "globex", "calm")
+        assert Api(server, other).get("/me").status == 200  # per token
+    finally:
+        server.stop()
+
+
+def create_token_in(db, account, name):
+    s = Store(db)
+    try:
+        return create_token(s, account, name, "owner", NOW, "test")["token"]
+    finally:
+        s.close()
 
 
 def test_cursor_round_trip_and_rate_limit():

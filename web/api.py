@@ -26,6 +26,7 @@ import os
 import re
 
 from twisted.internet import defer
+from twisted.web.http import parse_qs
 from twisted.logger import Logger
 from werkzeug.routing import PathConverter
 
@@ -103,9 +104,19 @@ def _query_value(q, text):
 
 
 def _query(request, params):
+    """The declared query parameters, checked; an undeclared one is refused (400), as an
+    unknown field of a body is: a typo is not silently ignored."""
+    names = {q.name for q in params}
+    # the URL's own query (request.args also holds a form body's fields, which are no parameters)
+    args = parse_qs(request.uri.partition(b"?")[2], keep_blank_values=True)  # bytes in, bytes out
+    for key in args:
+        name = key.decode("utf-8", "replace")
+        if name not in names:
+            known = f" (this operation takes: {', '.join(sorted(names))})" if names else " (this operation takes none)"
+            raise ApiError(400, f"unknown query parameter {name[:60]!r}{known}", name[:60])
     out = {}
     for q in params:
-        vals = request.args.get(q.name.encode())
+        vals = args.get(q.name.encode())
         if not vals:
             if q.required:
                 raise ApiError(400, f"query parameter {q.name!r} is required", q.name)
@@ -179,11 +190,12 @@ def _instant(q, name):
 # ------------------------------------------------------------------------------ declaring
 
 def endpoint(method, path, permission, summary, ok, params=(), body=None, body_required=True, errors=(),
-             tag=None, description=None):
+             tag=None, description=None, links=None):
     """Declare and route one operation. ``path`` is OpenAPI-style (``/campaigns/{cid}``)
     under ``/api/v1``; ``ok`` is (status, schema name or None, media type); ``errors``
     the statuses besides those every operation may answer (401, 403, 429, and 400 /
-    404 when it has parameters / path ids). The handler is ``async fn(self, request,
+    404 when it has parameters / path ids); ``links``: OpenAPI links of the success
+    answer, {name: (operationId, {parameter: runtime expression})}. The handler is ``async fn(self, request,
     tok, q, body, **path)``; it returns a JSON-able value (or bytes, for another media
     type it set itself)."""
     full = API + path
@@ -195,7 +207,7 @@ def endpoint(method, path, permission, summary, ok, params=(), body=None, body_r
         op = {"method": method, "path": full, "permission": permission, "summary": summary, "ok": ok,
               "params": list(params), "body": body, "body_required": body_required, "errors": tuple(errors),
               "tag": tag or path.strip("/").split("/")[0], "description": description or (fn.__doc__ or "").strip(),
-              "operation_id": fn.__name__, "path_params": names}
+              "operation_id": fn.__name__, "path_params": names, "links": links or {}}
         OPERATIONS.append(op)
 
         @functools.wraps(fn)
@@ -208,6 +220,14 @@ def endpoint(method, path, permission, summary, ok, params=(), body=None, body_r
         app.route(route, methods=[method], endpoint=f"api.{fn.__name__}")(wrapper)
         return wrapper
     return deco
+
+
+def campaign_links(expr):
+    """The OpenAPI links from an answer holding a campaign's id (``expr``) to what takes one."""
+    return {n: (op, {"cid": expr}) for n, op in (
+        ("get", "api_campaign"), ("edit", "api_campaign_update"), ("start", "api_campaign_start"),
+        ("pause", "api_campaign_pause"), ("finish", "api_campaign_finish"), ("upload", "api_list_upload"),
+        ("imports", "api_campaign_imports"), ("dnc", "api_campaign_dnc_list"), ("dnc_add", "api_campaign_dnc_add"))}
 
 
 def document():
@@ -398,7 +418,8 @@ class Api:
                 "permissions": sorted(p for p in roles.PERMISSIONS if roles.may(tok["role"], p))}
 
     # -------------------------------------------------------------------- campaigns
-    @endpoint("GET", "/campaigns", "campaigns.view", "The account's campaigns", ok=(200, "CampaignList", None))
+    @endpoint("GET", "/campaigns", "campaigns.view", "The account's campaigns", ok=(200, "CampaignList", None),
+              links=campaign_links("$response.body#/items/0/id"))
     async def api_campaigns(self, request, tok, q, body):
         """The account's campaigns, by name (`campaigns.store.list_campaigns`, as `dialer campaign list`)."""
         from campaigns.store import list_campaigns
@@ -407,7 +428,7 @@ class Api:
                           for r in rows]}
 
     @endpoint("POST", "/campaigns", "campaigns.edit", "Create a campaign (a draft)", ok=(201, "Campaign", None),
-              body="CampaignNew")
+              body="CampaignNew", links=campaign_links("$response.body#/id"))
     async def api_campaign_create(self, request, tok, q, body):
         """A draft campaign (`campaigns.store.create_campaign`, as `dialer campaign create`); its name is unique in
         the account. The safe-harbor greeting of a predictive or power campaign is set from the browser or the
@@ -418,6 +439,7 @@ class Api:
             caller_id=body.get("caller_id") or None, hours=body.get("hours") or None,
             dial_mode=body.get("dial_mode", "predictive"), power_ratio=_decimal_text(body.get("power_ratio")),
             abandon_target=_decimal_text(body.get("abandon_target", "0.03")), retry=body.get("retry") or None)
+        request.setHeader(b"location", f"{API}/campaigns/{out['id']}".encode())
         return 201, _campaign(out)
 
     @endpoint("GET", "/campaigns/{cid}", "campaigns.view", "One campaign, with its leads by status",
@@ -474,6 +496,7 @@ class Api:
     # -------------------------------------------------------------------- lists
     @endpoint("POST", "/campaigns/{cid}/lists", "campaigns.edit", "Upload a list (CSV or XLSX) into a campaign",
               ok=(202, "UploadJob", None), body="binary", errors=(409, 413),
+              links={"progress": ("api_list_job", {"cid": "$request.path.cid", "token": "$response.body#/token"})},
               params=(Q("name", {"type": "string", "maxLength": 200, "default": "list.csv"},
                         "The file's name (its extension tells CSV from XLSX when the content does not)."),
                       Q("map", {"type": "string", "maxLength": 500},
@@ -518,7 +541,9 @@ class Api:
         return self._job(job, cid)
 
     @endpoint("GET", "/campaigns/{cid}/imports", "campaigns.view", "A campaign's list imports, newest first",
-              ok=(200, "ImportList", None))
+              ok=(200, "ImportList", None),
+              links={n: (op, {"iid": "$response.body#/items/0/import_id"}) for n, op in (
+                  ("get", "api_import"), ("errors", "api_import_errors"), ("errors_csv", "api_import_errors_csv"))})
     async def api_campaign_imports(self, request, tok, q, body, cid):
         """`campaigns.leads.campaign_imports`."""
         from campaigns.leads import campaign_imports
@@ -559,6 +584,8 @@ class Api:
 
     # -------------------------------------------------------------------- leads, dispositions, callbacks
     @endpoint("GET", "/leads", "leads.view", "The account's leads (paged, by id)", ok=(200, "LeadPage", None),
+              links={n: (op, {"lid": "$response.body#/items/0/id"}) for n, op in (
+                  ("get", "api_lead"), ("outcome", "api_lead_outcome"), ("callback", "api_lead_callback"))},
               params=(CAMPAIGN, Q("status", {"type": "string", "enum": openapi.LEAD_STATUSES}, "Only this status."),
                       LIMIT, CURSOR))
     async def api_leads(self, request, tok, q, body):

@@ -330,6 +330,12 @@ def document(operations, path_params):
                            "schema": copy.deepcopy(q.schema)})
         status, schema_name, media = op["ok"]
         ok = {"description": op["summary"]}
+        if op["links"]:
+            ok["links"] = {name: {"operationId": target, "parameters": dict(params_)}
+                           for name, (target, params_) in op["links"].items()}
+        if status == 201:
+            ok["headers"] = {"Location": {"required": True, "description": "The new object's path.",
+                                          "schema": {"type": "string"}}}
         if schema_name is not None:
             ok["content"] = {media or "application/json": {"schema": REF(schema_name)}}
         elif media:
