@@ -38,10 +38,11 @@ MAX_PAYMENT = "100000000"   # one payment or credit: more is a typo
 REFUSED_SHOWN = 20
 
 # a first charge: the rated rows of calls.rate_batch are its parameters as they are; the
-# account, the batch, the kind and seq 1 are constants of the statement (integers we format)
+# account, the batch, the kind and seq 1 are constants of the statement (integers we format);
+# many rows a statement (Store.insert_many)
 _INSERT_CHARGE = ("INSERT INTO ledger_entries (account_id, batch_id, kind, seq, call_id, at, billsec, service_seconds, "
-                  "service_micros, telecom_seconds, telecom_micros, amount_micros, prefix) "
-                  "VALUES ({account:d}, {batch:d}, 'charge', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                  "service_micros, telecom_seconds, telecom_micros, amount_micros, prefix)",
+                  "({account:d}, {batch:d}, 'charge', 1, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                   "ON CONFLICT (call_id, seq) DO NOTHING")
 _INSERT_ENTRY = ("INSERT INTO ledger_entries (account_id, batch_id, kind, amount_micros, at, call_id, seq, reverses, "
                  "billsec, service_seconds, service_micros, telecom_seconds, telecom_micros, prefix) "
@@ -147,8 +148,9 @@ def charge(store, account_id, rated, batch, now=None, actor=None, deck_id=None, 
     with store.transaction():
         if batch is None:
             batch = _batch(store, account_id, "bill-run", now, actor, period=period, deck_id=deck_id)
-        cur = store.conn.executemany(_INSERT_CHARGE.format(account=int(account_id), batch=int(batch)), rated)
-    return cur.rowcount, batch
+        head, values, tail = _INSERT_CHARGE
+        inserted = store.insert_many(head, values.format(account=int(account_id), batch=int(batch)), rated, tail)
+    return inserted, batch
 
 
 def _summary(refused):

@@ -15,6 +15,7 @@ runs the live loop's reads (``Journal.call``).
 """
 
 import contextlib
+import itertools
 import os
 import pathlib
 import sqlite3
@@ -23,6 +24,7 @@ from .errors import StoreError
 from . import migrations
 
 ENV_DB = "DIALER_DB"
+ROWS_PER_INSERT = 200  # rows per multi-row INSERT in Store.insert_many (bench/rating_bench.py: 50 -> 200 still paid)
 ENV_DATA_DIR = "DIALER_DATA_DIR"
 
 
@@ -122,6 +124,33 @@ class Store:
             if "locked" in str(e) or "busy" in str(e):
                 raise StoreError(f"database {self.path} is locked ({e}); try again") from None
             raise
+
+    def insert_many(self, head, values, rows, tail="", per_statement=ROWS_PER_INSERT):
+        """Insert ``rows`` (tuples of parameters, all of one length) with multi-row
+        ``INSERT`` statements (standard SQL: ``head VALUES values, values, ... tail``):
+        ``head`` is e.g. ``INSERT INTO t (a, b, c)``, ``values`` one row's ``(?, ?, 0)``
+        (its placeholders take a row's parameters in order; constants may stand
+        beside them), ``tail`` e.g. ``ON CONFLICT (a) DO NOTHING``. Several rows a
+        statement (as many as the parameter limit allows, at most ``per_statement``)
+        instead of ``executemany`` of one row each: that per-row statement cost was
+        half the cost of inserting a bill run's charges (bench/rating_bench.py).
+        Inside the caller's transaction (or autocommitted per statement). Returns the
+        number of rows the statements changed (a row skipped ON CONFLICT is not one)."""
+        rows = rows if isinstance(rows, list) else list(rows)
+        if not rows:
+            return 0
+        width = len(rows[0])
+        n = max(1, min(per_statement, self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // max(1, width)))
+        flat = itertools.chain.from_iterable
+        full = len(rows) - len(rows) % n
+        changed = 0
+        if full:
+            sql = f"{head} VALUES {', '.join([values] * n)} {tail}"
+            changed += self.conn.executemany(sql, (tuple(flat(rows[k:k + n])) for k in range(0, full, n))).rowcount
+        if full < len(rows):
+            sql = f"{head} VALUES {', '.join([values] * (len(rows) - full))} {tail}"
+            changed += self.conn.execute(sql, tuple(flat(rows[full:]))).rowcount
+        return changed
 
     def query(self, sql, params=()):
         cur = self.execute(sql, params)

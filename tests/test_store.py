@@ -44,3 +44,18 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot"):
         Store(blocker / "sub" / "dialer.db")
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 6, 7, 8, 15, 16, 17])
+def test_insert_many_inserts_every_row_once_in_several_row_statements(store, count):
+    store.conn.execute("CREATE TABLE t (k TEXT NOT NULL UNIQUE, v INTEGER, tag TEXT)")
+    rows = [(f"k{i}", i) for i in range(count)]
+    with store.transaction():
+        assert store.insert_many("INSERT INTO t (k, v, tag)", "(?, ?, 'x')", rows, "ON CONFLICT (k) DO NOTHING",
+                                 per_statement=8) == count
+    # again, with one new row among them: only it is inserted
+    with store.transaction():
+        assert store.insert_many("INSERT INTO t (k, v, tag)", "(?, ?, 'y')", rows + [("new", -1)],
+                                 "ON CONFLICT (k) DO NOTHING", per_statement=8) == 1
+    got = store.conn.execute("SELECT k, v, tag FROM t ORDER BY v").fetchall()
+    assert got == [("new", -1, "y")] + [(k, v, "x") for k, v in rows]
