@@ -3,8 +3,8 @@ document (``/api/openapi.json``).
 
 * **Auth**: ``Authorization: Bearer dk_...``, an API token of one account, scoped to one
   role (``campaigns.tokens``; the permissions are the browser's, ``web.roles``). The
-  API never reads the session cookie: a request with the cookie and no token is
-  refused (401), so a page of another site cannot make a browser call the API with
+  session cookie never logs a request in (it only picks the 401's message): a request
+  with the cookie and no token is refused, so a page of another site cannot make a browser call the API with
   its user's session: no CSRF by construction, and no CSRF token is asked for.
 * **Each handler is one library call**, the function the matching CLI command calls,
   run off the reactor (``web.db.Stores``), within the token's account: an id of
