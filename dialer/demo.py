@@ -166,7 +166,9 @@ def _campaign(store, now, echo, samples):
 # the live part: a predictive campaign over real SIP on loopback
 # ---------------------------------------------------------------------------------
 
-# area codes by zone: at any hour of the day one of them is inside calling hours
+# area codes by zone, from New York westwards to Guam: one of them is inside the demo's
+# calling hours (10-19 h local) at most hours of the day, not from about 09:00 to 14:00
+# UTC (15:00 in northern winter): ``callable_offset`` says how far a clock must be shifted
 AREAS = [("212", "America/New_York"), ("312", "America/Chicago"), ("303", "America/Denver"),
          ("213", "America/Los_Angeles"), ("907", "America/Anchorage"), ("808", "Pacific/Honolulu"),
          ("671", "Pacific/Guam")]
@@ -189,6 +191,21 @@ def callable_area(now):
                 return area
             fallback = fallback or area
     return fallback
+
+
+def callable_offset(now, horizon_h=48):
+    """The smallest forward shift of ``now`` (whole seconds) at which ``callable_area``
+    has an area: 0 when it has one at ``now``, else to the start of the first hour when
+    it has (a weekday zone preferred there, as ever). A test and demo aid (``dialer demo
+    --clock-offset auto``, the SIP tests): they run the dialer on a clock shifted by it
+    (``dialer.clock.ShiftedReactor``); ``dialer run`` never shifts its clock."""
+    import datetime as _dt
+    import math
+    if callable_area(now) is not None:
+        return 0
+    top = now.replace(minute=0, second=0, microsecond=0)
+    t = next(t for t in (top + _dt.timedelta(hours=h) for h in range(1, horizon_h + 1)) if callable_area(t))
+    return math.ceil((t - now).total_seconds())
 
 
 def sip_missing():

@@ -20,7 +20,15 @@ added. A worker's death is a normal event: each call it held gets a synthetic
 ``{"ev": "worker_died", "worker", "pid", "calls", "why"}``, one log line says what
 happened, and a replacement starts on the same port.
 
-No global reactor here: the reactor is a parameter (spawnProcess, callLater).
+No global reactor here: the reactor is a parameter (spawnProcess, callLater), and its
+clock is the pool's. A worker is another process: the instants in its events (``ts``,
+``started_ms``, ``answered_ms``, ``ended_ms``: epoch ms) are read from the host's wall
+clock. The pool puts them on the reactor's clock as they arrive (it adds the reactor's
+``seconds()`` minus the wall clock's, 0 with a real reactor), so ``on_event`` gets every
+instant on the clock the rest of the dialer reads (a reactor whose clock is shifted, see
+``dialer.clock``, keeps a call's times in step with its rules checks and records). The
+pool's own events (a dead worker's calls) take the reactor's clock. ``t`` (the worker's
+monotonic seconds) is left as it is: only its differences mean anything.
 
 Workers end with the pool's process: each is started with ``--parent-pid`` (this
 process), arms a parent-death signal and takes end of file on its stdin as the parent's
@@ -69,6 +77,9 @@ log = Logger(namespace="dialer.sip.pool")
 
 # Set on tie calls by the pool: the SIP port of the worker that placed the tie.
 FROM_WORKER_HEADER = "X-Dialer-From-Worker"
+
+# The instants (epoch ms, the worker's wall clock) in a worker's events: put on the reactor's clock.
+WORKER_INSTANTS = ("ts", "started_ms", "answered_ms", "ended_ms")
 
 # A worker that dies before it is ready is started again after 0.5 s, doubling to 30 s.
 RESPAWN_BACKOFF = Backoff(0.5, 30.0)
@@ -489,7 +500,7 @@ class WorkerPool:
         w.accounts[name] = {"code": None, "reason": "registering", "ms": None, "expires": None}
         w.send(cmd)
         self._tell(name, {"ev": "registering", "account": name, "worker": w.port,
-                          "t": round(time.monotonic(), 4), "ts": int(time.time() * 1000)})
+                          "t": round(time.monotonic(), 4), "ts": self._ms()})
 
     def _tell(self, name, ev):
         listener = self.listeners.get(name)
@@ -513,7 +524,22 @@ class WorkerPool:
 
     # -- events ---------------------------------------------------------------
 
+    def _ms(self):
+        """Now on the reactor's clock, epoch ms."""
+        return int(round(self.reactor.seconds() * 1000))
+
+    def _on_our_clock(self, ev):
+        """A worker's instants (its wall clock) moved onto the reactor's clock."""
+        shift = int(round((self.reactor.seconds() - time.time()) * 1000))
+        if shift:
+            for k in WORKER_INSTANTS:
+                v = ev.get(k)
+                if isinstance(v, int) and not isinstance(v, bool):
+                    ev[k] = v + shift
+        return ev
+
     def _worker_event(self, w, ev):
+        self._on_our_clock(ev)
         ev["worker"] = w.port
         name = ev.get("ev")
         key = ev.get("key")
@@ -561,7 +587,7 @@ class WorkerPool:
             what = "exit code 0"
         # Every call the worker still held ends here, as failed: never a lost CDR.
         keys = list(w.keys)
-        now = int(time.time() * 1000)
+        now = self._ms()
         for key in keys:
             info = w.keys.pop(key)
             if self.where.get(key) is w:
