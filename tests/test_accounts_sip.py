@@ -21,7 +21,7 @@ from core.store import Store
 from dialer.trunks import add_trunk
 from rules import service
 from sip_harness import carrier_calls, free_udp_port, max_concurrent, needs_sip, write_tone
-from test_engine_sip import callable_area, run, until
+from test_engine_sip import run, until, when_to_test
 
 pytestmark = needs_sip
 
@@ -53,9 +53,10 @@ def account_with_two_campaigns(tmp_path, now, proxy, numbers=None, lines=3, mode
     return store
 
 
-def serve(store, port, body, workers=2):
+def serve(store, port, body, workers=2, offset_s=0):
     """Run ``body(reactor, svc)`` against a started Service on ``store``'s database,
-    then stop the service (drain 1 s) and its journal."""
+    then stop the service (drain 1 s) and its journal; on a clock shifted by ``offset_s``
+    (test_engine_sip.when_to_test)."""
     async def test(reactor):
         journal = Journal(store.path, reactor=reactor)  # its calls answer on this reactor
         journal.start()
@@ -67,7 +68,7 @@ def serve(store, port, body, workers=2):
             await svc.stop(drain_s=1.0)
             left = journal.stop(timeout=15)
             assert left == 0
-    return run(test, timeout=120)
+    return run(test, timeout=120, offset_s=offset_s)
 
 
 def dialer_of(svc, name):
@@ -75,8 +76,7 @@ def dialer_of(svc, name):
 
 
 def test_an_adsl_account_never_has_more_than_3_calls_at_the_carrier(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     trace = tmp_path / "carrier-messages.log"
     carrier = sipp("uas_answer_hold.xml", "-d", "2500", "-trace_msg", "-message_file", trace, echo=True)
     numbers = {"spring": [f"{area}555{1000 + 29 * i:04d}" for i in range(12)],
@@ -95,7 +95,7 @@ def test_an_adsl_account_never_has_more_than_3_calls_at_the_carrier(tmp_path, si
                     and spring.stats.dials >= 3 and autumn.stats.dials >= 3, 60, "ten dials over both campaigns")
         return svc.gate.peak.get(spring.account_id)
 
-    peak = serve(store, port, body)
+    peak = serve(store, port, body, offset_s=offset)
     calls = carrier_calls(trace)
     print("carrier calls", len(calls), "peak at the carrier", max_concurrent(calls), "gate peak", peak)
     assert max_concurrent(calls) == 3  # the account's lines were all used, never exceeded
@@ -108,8 +108,7 @@ def test_an_adsl_account_never_has_more_than_3_calls_at_the_carrier(tmp_path, si
 
 
 def test_a_lead_dialled_again_after_a_restart_keeps_both_cdrs(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     trace = tmp_path / "carrier-messages.log"
     carrier = sipp("uas_busy.xml", "-trace_msg", "-message_file", trace)
     number = f"{area}5551000"
@@ -124,7 +123,7 @@ def test_a_lead_dialled_again_after_a_restart_keeps_both_cdrs(tmp_path, sipp):
             await until(reactor, lambda: d.stats.dispositions.get("busy") == 1, 40, "the busy call's end")
             return d
 
-        serve(store, port, body)
+        serve(store, port, body, offset_s=offset)
         # the lead's retry comes due (its retry delay is minutes; the test does not wait)
         store.execute("UPDATE leads SET next_attempt_at = ? WHERE phone = ?", ("2000-01-01T00:00:00.000Z", "+1" + number))
     cdrs = store.query("SELECT call_id, disposition FROM cdrs ORDER BY call_id")

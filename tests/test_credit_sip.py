@@ -26,7 +26,7 @@ from core.store import Store
 from rules import service
 from billing_fixtures import write_deck
 from sip_harness import carrier_calls, free_udp_port, max_concurrent, needs_sip, write_tone
-from test_engine_sip import callable_area, run, until
+from test_engine_sip import run, until, when_to_test
 
 pytestmark = needs_sip
 
@@ -64,8 +64,7 @@ def billed_account(tmp_path, now, proxy, numbers):
 
 
 def test_calls_racing_for_the_last_dollars_above_the_floor(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     trace = tmp_path / "carrier-messages.log"
     carrier = sipp("uas_answer_hold.xml", "-d", "20000", "-trace_msg", "-message_file", trace, echo=True)
     numbers = {"spring": [f"{area}555{1000 + 29 * i:04d}" for i in range(12)],
@@ -103,7 +102,7 @@ def test_calls_racing_for_the_last_dollars_above_the_floor(tmp_path, sipp):
             await svc.stop(drain_s=1.0)
             assert journal.stop(timeout=15) == 0
 
-    run(test, timeout=120)
+    run(test, timeout=120, offset_s=offset)
     calls = carrier_calls(trace)
     st = seen["status"]
     print("carrier calls", len(calls), "peak", max_concurrent(calls), "guard", st, "blocked", seen["blocked"])

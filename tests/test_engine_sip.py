@@ -3,7 +3,6 @@
 
 import datetime as _dt
 
-import pytest
 from twisted.internet import defer
 from twisted.internet.epollreactor import EPollReactor
 
@@ -11,7 +10,8 @@ from campaigns.leads import import_list
 from campaigns.store import add_number, add_user, change_state, create_account, create_campaign
 from dialer.agents import set_pin
 from dialer.cdr import list_cdrs
-from dialer.demo import callable_area as demo_area
+from dialer.clock import ShiftedReactor
+from dialer.demo import callable_area, callable_offset
 from dialer.engine import Dialer
 from dialer.sip.pool import WorkerPool
 from core.store import Store
@@ -21,20 +21,35 @@ from sip_harness import free_udp_port, needs_sip, write_tone
 
 pytestmark = needs_sip
 
-def callable_area(now):
-    """An area code inside calling hours now (the demo's choice), else skip."""
-    area = demo_area(now)
-    if area is None:
-        pytest.skip("no test zone inside calling hours right now")
-    return area
+def when_to_test():
+    """``(now, area, offset_s)``: when the test happens, whatever the wall clock says.
+    ``offset_s`` is the least forward shift of the wall clock that puts one of the
+    demo's area codes inside calling hours (0 when one is now: dialer.demo's
+    callable_offset), ``now`` the wall clock shifted by it, ``area`` that area code.
+    The test builds its database at ``now`` and runs its components on the same clock:
+    ``run(..., offset_s=offset_s)`` (processes: ``test_service.dialer(..., offset_s=)``).
+    The rules are the shipped ones: only the instant is chosen."""
+    wall = _dt.datetime.now(_dt.timezone.utc)
+    offset = callable_offset(wall)
+    now = wall + _dt.timedelta(seconds=offset)
+    return now, callable_area(now), offset
 
 
-def run(test, timeout=90):
+def shifted_now(offset_s):
+    """The test's clock now: the wall clock shifted by ``offset_s``."""
+    return _dt.datetime.now(_dt.timezone.utc) + _dt.timedelta(seconds=offset_s)
+
+
+def run(test, timeout=90, offset_s=0):
+    """Run ``test(reactor)`` on a fresh reactor; with ``offset_s``, the test gets the
+    reactor on a clock shifted that far (``dialer.clock.ShiftedReactor``: its processes,
+    sockets and timers still run in real time). The deadline is real seconds."""
     reactor = EPollReactor()
+    clock = ShiftedReactor(reactor, offset_s) if offset_s else reactor
     outcome = {}
 
     def go():
-        d = defer.ensureDeferred(test(reactor))
+        d = defer.ensureDeferred(test(clock))
         d.addCallbacks(lambda r: outcome.setdefault("ok", r), lambda f: outcome.setdefault("fail", f))
         d.addBoth(lambda _: reactor.stop())
     reactor.callWhenRunning(go)
@@ -86,8 +101,7 @@ def setup_campaign(tmp_path, now, numbers, mode="power", ratio="3"):
 
 
 def test_connect_safe_harbor_busy_and_cdrs(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     answer_numbers = [f"{area}5550{n}" for n in (142, 367, 581)]
     busy_number = f"{area}5550{724}"
     store = setup_campaign(tmp_path, now, answer_numbers + [busy_number])
@@ -115,10 +129,12 @@ def test_connect_safe_harbor_busy_and_cdrs(tmp_path, sipp):
         await pool.stop()
         return d
 
-    d = run(body)
+    d = run(body, offset_s=offset)
     cdrs = {r["destination"]: r for r in list_cdrs(store, campaign="c")}
     print({k: (r["disposition"], r["sip_code"], r["billsec"], r["connect_delay_ms"], r["hangup_by"]) for k, r in cdrs.items()}, d.stats.as_dict())
     assert len(cdrs) == 4
+    # every instant of a call on the test's clock (the SIP workers' own, wall-clock times too)
+    assert all(to_iso(now) < r["started_at"] <= r["ended_at"] <= to_iso(shifted_now(offset)) for r in cdrs.values())
     assert cdrs["+1" + busy_number]["disposition"] == "busy" and cdrs["+1" + busy_number]["sip_code"] == 486
     answered = [cdrs["+1" + n] for n in answer_numbers]
     assert sorted(r["disposition"] for r in answered) == ["abandoned", "abandoned", "connected"]
@@ -141,8 +157,7 @@ def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, sipp):
     """The callee is a pjsua2 worker of its own (it answers, and presses 9 over RFC 2833
     2.5 s later): the safe-harbor message plays, the key puts the number on the company
     DNC list at once, and the CDR says so."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     numbers = [f"{area}5550{n}" for n in (142, 367)]
     store = setup_campaign(tmp_path, now, numbers, ratio="2")
 
@@ -179,14 +194,14 @@ def test_safe_harbor_opt_out_goes_to_the_company_dnc(tmp_path, sipp):
         await callee.stop()
         return seen
 
-    seen = run(body)
+    seen = run(body, offset_s=offset)
     rows = list_cdrs(store, campaign="c")
     out = next(r for r in rows if r["disposition"] == "abandoned")
     assert out["opted_out"] and out["lead_outcome"] == "dnc-requested"
     # the message was played to the caller (no "no such file" from the worker)
     assert not [e for e in seen if e.get("ev") == "error"]
     # the number is on the company list at once: the rules engine blocks it now
-    v = service.check_numbers(store, [out["destination"]], _dt.datetime.now(_dt.timezone.utc))[0]
+    v = service.check_numbers(store, [out["destination"]], shifted_now(offset))[0]
     assert not v.allowed and any(r.category == "dnc" for r in v.reasons)
 
 
@@ -196,8 +211,7 @@ def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, sipp):
     worker comes up and the loop keeps running."""
     import os
     import signal
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     numbers = [f"{area}5550{n}" for n in (142, 367)]
     store = setup_campaign(tmp_path, now, numbers, ratio="2")
     carrier = sipp("uas_ring_forever.xml")
@@ -224,13 +238,13 @@ def test_a_worker_killed_mid_call_costs_only_its_calls(tmp_path, sipp):
         await pool.stop()
         return seen
 
-    seen = run(body)
+    seen = run(body, offset_s=offset)
     assert [e for e in seen if e.get("ev") == "worker_died"]
     rows = list_cdrs(store, campaign="c")
     assert len(rows) == 2
     for r in rows:
         assert r["disposition"] == "failed" and r["sip_code"] == 0 and "worker died" in r["sip_reason"]
-    later = _dt.datetime.now(_dt.timezone.utc)
+    later = shifted_now(offset)
     for lead in store.query("SELECT status, next_attempt_at FROM leads"):
         assert lead["status"] == "retry" and lead["next_attempt_at"] > to_iso(later)
 
@@ -241,8 +255,7 @@ def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
     journal, and all of them are in the database once the lock is gone."""
     import sqlite3
     from dialer.journal import Journal
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     answer_numbers = [f"{area}5550{n}" for n in (142, 367)]
     busy_number = f"{area}5550{724}"
     setup_campaign(tmp_path, now, answer_numbers + [busy_number]).close()
@@ -286,7 +299,7 @@ def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
         await pool.stop()
         return held, in_db, before
 
-    held, in_db, before = run(body)
+    held, in_db, before = run(body, offset_s=offset)
     holder["journal"].stop()
     assert in_db == before and held >= 3 - before  # nothing reached the file while it was locked ...
     rows = list_cdrs(store, campaign="c")
@@ -301,8 +314,7 @@ def test_line_capacity_and_cps_caps_hold_over_real_sip(tmp_path, sipp):
     """An ADSL account (3 lines) in power mode 3 with 2 agents wants 6 calls in flight:
     over real SIP, the calls up at once (the workers' own admitted/ended events) never
     exceed 3, and no second sees more than 2 new calls (the trunk's cps cap)."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     numbers = [f"{area}555{1000 + 37 * i:04d}" for i in range(12)]
     store = setup_campaign(tmp_path, now, numbers, ratio="3")
     store.execute("UPDATE accounts SET connection = 'adsl', line_capacity = 3")
@@ -335,7 +347,7 @@ def test_line_capacity_and_cps_caps_hold_over_real_sip(tmp_path, sipp):
         await pool.stop()
         return d
 
-    run(body)
+    run(body, offset_s=offset)
     up, peak, admitted = set(), 0, 0
     for ev in events:  # in the order the workers reported them
         key = ev.get("key") or ""

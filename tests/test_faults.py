@@ -14,7 +14,7 @@ from dialer.engine import CongestionBrake, Dialer
 from dialer.sip.pool import WorkerPool
 from core.timeutil import to_iso
 from sip_harness import free_udp_port, needs_sip
-from test_engine_sip import callable_area, run, setup_campaign, until
+from test_engine_sip import run, setup_campaign, shifted_now, until, when_to_test
 
 pytestmark = needs_sip
 
@@ -51,8 +51,7 @@ def test_brake_engages_doubles_and_resets():
 
 
 def test_a_503_storm_rests_the_trunk_and_keeps_every_record(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     numbers = [f"{area}555{1000 + 37 * i:04d}" for i in range(40)]
     store = setup_campaign(tmp_path, now, numbers, ratio="3")
     carrier = sipp("uas_unavailable.xml")
@@ -84,7 +83,7 @@ def test_a_503_storm_rests_the_trunk_and_keeps_every_record(tmp_path, sipp):
         return d
 
     with LogLines() as log:
-        d = run(body)
+        d = run(body, offset_s=offset)
     # no call was placed while the trunk rested
     for start, end in pauses:
         assert not [t for t in dial_times if start < t < end - 0.05], (start, end, dial_times)
@@ -94,7 +93,7 @@ def test_a_503_storm_rests_the_trunk_and_keeps_every_record(tmp_path, sipp):
     assert len(rows) == d.stats.dials and all(r["sip_code"] == 503 and r["disposition"] == "congestion"
                                                for r in rows)
     # those leads wait for their retry time; the ones never dialled are still new
-    later = to_iso(_dt.datetime.now(_dt.timezone.utc))
+    later = to_iso(shifted_now(offset))
     statuses = store.query("SELECT status, next_attempt_at FROM leads WHERE attempts > 0")
     assert len(statuses) == len(rows)
     assert all(r["status"] == "retry" and r["next_attempt_at"] > later for r in statuses)
@@ -118,8 +117,7 @@ MALFORMED = [
 def test_malformed_sip_does_not_hurt_a_worker(tmp_path, sipp):
     """Garbage, half messages, lies about lengths, a stray response and a 60 kB header,
     sent to the worker's port: the same worker (same pid) then places a normal call."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     store = setup_campaign(tmp_path, now, [f"{area}5550142"], mode="progressive")
     answer = sipp("uas_answer_hold.xml", "-d", "1000")
 
@@ -148,7 +146,7 @@ def test_malformed_sip_does_not_hurt_a_worker(tmp_path, sipp):
         await pool.stop()
         return seen
 
-    seen = run(body)
+    seen = run(body, offset_s=offset)
     assert not [e for e in seen if e.get("ev") == "worker_died"]
     rows = list_cdrs(store, campaign="c")
     assert [r["disposition"] for r in rows] == ["connected"]
@@ -158,8 +156,7 @@ def test_an_agent_hanging_up_mid_call(tmp_path, sipp):
     """The agent's phone hangs up while talking: the customer's call ends too (by the
     agent), its record is written with the time talked, the agent is logged out, and
     the campaign goes on with the agent who is left."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     numbers = [f"{area}555{1000 + 37 * i:04d}" for i in range(3)]
     store = setup_campaign(tmp_path, now, numbers, mode="progressive")
     add_user(store, "acme", "bob", "agent", now, "t")
@@ -191,7 +188,7 @@ def test_an_agent_hanging_up_mid_call(tmp_path, sipp):
         await pool.stop()
         return d, alice
 
-    d, alice = run(body)
+    d, alice = run(body, offset_s=offset)
     rows = {r["agent_id"]: r for r in list_cdrs(store, campaign="c") if r["disposition"] == "connected"}
     cut = rows[alice]
     assert cut["hangup_by"] == "agent" and 1 <= cut["billsec"] <= 4
@@ -206,8 +203,7 @@ def test_a_phone_that_never_acks_is_never_given_a_customer(tmp_path, sipp):
     """An agent's phone sends its INVITE (right PIN) but never the ACK of our 200 OK
     (a NAT in the way): it is not logged in; pjsua gives up after its ACK timer (~32 s)
     and one line says why. Customers go to the phone that works."""
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     store = setup_campaign(tmp_path, now, [f"{area}5550142"], mode="progressive")
     add_user(store, "acme", "bob", "agent", now, "t")
     set_pin(store, "acme", "bob", "8264", now, "t")
@@ -237,7 +233,7 @@ def test_a_phone_that_never_acks_is_never_given_a_customer(tmp_path, sipp):
         return d
 
     with LogLines() as log:
-        run(body, timeout=150)
+        run(body, timeout=150, offset_s=offset)
     assert len(log.matching("never confirmed its call (no ACK")) == 1
     bob = store.query_one("SELECT id FROM users WHERE name = 'bob'")["id"]
     assert [r["agent_id"] for r in list_cdrs(store, campaign="c")] == [bob]
