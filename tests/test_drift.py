@@ -145,15 +145,53 @@ def _steady(p=0.1, n=1000, seed=8):
 
 
 def test_a_run_of_answers_is_a_rise_unless_it_comes_from_one_batch_of_dials():
-    # 30 answers in a row, as they end: a rise of p, caught at once; but when those
-    # dials were placed in one large batch (a crowd logging in), a batch's answers
-    # always end before its no-answers: not a rise
+    # dials placed one after the other that all answer: a rise of p, caught once they
+    # reach the rise age; but 30 answers of one large batch of 200 (a crowd logging in)
+    # are 15 %: not a rise
     pol, t = _steady()
     for k in range(30):
-        pol.on_dial_end(t + 5.0 + k * 0.1, True, 4.0 + k * 0.1)  # placed at t + 1
+        pol._placed(t + 1.0 + k * 0.5, 1)
+    for k in range(30):
+        pol.on_dial_end(t + 5.0 + k * 0.5, True, 4.0)
+    pol._mature(t + 30.0)
     assert pol.p.changes == 1 and pol.p.value > 0.3
     pol, t = _steady()
     pol._placed(t + 1.0, 200)
     for k in range(30):
         pol.on_dial_end(t + 5.0 + k * 0.1, True, 4.0 + k * 0.1)
+    pol._mature(t + 30.0)
     assert pol.p.changes == 0
+
+
+def test_dials_paced_in_waves_are_no_rise():
+    # bursts of 20-60 dials over 3 s, lulls of 4-10 s, a steady p = 0.15, answers after
+    # 4-12 s, no-answers at 20 s (75 %) or 4 s: in the order the dials end, a burst's
+    # answers end in the lull's no-answers' place, a run of answers that the quick test
+    # took for a rise 2-4 times in 2 hours (at N=100, p=0.15 on the simulator: 7-11 a
+    # shift); by answers within the rise age, in placement order, none
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        pol, end_order = Predictive(), _Rate(2000, 200, 0.3)
+        placed, t = [], 0.0
+        while t < 2 * 3600:
+            n = int(rng.integers(20, 60))
+            placed += [t + 3.0 * j / 60 for j in range(n)]
+            t += 3.0 + rng.uniform(4.0, 10.0)
+        dials = []
+        for x in placed:
+            if rng.random() < 0.15:
+                dials.append((x + 4.0 + 8.0 * rng.random(), x, True))
+            else:
+                dials.append((x + (20.0 if rng.random() < 0.75 else 4.0), x, False))
+        dials.sort()
+        i = rises = 0
+        for end, x, live in dials:
+            while i < len(placed) and placed[i] <= end:
+                pol._placed(placed[i], 1)
+                i += 1
+            pol.on_dial_end(end, live, end - x)
+            rises += end_order.rose(live)
+            end_order.add(live)
+        assert rises >= 1  # the pattern that fooled the test on outcomes in end order
+        assert pol.p.changes == 0
+        assert pol.p.value == pytest.approx(0.15, abs=0.02)

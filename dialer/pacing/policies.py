@@ -357,7 +357,7 @@ class _Rate:
         self.slow = _Ewma(span, prior)
         self.recent, self.hits = deque(maxlen=fast), 0
         self.fast, self.z, self.changes = fast, float(z), 0
-        self.latest = deque(maxlen=self.SHORT)  # the last outcomes in the order they ended
+        self.latest = deque(maxlen=self.SHORT)  # the last outcomes of the quick rise test (``rose``)
 
     @property
     def n(self):
@@ -388,23 +388,28 @@ class _Rate:
         self._restart(self._after_change(list(self.recent)))
         return True
 
-    def rose(self, x):
-        """An outcome as it ends (before ``add`` sees it in placement order): True when
-        the last ``SHORT`` of them hold more answers than the rate makes plausible. A
-        rise is the dangerous side (more answers than agents), so it is not left
-        waiting for the placement order: in end order a burst's answers come before
-        its no-answers, which can only make this test fire early, on the safe side.
-        The slow mean restarts from the answers after the change point."""
+    def rose(self, x, share=1.0):
+        """An early outcome (before ``add`` sees it): True when the last ``SHORT`` of
+        them hold more answers than the rate makes plausible. A rise is the dangerous
+        side (more answers than agents), so it is not left waiting for ``add``.
+        ``share``: the chance that a live answer counts as one here (``Predictive``
+        gives whether a dial answered within a ring age that most live answers reach,
+        so the outcomes are Bernoulli(p x share) whatever the pace of the dials;
+        outcomes in the order they *end* are not: after a lull of dials and a burst,
+        the burst's answers end while the lull's no-answers would have, a run of
+        answers at a steady p). The slow mean restarts from the answers after the
+        change point."""
+        share = min(max(float(share), 1e-3), 1.0)
         self.latest.append(1 if x else 0)
         if self.slow.n < 2 * self.fast or len(self.latest) < self.SHORT:
             return False
-        if not self._sudden_rise(min(max(self.slow.value, 1e-3), 0.999), list(self.latest)):
+        if not self._sudden_rise(min(max(self.slow.value * share, 1e-3), 0.999), list(self.latest)):
             return False
-        self._restart(self._after_change(list(self.latest)))
+        self._restart(self._after_change(list(self.latest)), share)
         self.latest.clear()
         return True
 
-    def _restart(self, tail):
+    def _restart(self, tail, share=1.0):
         before = self.slow.value
         # the new rate from the outcomes after the change. The change point is the one
         # that fits best, so the rate after it is biased away from the old one; an
@@ -412,7 +417,7 @@ class _Rate:
         # fall is taken at the upper end of its confidence interval (2 standard
         # errors) and a rise at its mean; the slow mean then learns the rest quickly
         m = len(tail)
-        q = sum(tail) / m
+        q = min(sum(tail) / m / share, 0.999)
         if q < before:
             q = min(before, q + 2.0 * math.sqrt(max(q, 0.02) * (1.0 - q) / m))
         self.slow.value = q
@@ -499,7 +504,11 @@ class Predictive(Policy):
         self.guard_hours = float(guard_hours)
         self.p = _Rate(2000, 200, prior_p)
         self.ended, self.seq = [], 0  # dials ended, not learned yet: (placed at, scrambled order, live, seconds)
-        self.batches = deque()  # instants of large batches of dials, the last 10 minutes
+        # the quick rise test (``_mature``): the dials placed, by instant, until they reach
+        # the rise age, and the placement instants of the live answers within it
+        self.pending = deque()
+        self.early = []
+        self.rise_age = (-1, 2.0 * prior_ring, 1.0)  # (live rings seen when computed, age, share of answers within)
         self.ring = _Ewma(1000, prior_ring)
         self.dial = _Ewma(2000, prior_dial)
         self.prior_handle = float(prior_handle)
@@ -556,11 +565,9 @@ class Predictive(Policy):
         self.seq += 1
         self._landed(now - seconds)
         heapq.heappush(self.ended, (now - seconds, (self.seq * 2654435761) % 4294967296, bool(live), float(seconds)))
-        if not self._in_batch(now - seconds) and self.p.rose(live):
-            # the outcomes not learned yet are mostly from before the rise: dropped,
-            # or they would pull the new rate back towards the old one
-            self.ended.clear()
-            self._model_changed()
+        if live and seconds <= self.rise_age[1]:
+            heapq.heappush(self.early, now - seconds)
+        self._mature(now)
         self._learn(now)
         if self.inflight > 0:
             share = self.expected_inflight / self.inflight
@@ -586,6 +593,43 @@ class Predictive(Policy):
             self._sorted = None
             if live:
                 self.ring.add(seconds)
+
+    def _mature(self, now):
+        """The quick test for a rise of p, on the dials placed at least the rise age A
+        ago (about the 90th percentile of the live rings), in the order they were
+        placed: each is a 1 if it answered within A, else a 0 (still ringing or ended
+        otherwise). These are Bernoulli(p F(A)) at a steady p however the dials were
+        paced, known A after the dial (not 3 mean dial lengths, as ``_learn``). In the
+        order dials *end* they are not: answers end within 4-12 s and no-answers at
+        20 s, so after a lull of dials followed by a burst (the policy tops up the
+        pipeline in waves) a run of answers ends while the lull's no-answers would
+        have: at N=100, p=0.15 that stream "rose" 7-11 times a shift at a steady p
+        (p taken to 0.4-1.0, warm-up again, the calibration lost)."""
+        count, age, share = self.rise_age
+        if len(self.live_len) >= 50 and self.ring.n - count >= 50:
+            live = np.sort(np.fromiter(self.live_len, float))
+            age = float(live[int(0.9 * (len(live) - 1))])
+            share = float(np.searchsorted(live, age, side="right")) / len(live)
+            self.rise_age = (self.ring.n, age, share)
+        cut = now - age
+        n = 0
+        while self.pending and self.pending[0] <= cut:
+            self.pending.popleft()
+            n += 1
+        k = 0  # answers within A of the dials matured (an answer placed a little after its
+        # decision instant, or within a grown A, may come with the next ones)
+        while self.early and self.early[0] <= cut + 1e-6 and (k < n or not self.pending):
+            heapq.heappop(self.early)
+            k += 1
+        k = min(k, n)
+        for i in range(n):  # the answers spread evenly over the dials matured together
+            x = (i + 1) * k // n - i * k // n
+            if self.p.rose(x, share):
+                # the outcomes not learned yet are mostly from before the rise: dropped,
+                # or they would pull the new rate back towards the old one
+                self.ended.clear()
+                self._model_changed()
+                break
 
     def _model_changed(self):
         """The live-answer rate moved abruptly: what the model predicted before says
@@ -617,6 +661,8 @@ class Predictive(Policy):
 
     def not_placed(self, n):
         del self.flight[max(0, len(self.flight) - int(n)):]
+        for _ in range(min(int(n), len(self.pending))):
+            self.pending.pop()
         n = min(int(n), self.inflight)
         if n > 0:
             self.expected_inflight -= self.expected_inflight * n / self.inflight
@@ -728,6 +774,7 @@ class Predictive(Policy):
     # --- deciding ---------------------------------------------------------------
     def decide(self, s):
         self._observe_busy(s.now, s.busy)
+        self._mature(s.now)
         self._learn(s.now)
         n = self.last_agents = s.agents
         free = max(0, s.ready - s.waiting)
@@ -820,16 +867,7 @@ class Predictive(Policy):
         return min(s.dialing, int(math.ceil(eff - 1e-9)))
 
     def _placed(self, now, n):
-        """Remember the dials placed (their instant: ``live_shares``) and the instants
-        of large batches of dials (start-up, a crowd logging in): in the order they end,
-        a batch's answers come before its no-answers, which the quick rise test would
-        take for a rise of p."""
+        """Remember the dials placed (their instant: ``live_shares``, ``_mature``)."""
         if n > 0:
             self.flight.extend([now] * n)  # decisions come in time order: still sorted
-        if n > max(10.0, 3.0 / max(self.p.value, 0.01)):
-            self.batches.append(now)
-            while self.batches and self.batches[0] < now - 600.0:
-                self.batches.popleft()
-
-    def _in_batch(self, placed):
-        return any(abs(placed - t) < 1e-6 for t in self.batches)
+            self.pending.extend([now] * n)
