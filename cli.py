@@ -35,7 +35,13 @@ def login_name():
 
 
 class App:
-    def __init__(self, db, user):
+    """What every command gets: the database, the acting user, and the clock. The clock is
+    the wall clock, or the ``reactor`` a Python caller hands ``main`` (``main(args,
+    obj={"reactor": r})``: the tests run ``dialer run`` on a shifted clock that way, see
+    ``dialer.clock``); no option or environment variable sets it."""
+
+    def __init__(self, db, user, reactor=None):
+        self.reactor = reactor
         self.db_path = db
         self.user_spec = user
         self._store = None
@@ -63,7 +69,17 @@ class App:
         return self._actor
 
     def now(self):
+        if self.reactor is not None:
+            import datetime as _dt
+            return _dt.datetime.fromtimestamp(self.reactor.seconds(), _dt.timezone.utc)
         return system_now()
+
+    def the_reactor(self):
+        """The reactor the commands run on: the one given, else Twisted's."""
+        if self.reactor is None:
+            from twisted.internet import reactor
+            self.reactor = reactor
+        return self.reactor
 
 
 pass_app = click.make_pass_decorator(App)
@@ -92,7 +108,8 @@ def _emit(obj, as_json, text=None):
 @click.pass_context
 def main(ctx, db, user):
     """Outbound campaign dialer with compliance guardrails."""
-    ctx.obj = App(db or str(default_db_path()), user)
+    given = ctx.obj.get("reactor") if isinstance(ctx.obj, dict) else None  # main(args, obj={"reactor": r})
+    ctx.obj = App(db or str(default_db_path()), user, reactor=given)
 
 
 # --------------------------------------------------------------------------------- check
@@ -1143,6 +1160,15 @@ def simulate(app, scenario, policy, seeds, grid, grid_agents, grid_p, cases, as_
                f"{out['seeds_within_cap']}/{out['seeds']} seeds")
 
 
+def _clock_offset(ctx, param, value):
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter("seconds, or auto") from None
+
+
 @main.command()
 @click.option("--fresh/--keep", default=True, help="Start from an empty demo database (default).")
 @click.option("--seconds", default=None, type=click.IntRange(1, None),
@@ -1152,8 +1178,12 @@ def simulate(app, scenario, policy, seeds, grid, grid_agents, grid_p, cases, as_
 @click.option("--web/--no-web", default=True, help="Serve the browser's pages on 127.0.0.1 meanwhile (default).")
 @click.option("--web-port", default=8080, show_default=True, type=click.IntRange(0, 65535),
               help="Port of the web server (0: any free port).")
+@click.option("--clock-offset", default=None, hidden=True, callback=_clock_offset,
+              help="A test and demo aid: run the whole demo on a clock this many seconds ahead of the wall "
+                   "clock, or 'auto': the least shift that puts a demo zone inside calling hours "
+                   "(dialer.demo.callable_offset). Only the demo has it.")
 @pass_app
-def demo(app, fresh, seconds, agents, sip, web, web_port):
+def demo(app, fresh, seconds, agents, sip, web, web_port, clock_offset):
     """Run the embedded demo on a demo database beside the default one: the rules, a
     campaign and its list; then, until Ctrl-C (or --seconds), the web server on
     127.0.0.1 with the demo account's users (one per role, passwords printed) and a
@@ -1167,9 +1197,15 @@ def demo(app, fresh, seconds, agents, sip, web, web_port):
         for suffix in ("", "-wal", "-shm"):
             pathlib.Path(str(path) + suffix).unlink(missing_ok=True)
     click.echo(f"demo database: {path}")
-    reactor = None
+    reactor = app.reactor
+    if clock_offset is not None:
+        from dialer.clock import ShiftedReactor
+        from dialer.demo import callable_offset
+        offset = callable_offset(app.now()) if clock_offset == "auto" else clock_offset
+        reactor = app.reactor = ShiftedReactor(app.the_reactor(), offset)
+        click.echo(f"== demo clock: {offset:+g} s from the wall clock, {app.now():%Y-%m-%d %H:%M}Z (--clock-offset)")
     if web:
-        from twisted.internet import reactor
+        reactor = app.the_reactor()
         from twisted.internet.error import CannotListenError
         from web.server import listen
         try:
@@ -1221,13 +1257,13 @@ def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, web_p
     browser's pages are served beside it by the same reactor."""
     from dialer.service import run_service
     if web_port is not None:
-        from twisted.internet import reactor
         from web.server import listen
-        addr = listen(reactor, app.db_path, web_port, web_host).getHost()
+        addr = listen(app.the_reactor(), app.db_path, web_port, web_host).getHost()
         if not as_json:
             click.echo(f"== web: http://{addr.host}:{addr.port}/")
     out = run_service(app.db_path, (lambda _t: None) if as_json else click.echo, campaigns=list(campaigns) or None,
-                      ip=ip, port=sip_port, workers=workers, seconds=seconds, record_dir=record_dir, drain_s=drain)
+                      ip=ip, port=sip_port, workers=workers, seconds=seconds, record_dir=record_dir, drain_s=drain,
+                      reactor=app.reactor)
     if as_json:
         _emit(out, True)
 

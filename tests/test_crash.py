@@ -7,7 +7,6 @@ no lead is left ``dialing`` or ``reserved``, no call is left open, no SIP worker
 outlived its parent, and the interrupted calls are recorded as failed."""
 
 import collections
-import datetime as _dt
 import os
 import random
 import select
@@ -17,7 +16,7 @@ import time
 from core.store import Store
 from sip_harness import carrier_calls, free_udp_port, needs_sip
 from test_accounts_sip import account_with_two_campaigns
-from test_engine_sip import callable_area
+from test_engine_sip import when_to_test
 from test_service import dialer
 
 pytestmark = needs_sip
@@ -70,8 +69,7 @@ def read_line(proc, prefix, timeout):
 
 
 def test_kill_the_dialer_five_times_and_every_call_has_one_cdr(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     rng = random.Random(20261202)
     trace = tmp_path / "carrier-messages.log"
     carrier = sipp("uas_answer_hold.xml", "-d", "2500", "-trace_msg", "-message_file", trace, echo=True, timeout=600)
@@ -83,7 +81,7 @@ def test_kill_the_dialer_five_times_and_every_call_has_one_cdr(tmp_path, sipp):
     ports = {port, port + 1}
     kills = 5
     for run_no in range(kills + 1):
-        run = dialer(db, "run", "--sip-port", port, "--workers", 2, "--drain", 2)
+        run = dialer(db, "run", "--sip-port", port, "--workers", 2, "--drain", 2, offset_s=offset)
         phone = None
         try:
             read_line(run, "== dialer running", 60)

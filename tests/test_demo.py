@@ -104,14 +104,17 @@ def test_demo_dials_over_sip(tmp_path):
     """The whole product on one machine: the live campaign over SIPp carriers and SIPp
     agents, through the installed console command (its own process and reactor), with
     the browser's pages served meanwhile: the owner sees the running campaign and checks
-    the demo trunk's registration over SIP."""
-    demo = Demo(tmp_path, "--seconds", "40", "--agents", "3", "--web-port", "0")
+    the demo trunk's registration over SIP. Whatever the hour: ``--clock-offset auto``
+    (a hidden option of the demo alone) runs the demo on a clock shifted as little as
+    needs be for a demo zone to be inside calling hours (none is from about 09:00 to
+    14:00 UTC)."""
+    demo = Demo(tmp_path, "--seconds", "40", "--agents", "3", "--web-port", "0", "--clock-offset", "auto")
     try:
+        shift = float(demo.until(r"== demo clock: ([-+][\d.e+]+) s from the wall clock").group(1))
+        assert shift >= 0
         server, logins = demo.web()
         m = demo.until(r"agents logged in over SIP|live dialing skipped: no demo time zone")
-        if "skipped" in m.group(0):
-            demo.finish()
-            pytest.skip("no demo zone inside calling hours now")
+        assert "skipped" not in m.group(0), "".join(demo.lines)
         owner = _logins_work(server, logins)
         assert "demo-live" in owner.get("/campaigns").text
         token = owner.csrf("/account/trunks")

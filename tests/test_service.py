@@ -17,7 +17,7 @@ from core.store import Store
 from dialer.trunks import add_trunk
 from rules import service
 from sip_harness import ROOT, free_udp_port, needs_sip, write_tone
-from test_engine_sip import callable_area, setup_campaign
+from test_engine_sip import setup_campaign, when_to_test
 
 pytestmark = needs_sip
 
@@ -44,20 +44,22 @@ def configure(tmp_path, now, numbers, proxy, register=False):
     return store
 
 
-def dialer(db, *args, **kw):
+def dialer(db, *args, offset_s=0, **kw):
+    """``dialer ARGS`` as a process on ``db``; with ``offset_s``, on a clock shifted that
+    far (tests/shifted_cli.py: the test's clock, test_engine_sip.when_to_test)."""
     env = dict(os.environ, DIALER_DB=str(db), PYTHONPATH=str(ROOT))
-    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), *map(str, args)], env=env, cwd=str(ROOT),
+    cmd = [str(ROOT / "tests" / "shifted_cli.py"), str(offset_s)] if offset_s else [str(ROOT / "cli.py")]
+    return subprocess.Popen([sys.executable, *cmd, *map(str, args)], env=env, cwd=str(ROOT),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def test_dialer_run_end_to_end(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     carrier = sipp("uas_answer_hold.xml", "-d", "2000", echo=True)
     store = configure(tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
     db = store.path
     port = free_udp_port()
-    run = dialer(db, "run", "--sip-port", port, "--workers", 2, "--drain", 5)
+    run = dialer(db, "run", "--sip-port", port, "--workers", 2, "--drain", 5, offset_s=offset)
     try:
         # the service is up when its worker answers: the agent's phone logs in
         phone = sipp("uac_agent.xml", f"127.0.0.1:{port}", echo=True, service="agent-alice-7391", calls=1,
@@ -67,7 +69,7 @@ def test_dialer_run_end_to_end(tmp_path, sipp):
                  "alice's call to end (wrap-up)", run)
         # the wrap-up's disposition from the CLI, while the dialer runs
         out = dialer(db, "agent", "dispose", "alice", "--account", "acme", "--disposition", "sale",
-                     "--json").communicate(timeout=60)
+                     "--json", offset_s=offset).communicate(timeout=60)
         import json
         res = json.loads(out[0])
         assert res["done"] and res["result"] == "done: wrap-up ended with sale", out
@@ -75,7 +77,7 @@ def test_dialer_run_end_to_end(tmp_path, sipp):
                  "the call's record", run)
         # a command for an agent no dialer has: refused after the wait, with the reason, exit 1
         add_user(store, "acme", "bob", "agent", now, "t")
-        late = dialer(db, "agent", "pause", "bob", "--account", "acme", "--wait", "1")
+        late = dialer(db, "agent", "pause", "bob", "--account", "acme", "--wait", "1", offset_s=offset)
         o, e = late.communicate(timeout=60)
         assert late.returncode == 1 and b"no running dialer has this agent logged in" in o
         run.send_signal(signal.SIGTERM)
@@ -97,12 +99,12 @@ def test_dialer_run_end_to_end(tmp_path, sipp):
 
 
 def test_a_trunk_refusing_registration_dials_nothing_and_the_service_runs_on(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     registrar = sipp("uas_registrar.xml", "-key", "user", "acme", "-key", "password", "right", calls=10)
     store = configure(tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{registrar.port}", register=True)
     db = store.path
-    run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 4, "--drain", 0, "--json")
+    run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 4, "--drain", 0, "--json",
+                 offset_s=offset)
     o, e = run.communicate(timeout=90)
     assert run.returncode == 0, e.decode()[-3000:]
     import json
@@ -136,14 +138,14 @@ def test_dialer_run_refuses_a_campaign_without_a_trunk(tmp_path):
 
 
 def test_a_campaign_started_while_the_dialer_runs_joins_it(tmp_path, sipp):
-    now = _dt.datetime.now(_dt.timezone.utc)
-    area = callable_area(now)
+    now, area, offset = when_to_test()
     carrier = sipp("uas_busy.xml")
     store = configure(tmp_path, now, [f"{area}5550142"], f"127.0.0.1:{carrier.port}")
     db = store.path
     create_campaign(store, "late", "acme", now, "t", caller_id="212-555-9999",
                     greeting=write_tone(tmp_path / "g2.wav", seconds=1.0), dial_mode="progressive")
-    run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 12, "--drain", 0)
+    run = dialer(db, "run", "--sip-port", free_udp_port(), "--workers", 1, "--seconds", 12, "--drain", 0,
+                 offset_s=offset)
     try:
         first = run.stdout.readline().decode()
         assert first.startswith("== dialer running: c;"), first
