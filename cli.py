@@ -1249,18 +1249,27 @@ def demo(app, fresh, seconds, agents, sip, web, web_port, clock_offset):
 @click.option("--web", "web_port", type=click.IntRange(0, 65535), default=None,
               help="Also serve the web application on this port, on the dialer's reactor.")
 @click.option("--web-host", default="127.0.0.1", show_default=True, help="Address the web application listens on.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="Serve the web application over HTTPS with this PEM certificate (chain).")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+              help="Its PEM private key (default: in the --tls-cert file).")
 @json_option
 @pass_app
-def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, web_port, web_host, as_json):
+def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, web_port, web_host, tls_cert, tls_key,
+        as_json):
     """Run the dialer: every running campaign over its SIP trunk, agents logging in
     from their SIP phones, until SIGINT/SIGTERM (or --seconds). With --web PORT, the
     browser's pages are served beside it by the same reactor."""
     from dialer.service import run_service
+    if tls_key and not tls_cert:
+        from core.errors import InputError
+        raise InputError("--tls-key needs --tls-cert")
     if web_port is not None:
-        from web.server import listen
-        addr = listen(app.the_reactor(), app.db_path, web_port, web_host).getHost()
+        from web.server import listen, tls_options, url
+        tls = tls_options(tls_cert, tls_key) if tls_cert else None
+        port = listen(app.the_reactor(), app.db_path, web_port, web_host, tls=tls)
         if not as_json:
-            click.echo(f"== web: http://{addr.host}:{addr.port}/")
+            click.echo(f"== web: {url(port, tls)}")
     out = run_service(app.db_path, (lambda _t: None) if as_json else click.echo, campaigns=list(campaigns) or None,
                       ip=ip, port=sip_port, workers=workers, seconds=seconds, record_dir=record_dir, drain_s=drain,
                       reactor=app.reactor)
@@ -1271,12 +1280,19 @@ def run(app, campaigns, ip, sip_port, workers, seconds, drain, record_dir, web_p
 @main.command("web")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="0: any free port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False), default=None,
+              help="Serve HTTPS with this PEM certificate (chain); session cookies are then Secure.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), default=None,
+              help="Its PEM private key (default: in the --tls-cert file).")
 @pass_app
-def web_cmd(app, port, host):
+def web_cmd(app, port, host, tls_cert, tls_key):
     """Serve the web application alone (no dialing), until SIGINT/SIGTERM. Users log in
     with a password set by an owner, or by: dialer account password USER."""
-    from web.server import serve
-    serve(app.db_path, click.echo, port=port, host=host)
+    from web.server import serve, tls_options
+    if tls_key and not tls_cert:
+        from core.errors import InputError
+        raise InputError("--tls-key needs --tls-cert")
+    serve(app.db_path, click.echo, port=port, host=host, tls=tls_options(tls_cert, tls_key) if tls_cert else None)
 
 
 # --------------------------------------------------------------------------------- webhooks

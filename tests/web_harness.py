@@ -98,7 +98,8 @@ class Client:
         self.set_cookie_headers = []
 
     def request(self, method, path, body=None, headers=None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
+        connect = getattr(self.server, "connect", None)  # a server over TLS makes its own connections
+        conn = connect() if connect else http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=30)
         h = dict(headers or {})
         if self.cookies:
             h["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
