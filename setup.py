@@ -27,6 +27,8 @@ setup(
         # [tls]: pyOpenSSL and service_identity, for https webhooks (certificates checked against the host name)
         "twisted[tls]>=24.3",
         "txaio>=23.1",
+        # the browser's live channel (web/live.py): autobahn's Twisted WebSocket server (txaio is its)
+        "autobahn[twisted]>=24.4",
         # 2.10.post6 is the last wheel built with 32 calls per process (2.15 wheels allow 4).
         "pjsua2-python==2.10.post6; platform_system == 'Linux' and platform_machine == 'x86_64'",
         "phonenumbers>=8.13.30",
@@ -46,6 +48,8 @@ setup(
     ],
     extras_require={"test": ["pytest>=7.4", "pytest-timeout>=2.2", "hypothesis>=6.90", "import-linter>=2.0",
                              "selenium>=4.20",
+                             # the live channel's tests talk WebSocket (tests/test_web_live.py)
+                             "websocket-client>=1.6",
                              # the JSON API checked against its OpenAPI document (tests/test_api_schemathesis.py)
                              "schemathesis>=4.30,<5"],
                     "bench": ["scipy>=1.11", "matplotlib>=3.7"]},

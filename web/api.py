@@ -467,8 +467,10 @@ class Api:
     async def _state(self, tok, cid, action, body):
         from billing.standing import change_state
         try:
-            return await self.stores.write(change_state, cid, action, self.now(), actor(tok), body.get("reason", ""),
-                                           account=tok["account_id"])
+            out = await self.stores.write(change_state, cid, action, self.now(), actor(tok), body.get("reason", ""),
+                                          account=tok["account_id"])
+            self.publish_state(tok["account_id"], cid, out, actor(tok))  # web.app: to the live channel
+            return out
         except NotFound:
             raise
         except InputError as e:  # the refusal: its state, caller ID, greeting, the account's standing

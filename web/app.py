@@ -37,6 +37,13 @@ class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, 
     def static(self, request):
         return _Static(str(HERE / "static"))
 
+    # ------------------------------------------------------------------ the live channel
+    @app.route("/live", methods=["GET"])
+    def live(self, request):
+        """The WebSocket of ``web.live`` (autobahn takes the connection over; it checks
+        the Origin and the session cookie itself, at the handshake)."""
+        return self.hub.resource
+
     # ------------------------------------------------------------------ logins
     @app.route("/login", methods=["GET"])
     def login_page(self, request):
@@ -78,6 +85,7 @@ class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, 
             return self._login_form(request, 401, error="Wrong account, user or password.", account=account, user=user)
         self.throttle.succeeded(source, key)
         token, sess = await self.stores.write(sessions.open_session, row, source, self.now())
+        self.hub.end_sessions(sess["user_id"], "elsewhere", keep=sess["id"])  # the other browsers are told now
         self._set_session_cookie(request, token)
         return self.redirect(request, "/password" if sess["must_change_password"] else roles.home(sess["role"]))
 
@@ -85,6 +93,7 @@ class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, 
     @guard(must_change_ok=True)
     async def logout(self, request, sess):
         await self.stores.write(sessions.end, sess, "logout", self.now())
+        self.hub.end_session(sess["id"], "logout")
         self._clear_session_cookie(request)
         return self.redirect(request, "/login?ended=logout")
 
@@ -118,6 +127,7 @@ class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, 
                                     sessions.actor(sess), keep_session=sess["id"])
         except InputError as e:
             return self.render(request, "password.html", sess, 400, error=str(e))
+        self.hub.end_sessions(sess["user_id"], "password-changed", keep=sess["id"])
         return self.redirect(request, roles.home(sess["role"]))
 
     @app.route("/", methods=["GET"])
@@ -203,11 +213,20 @@ class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, 
     async def campaign_state(self, request, sess, cid, action):
         from billing.standing import change_state
         try:
-            await self.stores.write(change_state, cid, action, self.now(), sessions.actor(sess),
-                                    _arg(request, "reason", ""), account=sess["account_id"])
+            out = await self.stores.write(change_state, cid, action, self.now(), sessions.actor(sess),
+                                          _arg(request, "reason", ""), account=sess["account_id"])
         except InputError as e:
             return await self._campaign_page(request, sess, cid, 409, error=str(e))
+        self.publish_state(sess["account_id"], cid, out, sess["user_name"])
         return self.redirect(request, f"/campaigns/{cid}")
+
+    def publish_state(self, account_id, cid, out, by):
+        """A campaign's state change (``change_state``'s answer), made: to the live
+        channel's ``campaign.<id>`` and ``campaigns`` topics of its account."""
+        msg = {"type": "campaign.state", "campaign": cid, "name": out["campaign"], "state": out["state"],
+               "was": out["was"], "by": by}
+        self.hub.publish(account_id, f"campaign.{cid}", msg)
+        self.hub.publish(account_id, "campaigns", msg)
 
     @app.route("/campaigns/<int:cid>/greeting", methods=["POST"])
     @guard("campaigns.edit")
@@ -358,6 +377,8 @@ class WebApp(ComplianceScreens, AccountScreens, HookScreens, Api, TokenScreens, 
             out = await self.stores.write(fn, sess["account_id"], *args)
         except InputError as e:
             return await self._users_page(request, sess, status=400, error=str(e))
+        if isinstance(out, dict) and out.get("user"):  # a role, password or disable may have ended their sessions
+            self.hub.recheck_user(sess["account_id"], out["user"])
         return await self._users_page(request, sess, shown=out)
 
 

@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from core.errors import DialerError, NotFound
 
 from . import roles, sessions
+from .live import Hub
 from .uploads import Uploads
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -91,7 +92,8 @@ class Base:
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")), autoescape=True)
         self.env.filters["pct"] = lambda x: "—" if x is None else f"{100 * float(x):.2f} %"
         self.throttle = sessions.LoginThrottle()
-        self.uploads = Uploads(stores)
+        self.hub = Hub(reactor, stores, COOKIE, idle_s, absolute_s)  # the live channel (/live)
+        self.uploads = Uploads(stores, self.hub)
 
     # ------------------------------------------------------------------ plumbing
     def now(self):

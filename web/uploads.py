@@ -1,6 +1,8 @@
 """List uploads from the browser: the file lands beside the database, then the import
 (``campaigns.leads.import_list``, the function behind ``dialer list import``) runs on
-the web's import thread while the page polls its progress.
+the web's import thread; its progress is published to the account's ``imports`` topic
+of the live channel (``web.live``) as it goes, and the page polls it when its socket is
+down.
 
 A job is known to this process only (memory), by a random token, and only to the
 account that started it: another account's token answers as unknown."""
@@ -51,10 +53,18 @@ class Job:
         return {"token": self.token, "file": self.file, "state": self.state, "rows": self.rows,
                 "fraction": round(self.fraction, 4), "import_id": self.import_id, "error": self.error}
 
+    def message(self):
+        """What the live channel's ``imports`` topic carries: the job, its campaign and,
+        once there is one, its import's page."""
+        out = {**self.as_dict(), "type": "import.progress", "campaign": self.campaign_id}
+        if self.import_id is not None:
+            out["import_url"] = f"/campaigns/{self.campaign_id}/imports/{self.import_id}"
+        return out
+
 
 class Uploads:
-    def __init__(self, stores):
-        self.stores = stores
+    def __init__(self, stores, hub=None):
+        self.stores, self.hub = stores, hub
         self.jobs = {}
         self._lock = threading.Lock()
 
@@ -75,9 +85,20 @@ class Uploads:
             done = [t for t, j in self.jobs.items() if j.state in ("done", "failed")]
             for t in done[:max(0, len(done) - KEEP_JOBS)]:
                 del self.jobs[t]
-        self.stores.long(_run, job, folder, now, actor, mapping, dedupe, region).addErrback(
-            lambda f: log.failure("list import {token} stopped", f, token=job.token))
+        self._publish(job)
+        d = self.stores.long(_run, job, folder, now, actor, mapping, dedupe, region, self._publish_from_thread)
+        d.addErrback(lambda f: log.failure("list import {token} stopped", f, token=job.token))
+        d.addBoth(lambda _: self._publish(job))
         return job
+
+    def _publish(self, job):
+        """On the reactor: the job's state to its account's ``imports`` topic."""
+        if self.hub is not None:
+            self.hub.publish(job.account_id, "imports", job.message())
+
+    def _publish_from_thread(self, job):
+        if self.hub is not None:
+            self.hub.reactor.callFromThread(self._publish, job)
 
 
 def _save(store, body, name):
@@ -91,12 +112,17 @@ def _save(store, body, name):
     return folder
 
 
-def _run(store, job, folder, now, actor, mapping, dedupe, region):
-    """On the import thread: the import, its progress in the job."""
+def _run(store, job, folder, now, actor, mapping, dedupe, region, published=None):
+    """On the import thread: the import, its progress in the job (and ``published(job)``
+    at each step: the live channel's message)."""
     def progress(rows, fraction):
         job.rows, job.fraction = rows, fraction
+        if published is not None:
+            published(job)
 
     job.state = "importing"
+    if published is not None:
+        published(job)
     try:
         out = import_list(store, f"{folder}/{job.file}", job.campaign_id, now, actor, mapping=mapping or None,
                           region=region, dedupe=dedupe, progress=progress, account=job.account_id, chunk=CHUNK)

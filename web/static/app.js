@@ -1,5 +1,6 @@
 // Every page: tell a logged-in browser when its session ends (logged in elsewhere,
-// timed out, disabled), by asking the server every 15 s; scripts send the CSRF token.
+// timed out, disabled), by asking the server every 15 s (live.js's socket tells it at
+// once; this poll is the fallback while the socket is down); scripts send the CSRF token.
 "use strict";
 window.dialer = {
   csrf: function () {
@@ -18,6 +19,7 @@ window.dialer = {
       .then(function (s) { if (s.state !== "open") window.dialer.ended(s.state === "none" ? "" : s.state); })
       .catch(function () {});
   }
+  window.dialer.check = check;  // live.js: after its socket closes or is refused
   window.setInterval(check, 15000);
   document.addEventListener("visibilitychange", function () { if (!document.hidden) check(); });
 })();

@@ -1,5 +1,6 @@
 // List upload: drag and drop (or choose) a file; it is sent as the request body with
-// upload progress, then the import's progress is polled until it ends.
+// upload progress, then the import's progress comes over the live channel (live.js,
+// topic "imports"), or is polled while the socket is down.
 "use strict";
 (function () {
   var form = document.getElementById("upload-form");
@@ -10,19 +11,32 @@
 
   function fail(msg) { errEl.textContent = msg; errEl.hidden = false; phase.textContent = "Stopped."; }
 
-  function poll(url) {
-    fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
-      .then(function (r) { if (r.status === 401) { window.dialer.ended(""); throw new Error("logged out"); } return r.json(); })
-      .then(function (job) {
-        bar.value = Math.round(1000 * job.fraction);
-        rowsEl.textContent = job.rows + " rows read";
-        if (job.state === "done") { phase.textContent = "Imported."; window.location.assign(job.import_url); }
-        else if (job.state === "failed") {
-          fail(job.error);
-          if (job.import_url) { var a = document.createElement("a"); a.href = job.import_url; a.textContent = " See the import."; errEl.appendChild(a); }
-        } else { phase.textContent = job.state === "queued" ? "Waiting for the import to start…" : "Importing…"; window.setTimeout(function () { poll(url); }, 400); }
-      })
-      .catch(function (e) { if (e.message !== "logged out") fail("Lost contact with the server: " + e.message); });
+  var live = window.dialer.live, following = null;
+  // subscribed before any upload, so no message of the job is missed
+  if (live) live.subscribe("imports", function (job) { if (following) following(job); });
+
+  function follow(url, token) {
+    var over = false;
+    function show(job) {
+      if (over) return;
+      bar.value = Math.round(1000 * job.fraction);
+      rowsEl.textContent = job.rows + " rows read";
+      if (job.state === "done") { over = true; phase.textContent = "Imported."; window.location.assign(job.import_url); }
+      else if (job.state === "failed") {
+        over = true;
+        fail(job.error);
+        if (job.import_url) { var a = document.createElement("a"); a.href = job.import_url; a.textContent = " See the import."; errEl.appendChild(a); }
+      } else phase.textContent = job.state === "queued" ? "Waiting for the import to start…" : "Importing…";
+    }
+    following = function (job) { if (job.token === token) show(job); };
+    function poll() {  // at once, then every 0.4 s while the socket is down (every 5 s as a check when it is up)
+      if (over) return;
+      fetch(url, { headers: { "X-Requested-With": "fetch" }, credentials: "same-origin" })
+        .then(function (r) { if (r.status === 401) { window.dialer.ended(""); throw new Error("logged out"); } return r.json(); })
+        .then(function (job) { show(job); window.setTimeout(poll, live && live.ready("imports") ? 5000 : 400); })
+        .catch(function (e) { if (e.message !== "logged out") fail("Lost contact with the server: " + e.message); });
+    }
+    poll();
   }
 
   function send(file) {
@@ -41,7 +55,7 @@
       try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
       if (xhr.status === 401) { window.dialer.ended(body.ended || ""); return; }
       if (xhr.status !== 202) { fail(body.error || ("upload refused (" + xhr.status + ")")); return; }
-      phase.textContent = "Importing…"; bar.value = 0; poll(body.status_url);
+      phase.textContent = "Importing…"; bar.value = 0; follow(body.status_url, body.token);
     };
     xhr.onerror = function () { fail("The upload failed (network)."); };
     xhr.send(file);
