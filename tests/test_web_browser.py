@@ -212,6 +212,26 @@ def test_a_second_login_ends_the_first_session(site, browsers):
     assert second.current_url.endswith("/campaigns")
 
 
+def test_the_live_channel_tells_the_first_browser_at_once(site, browsers):
+    """The first page's WebSocket (live.js, to /live: allowed by the CSP's connect-src
+    'self') hears that a second login ended its session, and the page goes to the login
+    page saying why: nothing clicked, no event dispatched, and its /session/state poll
+    made unable to answer, so only the socket can have told it."""
+    from selenium.webdriver.support import expected_conditions as EC
+    server, db, ids = site
+    first, second = browsers(), browsers()
+    login(first, server, "acme", "sue")
+    wait(first, lambda d: d.execute_script("return window.dialer.live.connected()"))
+    first.execute_script("""var f = window.fetch; window.fetch = function (url, opts) {
+        if (String(url).indexOf('/session/state') >= 0) return new Promise(function () {});
+        return f(url, opts); };""")
+    login(second, server, "acme", "sue")
+    notice = wait(first, EC.visibility_of_element_located(("id", "ended")), timeout=10)
+    assert "logged in elsewhere" in notice.text
+    assert first.current_url.endswith("/login?ended=elsewhere")
+    assert wait(second, lambda d: d.execute_script("return window.dialer.live.connected()"))
+
+
 def test_compliance_edit_a_rule_with_a_bad_value_then_a_good_one(site, browsers):
     """The operator account's compliance officer: a bad value gets one clear message
     naming the field and changes nothing; a good one shows its diff, is saved with its
