@@ -343,3 +343,31 @@ def test_a_slow_client_is_dropped_not_buffered(tmp_path):
         other.close()
     finally:
         server.stop()
+
+
+def test_over_tls(tmp_path):
+    """``dialer web --tls-cert``: ``wss://`` on the same port, our own Origin is then
+    ``https://``; the flow control works on the TLS transport too (a ping answered)."""
+    import ssl
+
+    import test_web_tls as tls  # its self-signed certificate and server (as a module: its tests are not ours)
+    db = tmp_path / "dialer.db"
+    seed(db)
+    cert, key = tls._self_signed(tmp_path)
+    server = tls.TlsServer(db, cert, key)
+    try:
+        c = Client(server)
+        assert c.login("acme", "olive").status == 303
+        kw = {"cookie": f"dialer_session={c.cookies['dialer_session']}", "timeout": 10,
+              "sslopt": {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": str(cert)}}
+        url = f"wss://127.0.0.1:{server.port}/live"
+        with pytest.raises(websocket.WebSocketBadStatusException) as e:
+            websocket.create_connection(url, origin=f"http://127.0.0.1:{server.port}", **kw)
+        assert e.value.status_code == 403
+        ws = websocket.create_connection(url, origin=f"https://127.0.0.1:{server.port}", **kw)
+        assert receive(ws)["type"] == "hello"
+        assert subscribe(ws, "imports")["type"] == "subscribed"
+        nothing_pending(ws)
+        ws.close()
+    finally:
+        server.stop()
