@@ -34,7 +34,7 @@ in 10 s: closed).
 
 **Publishing** (:meth:`Hub.publish`, on the reactor thread; :meth:`Hub.publish_from_thread`
 from another thread): ``hub.publish(account_id, topic, message)``. The hub of a server is
-``web.server.listen(...).factory.web.hub``: with ``dialer run --web`` the dialer's events
+``web.server.listen(...).web.hub``: with ``dialer run --web`` the dialer's events
 can be handed to it (a plain callable: ``dialer`` does not import ``web``).
 """
 
