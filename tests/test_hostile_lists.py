@@ -394,7 +394,11 @@ def _run_limited(db_path, path, mem_bytes=1536 << 20, cpu_seconds=60):
         "except DialerError as e:\n"
         "    print(json.dumps({'error': type(e).__name__, 'message': str(e)}))\n"
         "r = resource.getrusage(resource.RUSAGE_SELF)\n"
-        "print(json.dumps({'maxrss_kb': r.ru_maxrss, 'cpu': r.ru_utime + r.ru_stime}))\n"
+        # the peak resident size of this process's own memory (VmHWM): ru_maxrss keeps the
+        # peak of the memory it was started from (Linux carries it over exec; with vfork that is
+        # the test runner's), which grows with the number of tests run before this one
+        "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))\n"
+        "print(json.dumps({'maxrss_kb': hwm, 'cpu': r.ru_utime + r.ru_stime}))\n"
     )
     p = subprocess.run([sys.executable, "-c", code, str(db_path), str(path)], capture_output=True, timeout=300,
                        cwd=ROOT)
