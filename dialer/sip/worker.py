@@ -652,15 +652,6 @@ class Worker:
 
     def housekeeping(self):
         now = time.monotonic()
-        if any(c.leg.deadline is not None and c.leg.answered_ms is None and c.leg.hangup_at is None
-               and now >= c.leg.deadline for c in self.calls.values()):
-            # A ring deadline passed. What the network already brought comes first: a 180
-            # (the ring time restarts from it) or a 200 waiting in the socket while this
-            # process was not scheduled must not lose to a timer that was only late.
-            for _ in range(64):
-                if self.ep.libHandleEvents(0) <= 0:
-                    break
-            now = time.monotonic()
         for c in list(self.calls.values()):
             leg = c.leg
             if leg.deadline is not None and leg.answered_ms is None and leg.hangup_at is None \
