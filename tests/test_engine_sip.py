@@ -260,7 +260,7 @@ def test_the_database_locked_mid_call_loses_no_cdr(tmp_path, sipp):
     busy_number = f"{area}5550{724}"
     setup_campaign(tmp_path, now, answer_numbers + [busy_number]).close()
     store = Store(tmp_path / "d.db", timeout=0.1)  # the reactor's connection: a lock answers at once
-    answer = sipp("uas_answer_hold.xml", "-d", "2000")
+    answer = sipp("uas_answer_hold.xml", "-d", "5000")  # answered calls stay up well past the lock, even on a loaded machine
     busy = sipp("uas_busy.xml")
     routes = {"+1" + n: answer for n in answer_numbers}
     routes["+1" + busy_number] = busy
