@@ -15,7 +15,7 @@ import cli
 from core.store import Store
 from web.sessions import LoginThrottle, token_hash
 
-from web_harness import PASSWORD, Client, Server, seed, until
+from web_harness import PASSWORD, Client, Server, seed, until, logged_in
 
 
 @pytest.fixture(scope="module")
@@ -25,13 +25,6 @@ def site(tmp_path_factory):
     server = Server(db)
     yield server, db, ids
     server.stop()
-
-
-def logged_in(server, account="acme", user="olive"):
-    c = Client(server)
-    r = c.login(account, user)
-    assert r.status == 303, r.text
-    return c
 
 
 def campaign_row(db, cid):

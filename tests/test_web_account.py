@@ -13,7 +13,7 @@ import pytest
 
 from core.store import Store
 from dialer import trunks
-from web_harness import NOW, Client, Server, seed
+from web_harness import NOW, Client, Server, seed, logged_in, query as q
 
 from sip_harness import IP, free_udp_port, needs_sip
 
@@ -45,21 +45,6 @@ def site(tmp_path_factory):
     server = Server(db)
     yield server, db, ids
     server.stop()
-
-
-def logged_in(server, account="acme", user="olive"):
-    c = Client(server)
-    r = c.login(account, user)
-    assert r.status == 303, r.text
-    return c
-
-
-def q(db, sql, params=()):
-    s = Store(db)
-    try:
-        return s.query(sql, params)
-    finally:
-        s.close()
 
 
 PAGES = ("/account", "/account/numbers", "/account/trunks", "/account/billing")

@@ -21,7 +21,7 @@ from campaigns.store import add_user, create_campaign, set_operator
 from campaigns.users import set_password
 from core.store import Store
 
-from web_harness import NOW, PASSWORD, Client, Server, seed
+from web_harness import NOW, PASSWORD, Server, logged_in, query, seed
 
 EVIL = '<script>alert("x")</script>'
 
@@ -42,21 +42,6 @@ def site(tmp_path_factory):
     server = Server(db)
     yield server, db, ids
     server.stop()
-
-
-def logged_in(server, account, user):
-    c = Client(server)
-    r = c.login(account, user)
-    assert r.status == 303, r.text
-    return c
-
-
-def query(db, sql, params=()):
-    s = Store(db)
-    try:
-        return s.query(sql, params)
-    finally:
-        s.close()
 
 
 def version(db, jur="US"):

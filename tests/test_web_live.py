@@ -19,7 +19,7 @@ import pytest
 
 from core.store import Store
 
-from web_harness import Client, Server, seed, until
+from web_harness import Client, Server, seed, until, logged_in
 
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed (pip install -e '.[test]')")
 
@@ -47,13 +47,6 @@ def site(tmp_path_factory):
     server = _server(db, DIALER_LIVE_CHECK_S="0.5")  # sessions re-read twice a second (15 s by default)
     yield server, db, ids
     server.stop()
-
-
-def logged_in(server, account="acme", user="olive"):
-    c = Client(server)
-    r = c.login(account, user)
-    assert r.status == 303, r.text
-    return c
 
 
 def connect(server, client=None, origin="own", timeout=10, sockopt=()):

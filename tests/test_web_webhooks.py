@@ -16,7 +16,7 @@ import pytest
 
 from core.store import Store
 from dialer import webhooks as wh
-from web_harness import NOW, Client, Server, seed, until
+from web_harness import NOW, Client, Server, seed, until, query
 
 
 class Receiver:
@@ -66,14 +66,6 @@ def logged_in(server, account="acme", user="olive"):
     c = Client(server)
     assert c.login(account, user).status == 303
     return c
-
-
-def query(db, sql, params=()):
-    s = Store(db)
-    try:
-        return s.query(sql, params)
-    finally:
-        s.close()
 
 
 def signed_ok(secret, got):

@@ -145,6 +145,23 @@ class Client:
         return m.group(1)
 
 
+def logged_in(server, account="acme", user="olive"):
+    """A client logged in as ``user`` of ``account`` (the login answered 303)."""
+    c = Client(server)
+    r = c.login(account, user)
+    assert r.status == 303, r.text
+    return c
+
+
+def query(db, sql, params=()):
+    """Rows of ``sql`` on the database file, on a connection of its own."""
+    s = Store(db)
+    try:
+        return s.query(sql, params)
+    finally:
+        s.close()
+
+
 def until(predicate, timeout=30.0, every=0.05, what="a condition"):
     """Wait until ``predicate()`` is truthy (returns it); fail after ``timeout`` s."""
     end = time.monotonic() + timeout
