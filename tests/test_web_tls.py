@@ -7,15 +7,13 @@ import datetime as dt
 import http.client
 import re
 import ssl
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 import cli
 
-from web_harness import ROOT, Client, seed
+from web_harness import Client, Server, seed
 
 
 def _self_signed(tmp_path):
@@ -40,34 +38,15 @@ def _self_signed(tmp_path):
     return cert_path, key_path
 
 
-class TlsServer:
+class TlsServer(Server):
     """``dialer web --port 0 --tls-cert C --tls-key K``; connections verify C."""
 
     def __init__(self, db_path, cert, key):
-        self.log = open(f"{db_path}.web.log", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import cli; cli.main()", "--db", str(db_path), "web", "--port", "0",
-             "--tls-cert", str(cert), "--tls-key", str(key)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.proc.stdout.readline()
-        m = re.search(r"https://127\.0\.0\.1:(\d+)/", line)
-        if not m:
-            self.stop()
-            raise RuntimeError(f"the web server did not start over TLS: {line!r}")
-        self.port = int(m.group(1))
+        super().__init__(db_path, ("--tls-cert", str(cert), "--tls-key", str(key)), scheme="https")
         self.ctx = ssl.create_default_context(cafile=str(cert))
 
     def connect(self):
         return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=self.ctx)
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
 
 
 def test_https_session_cookie_is_secure(tmp_path):
@@ -94,7 +73,6 @@ def test_https_session_cookie_is_secure(tmp_path):
 
 
 def test_plain_http_cookie_is_not_secure_and_no_hsts(tmp_path):
-    from web_harness import Server
     db = tmp_path / "dialer.db"
     seed(db)
     server = Server(db)

@@ -48,21 +48,21 @@ def seed(db_path):
 
 
 class Server:
-    """``dialer --db DB web --port 0``; ``url`` once it listens."""
+    """``dialer --db DB web --port 0 [ARGS]``; ``url`` once it listens (``scheme``: what it prints)."""
 
-    def __init__(self, db_path):
+    def __init__(self, db_path, args=(), scheme="http"):
         self.log_path = f"{db_path}.web.log"  # the server's log (twisted.logger), for a failing test
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import cli; cli.main()", "--db", str(db_path), "web", "--port", "0"],
+            [sys.executable, "-c", "import cli; cli.main()", "--db", str(db_path), "web", "--port", "0", *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True)
         line = self.proc.stdout.readline()  # blocks until the server says where it listens
-        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        m = re.search(rf"{scheme}://127\.0\.0\.1:(\d+)/", line)
         if not m:
             self.stop()
             raise RuntimeError(f"the web server did not start: {line!r}")
         self.port = int(m.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
     def stop(self):
         self.proc.terminate()
